@@ -1,0 +1,3 @@
+from dbgov.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Audit events: what each one says, and how it is encoded for the ledger.
+
+An event is a flat-ish JSON object encoded with RFC 8785 (JCS) canonical JSON;
+those exact bytes are the Merkle leaf (`leaf = SHA-256(0x00 || bytes)`), so any
+verifier can re-encode nothing and trust nothing but the bytes.
+
+Common fields: `v` (schema version), `type`, `id` (unique; `<session>:<n>` for
+session events), `ts` (UTC, microseconds, ISO 8601), and where they apply
+`session`, `user`, `groups`, `target`. Types:
+
+- connection.open   identity, client address, TLS, auth method, client application_name
+- auth.failed       user, reason code, message, client address, requested target
+- statement         sql, params, kinds, tables, fingerprint, decision, rule, approval/grant refs
+- statement.done    ref (the statement's id), rows, command tags, sqlstate, duration, masked columns
+- connection.close  bytes in/out, duration, reason
+- approval.*, grant.*, model.retrain, checkpoint … added by their owners.
+
+Secrets never enter an event in clear: tokens and passwords are never passed
+here, and callers redact literals of password-bearing statements and secret
+bind parameters before building events (see `redact.py`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from typing import Any
+
+from dbgov.ledger.canonical import canonical_json
+
+SCHEMA_VERSION = 1
+MAX_TEXT = 64 * 1024  # longer SQL texts are cut, with their full hash kept
+
+
+def utc_now_iso() -> str:
+    now = datetime.datetime.now(datetime.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(6)
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return canonical_json(event)
+
+
+def base(type_: str, event_id: str, **fields: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"v": SCHEMA_VERSION, "type": type_, "id": event_id, "ts": utc_now_iso()}
+    for k, v in fields.items():
+        if v is not None:
+            event[k] = v
+    return event
+
+
+def clip(text: str) -> str:
+    if len(text) <= MAX_TEXT:
+        return text
+    import hashlib
+
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return f"{text[:MAX_TEXT]}… [cut; {len(text)} chars, sha256 {digest}]"
+
+
+def param_repr(value: bytes | None, fmt: int) -> str | None:
+    """Bind parameters as text for the audit; binary ones as hex."""
+    if value is None:
+        return None
+    if fmt == 0:
+        try:
+            return clip(value.decode())
+        except UnicodeDecodeError:
+            pass
+    return "\\x" + value[:1024].hex()

@@ -1,0 +1,227 @@
+"""The write-ahead journal: where an event becomes durable before its statement runs.
+
+Each proxy process appends canonical-JSON events, one per line, to its own
+segment files under `<data_dir>/ledger/journal/`. The sequencer (`sequencer.py`,
+one per deployment) reads every segment, assigns contiguous ledger indices in
+one total order and integrates them into the Merkle log. Keeping the hot path an
+`os.write()` to a private file means sessions never wait on a lock shared with
+other processes.
+
+Durability modes (contract, see DESIGN.md "Write-ahead audit"):
+- strict: an event MUST have been written to the operating system (survives a
+  kill -9 of any dbgov process) before `when_durable` callbacks run; fdatasync
+  follows within `fsync_interval_ms`.
+- fsync: an event MUST also be fdatasync'ed (survives power loss) before its
+  callbacks run; appends from all sessions share each fsync (group commit).
+- async: events are buffered and written every `fsync_interval_ms`; callbacks run
+  at once. A crash can lose the last interval of events: documented risk.
+
+A failed write (disk full, I/O error, file size limit) MUST NOT be acknowledged:
+callbacks get the error, the partial tail is truncated away, and the next append
+retries, so the proxy recovers by itself when the disk does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SEGMENT_BYTES = 64 * 1024 * 1024
+Callback = Callable[[OSError | None], None]
+
+
+def journal_dir(data_dir: Path) -> Path:
+    return data_dir / "ledger" / "journal"
+
+
+class Journal:
+    """Append-only segment files of one writer process (not thread-safe; one loop)."""
+
+    def __init__(self, directory: Path, writer: str, mode: str = "strict",
+                 fsync_interval_ms: int = 10) -> None:
+        if mode not in ("strict", "fsync", "async"):
+            raise ValueError(f"unknown ledger mode {mode!r}")
+        self.directory = directory
+        self.writer = writer
+        self.mode = mode
+        self.interval = fsync_interval_ms / 1000.0
+        directory.mkdir(parents=True, exist_ok=True)
+        self._seq = 0
+        self._fd = -1
+        self._offset = 0
+        self._pending: list[bytes] = []
+        self._waiters: list[Callback] = []
+        self._dirty = False  # written but not yet fdatasync'ed
+        self._syncing = False
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.failed: OSError | None = None
+        self.appended = 0
+        self._open_segment()
+
+    # -- segments --------------------------------------------------------------
+
+    def _segment_path(self, seq: int) -> Path:
+        return self.directory / f"{self.writer}.{seq:08d}.jsonl"
+
+    def _open_segment(self) -> None:
+        while self._segment_path(self._seq).exists():
+            self._seq += 1
+        path = self._segment_path(self._seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._offset = 0
+
+    def _rotate(self) -> None:
+        with contextlib.suppress(OSError):
+            os.fdatasync(self._fd)
+        os.close(self._fd)
+        self._seq += 1
+        self._open_segment()
+
+    # -- appending ---------------------------------------------------------------
+
+    def append(self, record: bytes) -> None:
+        """Queue one canonical-JSON event (without newline)."""
+        self._pending.append(record)
+        self.appended += 1
+        self._arm_timer()
+
+    def when_durable(self, callback: Callback) -> None:
+        """Run `callback(None)` once everything appended so far is durable per the mode,
+        or `callback(error)` if it could not be written."""
+        if self.mode == "async" and self.failed is None:
+            callback(None)
+            return
+        self._waiters.append(callback)
+        if self.mode == "strict":
+            self._write_pending()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_fsync)
+
+    def _write_pending(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        err = self._write(self._pending)
+        if err is None:
+            self._pending = []
+        for cb in waiters:
+            cb(err)
+        if err is None and self.mode == "strict":
+            self._arm_timer()
+
+    def _write(self, records: list[bytes]) -> OSError | None:
+        if not records:
+            return self.failed
+        data = b"\n".join(records) + b"\n"
+        try:
+            if self._offset + len(data) > SEGMENT_BYTES and self._offset > 0:
+                self._rotate()
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            # Never leave a torn record: cut the file back to the last whole line.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._offset)
+            if self.failed is None:
+                log.error("ledger journal write failed: %s", exc)
+            self.failed = exc
+            return exc
+        self._offset += len(data)
+        self._dirty = True
+        if self.failed is not None:
+            log.warning("ledger journal writable again")
+        self.failed = None
+        return None
+
+    # -- fsync mode: group commit --------------------------------------------------
+
+    def _flush_fsync(self) -> None:
+        self._flush_scheduled = False
+        if self._syncing:
+            return  # the running sync will pick up what arrived meanwhile
+        waiters, self._waiters = self._waiters, []
+        err = self._write(self._pending)
+        if err is not None:
+            for cb in waiters:
+                cb(err)
+            return
+        self._pending = []
+        self._syncing = True
+        fd = self._fd
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(None, os.fdatasync, fd)
+
+        def done(f: asyncio.Future[None]) -> None:
+            self._syncing = False
+            exc = f.exception()
+            error = exc if isinstance(exc, OSError) else None
+            if exc is not None and error is None:
+                error = OSError(str(exc))
+            if error is None:
+                self._dirty = False
+            else:
+                self.failed = error
+            for cb in waiters:
+                cb(error)
+            if self._waiters and not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush_fsync)
+
+        fut.add_done_callback(done)
+
+    # -- timers: strict's bounded fsync, async's buffered writes -----------------------
+
+    def _arm_timer(self) -> None:
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._pending and not self._syncing and self._write(self._pending) is None:
+            self._pending = []
+        if self._dirty and not self._syncing:
+            self._syncing = True
+            fut = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
+
+            def done(f: asyncio.Future[None]) -> None:
+                self._syncing = False
+                if f.exception() is None:
+                    self._dirty = False
+
+            fut.add_done_callback(done)
+        if self._pending or self._dirty:
+            self._arm_timer()
+
+    def flush_sync(self) -> None:
+        """Write and fsync everything now (shutdown, tests). Raises on failure."""
+        err = self._write(self._pending)
+        if err is not None:
+            raise err
+        self._pending = []
+        os.fdatasync(self._fd)
+        self._dirty = False
+        for cb in self._waiters:
+            cb(None)
+        self._waiters = []
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                self.flush_sync()
+            os.close(self._fd)
+            self._fd = -1
+        # Mark the last segment finished so the sequencer may delete it once integrated.
+        with contextlib.suppress(OSError):
+            (self.directory / f"{self.writer}.closed").write_text(str(time.time()))

@@ -1,0 +1,338 @@
+"""The policy file: what an operator may write, as frozen pydantic models.
+
+A policy is data (YAML), never SQL. Unknown keys are errors, so a typo in a
+security setting cannot silently weaken it. Every key:
+
+    version: 1                      # the only version so far
+    admin_groups: [dba]             # exempt from the privilege_escalation, procedural
+                                    # and catalog_secrets guardrails; default approvers
+                                    # of guardrails that require approval
+
+    grants:                         # the allow-list, like SQL GRANT; nothing else runs
+      - name: analysts-read         # optional id, shown in explain and denials
+        groups: [analysts]          # identity groups (any of), required
+        targets: ["*"]              # target names or "*" (default "*")
+        envs: [production]          # optional: only targets of these envs
+        allow: [read]               # categories (read, write, ddl, privilege, procedural,
+                                    # session, transaction, utility), statement kinds
+                                    # (select, insert, update, delete, merge, copy_from,
+                                    # create_index, drop, ...), or "*" for all
+        tables: ["public.*"]        # fnmatch globs on schema.table (default ["*"])
+
+    rules:                          # ordered exceptions; the first match decides
+      - name: feature-edits-need-dba    # unique, required
+        description: "..."          # optional, for people
+        match:                      # every key ANDed; each list means "any of"; omitted = any
+          groups: [ml-engineers]
+          users: [bob]
+          targets: [prod]
+          envs: [production]
+          kinds: [update, delete]   # statement kinds or categories, against Statement.kinds
+          tables: [public.feature_store]  # globs; matches if ANY table touched matches
+          functions: ["dblink*"]    # globs on lower-case function names
+        when: "stmt.has_where"      # optional CEL over the context in policy/context.py
+        action: require_approval    # allow | deny | require_approval
+        message: "..."              # the reason shown (deny) or given to approvers
+        hint: "..."                 # optional: what the user can do instead
+        approval:                   # required with require_approval, refused otherwise
+          approvers: [dba]          # groups whose members may approve
+          quorum: 1                 # distinct approvers needed
+          mode: hold                # hold (the statement waits) | refuse (ask, then rerun)
+          timeout: 10m              # 90s, 10m, 1h, 1d or seconds
+          risk: medium              # low | medium | high | critical, for the approvers
+
+    guardrails:                     # built-ins are ON unless changed here
+      - guardrail: drop_on_production   # one of GUARDRAIL_NAMES
+        groups: [dba]               # optional scope: groups (any of), targets, envs
+        targets: [prod]
+        envs: [production]
+        action: require_approval    # deny | require_approval | off
+        message: "..."              # optional: replaces the built-in reason
+        approval: {approvers: [dba]}    # with require_approval (default: admin_groups)
+        functions: [my_risky_fn]    # dangerous_functions only: names added to the floor
+
+    masking:                        # read by the masking engine
+      on_unknown_origin: deny       # deny | mask: a column whose origin cannot be traced
+      inference_guards: [analysts]  # groups whose queries get inference guards
+      columns:
+        public.customers.email: {mask: pseudonym, exempt: [dba]}
+        public.customers.phone: {mask: partial, keep_last: 4, exempt: [dba]}
+        # mask: redact | null | partial | email | pseudonym | hash | bucket | pii_text,
+        # plus that mask's options (see dbgov.masking.maskers); exempt: groups that
+        # see the value unmasked.
+
+    models: {}                      # model registry: kept as raw data for a later issue
+
+How they combine is the engine's business (policy/engine.py): fail closed, then
+guardrails, then the first matching rule, then grants.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dbgov.policy.context import CelCondition, compile_condition
+from dbgov.sql.kinds import CATEGORY_OF_KIND
+from dbgov.sql.model import Category
+
+
+class PolicyError(Exception):
+    """A policy problem, phrased for the operator: file, rule and field, then why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# The built-in guardrails a policy may change (policy/guardrails.py defines them).
+GuardrailName = Literal[
+    "privilege_escalation",
+    "server_files",
+    "dangerous_functions",
+    "procedural",
+    "unsafe_settings",
+    "catalog_secrets",
+    "unfiltered_write",
+    "drop_cascade",
+    "drop_on_production",
+    "truncate_on_production",
+    "ddl_on_production",
+    "function_call",
+]
+
+CATEGORIES = frozenset(c.value for c in Category)
+KINDS = frozenset(CATEGORY_OF_KIND) - {"other"}
+MASK_KINDS = ("redact", "null", "partial", "email", "pseudonym", "hash", "bucket", "pii_text")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]*$")
+_DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _check_glob(pattern: str, *, qualified: bool) -> str:
+    """A glob must be able to match something the analyzer produces."""
+    if not pattern or pattern != pattern.strip() or any(c.isspace() for c in pattern):
+        raise ValueError(f"bad glob {pattern!r}: empty or contains whitespace")
+    if pattern.count("[") != pattern.count("]"):
+        raise ValueError(f"bad glob {pattern!r}: unbalanced [ ]")
+    if qualified and pattern != "*":
+        schema, dot, table = pattern.partition(".")
+        if not dot or not schema or not table or "." in table:
+            raise ValueError(
+                f"bad glob {pattern!r}: tables are schema.table (e.g. public.customers, "
+                "public.*, *.audit_log) or *"
+            )
+    if not qualified and pattern != pattern.lower():
+        # Function names are compared lower-case (the analyzer folds them).
+        raise ValueError(f"bad glob {pattern!r}: function names are lower-case")
+    return pattern
+
+
+def _check_rights(values: tuple[str, ...], *, allow_star: bool) -> tuple[str, ...]:
+    for v in values:
+        if v == "*" and allow_star:
+            continue
+        if v not in CATEGORIES and v not in KINDS:
+            raise ValueError(
+                f"unknown statement class {v!r}: use a category "
+                f"({', '.join(sorted(CATEGORIES))}) or a statement kind (e.g. select, "
+                "insert, update, delete, merge, create_index, drop, truncate)"
+            )
+    return values
+
+
+def parse_duration(value: object) -> int:
+    """Seconds from 600, "90s", "10m", "1h" or "1d"."""
+    if isinstance(value, bool):
+        raise ValueError(f"bad duration {value!r}")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
+        seconds = int(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"bad duration {value!r}: use seconds or e.g. 90s, 10m, 1h, 1d")
+    if seconds <= 0:
+        raise ValueError(f"bad duration {value!r}: must be positive")
+    return seconds
+
+
+class Approval(_Model):
+    approvers: tuple[str, ...] = Field(min_length=1)
+    quorum: int = Field(default=1, ge=1, le=20)
+    mode: Literal["hold", "refuse"] = "hold"
+    timeout: int = 600  # seconds; YAML may say "10m"
+    risk: Literal["low", "medium", "high", "critical"] = "medium"
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, v: object) -> int:
+        return parse_duration(v)
+
+
+class Grant(_Model):
+    name: str | None = Field(default=None, pattern=_NAME.pattern)
+    groups: tuple[str, ...] = Field(min_length=1)
+    targets: tuple[str, ...] = ("*",)
+    envs: tuple[str, ...] = ()
+    allow: tuple[str, ...] = Field(min_length=1)
+    tables: tuple[str, ...] = ("*",)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_rights(v, allow_star=True)
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_glob(p, qualified=True) for p in v)
+
+
+class Match(_Model):
+    groups: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    envs: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_rights(v, allow_star=False)
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_glob(p, qualified=True) for p in v)
+
+    @field_validator("functions")
+    @classmethod
+    def _functions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_glob(p, qualified=False) for p in v)
+
+
+class Rule(_Model):
+    # A JSON-ish name so it reads well in `denied by rule "<name>"`.
+    name: str = Field(pattern=_NAME.pattern)
+    description: str = ""
+    match: Match = Match()
+    when: CelCondition | None = None
+    action: Literal["allow", "deny", "require_approval"]
+    message: str | None = None
+    hint: str | None = None
+    approval: Approval | None = None
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _when(cls, v: object) -> CelCondition | None:
+        if v is None or isinstance(v, CelCondition):
+            return v
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError("must be a CEL expression (a non-empty string)")
+        return compile_condition(v)
+
+    @model_validator(mode="after")
+    def _approval(self) -> Rule:
+        if self.action == "require_approval" and self.approval is None:
+            raise ValueError(
+                "approval.approvers: require_approval needs an approval block with approvers"
+            )
+        if self.action != "require_approval" and self.approval is not None:
+            raise ValueError(f"approval: only require_approval takes approval (action is "
+                             f"{self.action})")
+        return self
+
+
+class GuardrailOverride(_Model):
+    guardrail: GuardrailName
+    groups: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    envs: tuple[str, ...] = ()
+    action: Literal["deny", "require_approval", "off"]
+    message: str | None = None
+    approval: Approval | None = None
+    functions: tuple[str, ...] = ()
+
+    @field_validator("functions")
+    @classmethod
+    def _functions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_glob(p, qualified=False) for p in v)
+
+    @model_validator(mode="after")
+    def _checks(self) -> GuardrailOverride:
+        if self.functions and self.guardrail != "dangerous_functions":
+            raise ValueError("functions: only the dangerous_functions guardrail takes functions")
+        if self.approval is not None and self.action != "require_approval":
+            raise ValueError(f"approval: only require_approval takes approval (action is "
+                             f"{self.action})")
+        return self
+
+
+class ColumnMask(_Model):
+    """One masked column. `spec` holds the mask and its options as the maskers take them."""
+
+    mask: str
+    exempt: tuple[str, ...] = ()
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, raw: object) -> object:
+        # Options sit next to `mask` in the file ({mask: partial, keep_last: 4}).
+        if not isinstance(raw, Mapping):
+            return raw
+        known = {"mask", "exempt"}
+        out: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
+        out["options"] = {k: v for k, v in raw.items() if k not in known}
+        return out
+
+    @model_validator(mode="after")
+    def _validate_mask(self) -> ColumnMask:
+        spec = self.spec()
+        try:
+            from dbgov.masking.maskers import MaskSpecError, validate
+        except ImportError:  # the masking engine is optional for policy checks
+            if self.mask not in MASK_KINDS:
+                raise ValueError(f"mask: must be one of {', '.join(MASK_KINDS)}") from None
+            return self
+        try:
+            validate(spec)
+        except MaskSpecError as exc:
+            name = "mask" if exc.field == "kind" else exc.field
+            raise ValueError(f"{name}: {exc.reason}") from None
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        """The mask as `dbgov.masking.maskers.validate` takes it."""
+        return {"kind": self.mask, **self.options}
+
+
+class Masking(_Model):
+    on_unknown_origin: Literal["deny", "mask"] = "deny"
+    inference_guards: tuple[str, ...] = ()
+    columns: dict[str, ColumnMask] = Field(default_factory=dict)
+
+    @field_validator("columns")
+    @classmethod
+    def _column_names(cls, v: dict[str, ColumnMask]) -> dict[str, ColumnMask]:
+        for name in v:
+            parts = name.split(".")
+            if len(parts) != 3 or not all(parts):
+                raise ValueError(f"column {name!r}: write schema.table.column")
+        return v
+
+
+class PolicyFile(_Model):
+    version: Literal[1] = 1
+    admin_groups: tuple[str, ...] = ()
+    grants: tuple[Grant, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    guardrails: tuple[GuardrailOverride, ...] = ()
+    masking: Masking = Masking()
+    models: dict[str, Any] = Field(default_factory=dict)

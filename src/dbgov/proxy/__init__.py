@@ -1,0 +1,1 @@
+"""The proxy's I/O edge: sockets, TLS, sessions, upstream connections, workers."""

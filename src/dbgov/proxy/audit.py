@@ -1,0 +1,58 @@
+"""The proxy's side of the audit: build events, append them write-ahead.
+
+`write_ahead()` is the one call the pump makes before forwarding a statement.
+In strict mode the event is in the operating system when it returns None; any
+error means the statement MUST NOT be forwarded (the session answers 58000).
+In fsync mode durability arrives later through `Journal.when_durable`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from dbgov.ledger import events
+from dbgov.ledger.journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+class Audit:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._ids = itertools.count(1)
+
+    @property
+    def mode(self) -> str:
+        return self.journal.mode
+
+    @property
+    def failed(self) -> OSError | None:
+        return self.journal.failed
+
+    def next_id(self, prefix: str) -> str:
+        return f"{prefix}:{next(self._ids)}"
+
+    def record(self, type_: str, event_id: str, **fields: Any) -> dict[str, Any]:
+        """Append an event that nothing waits on (completions, closes, failures)."""
+        ev = events.base(type_, event_id, **fields)
+        try:
+            self.journal.append(events.encode(ev))
+        except (TypeError, ValueError):
+            log.exception("unencodable %s event dropped", type_)
+        return ev
+
+    def write_ahead(self, type_: str, event_id: str, **fields: Any) -> OSError | None:
+        """Append an event and make it durable per the mode before returning (strict),
+        or report the journal's standing failure. Returns the error, if any."""
+        self.journal.append(events.encode(events.base(type_, event_id, **fields)))
+        if self.journal.mode != "strict":
+            return self.journal.failed
+        result: list[OSError | None] = []
+        self.journal.when_durable(result.append)
+        return result[0] if result else None
+
+    def when_durable(self, callback: Callable[[OSError | None], None]) -> None:
+        self.journal.when_durable(callback)

@@ -1,0 +1,45 @@
+"""Everything a worker's sessions share, passed explicitly (no globals).
+
+PgBouncer reads `cf_*` globals deep inside packet handlers; we hand each session
+one `ProxyContext` built from the config at start-up, so a reload swaps a
+snapshot instead of mutating state under a running session.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dbgov.config import Config, ServiceAccount, Target
+from dbgov.gate import Gate
+from dbgov.identity.tokens import TokenVerifier
+from dbgov.proxy.audit import Audit
+from dbgov.proxy.cancel import CancelRegistry
+
+if TYPE_CHECKING:
+    from dbgov.proxy.catalogs import Catalogs
+
+
+@dataclass
+class ProxyContext:
+    config: Config
+    gate: Gate
+    verifier: TokenVerifier
+    audit: Audit
+    cancels: CancelRegistry
+    server_tls: ssl.SSLContext | None
+    upstream_tls: dict[str, ssl.SSLContext | None]
+    catalogs: Catalogs | None = None
+    approvals: Any = None  # approvals.service.Approvals when configured
+    worker_id: int = 0
+    sessions: dict[str, Any] = field(default_factory=dict)  # session id -> Session
+
+    def target(self, name: str) -> Target | None:
+        return self.config.target(name)
+
+    def service_account(self, name: str) -> ServiceAccount | None:
+        for acct in self.config.identity.service_accounts:
+            if acct.name == name:
+                return acct
+        return None

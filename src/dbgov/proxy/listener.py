@@ -1,0 +1,242 @@
+"""Accepting connections: the pre-protocol handshake before a session exists.
+
+Before PostgreSQL's startup packet a client may send SSLRequest, GSSENCRequest,
+or (PostgreSQL 17+) a TLS ClientHello directly. We answer these on the raw
+socket, peeking before reading, so that a session's protocol object only ever
+sees a settled stream: plain, or TLS already negotiated.
+
+- SSLRequest: 'S' then TLS (or 'N' without a certificate). Bytes already buffered
+  after the SSLRequest mean a man-in-the-middle injection (CVE-2021-23214): drop.
+- GSSENCRequest: 'N' (no GSSAPI), then the client continues.
+- Direct TLS: first byte 0x16; ALPN "postgresql" is required, as the server does.
+- CancelRequest: routed to the owning worker, answered with nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dbgov.proxy.cancel import worker_of
+from dbgov.wire.postgres.framing import MAX_STARTUP_PACKET
+from dbgov.wire.postgres.messages import (
+    CANCEL_REQUEST_CODE,
+    ErrorResponse,
+    GSSENC_REQUEST_CODE,
+    SSL_REQUEST_CODE,
+    CancelRequest,
+)
+
+if TYPE_CHECKING:
+    from dbgov.proxy.context import ProxyContext
+
+log = logging.getLogger(__name__)
+NEGOTIATION_TIMEOUT_S = 10.0
+_HEAD = struct.Struct("!II")
+
+
+def cancel_socket_path(data_dir: Path, worker_id: int) -> Path:
+    return data_dir / "run" / f"cancel-{worker_id}.sock"
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    fut: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+    try:
+        await fut
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
+    """Wait until `n` bytes are buffered (or fewer if the first byte is TLS or EOF)."""
+    while True:
+        try:
+            data = sock.recv(n, socket.MSG_PEEK)
+        except BlockingIOError:
+            data = None
+        if data is not None:
+            if len(data) >= n or not data or data[0] == 0x16:
+                return data
+            if len(data) >= 4 and n == 8:
+                (length,) = struct.unpack_from("!I", data)
+                if length < 8 or length > MAX_STARTUP_PACKET:
+                    _refuse(sock, f"invalid length of startup packet: {length}")
+                    return b""
+        await _readable(loop, sock)
+        if data is not None and len(data) < n:
+            await asyncio.sleep(0.001)  # more of a fragmented packet is on its way
+
+
+def _refuse(sock: socket.socket, message: str) -> None:
+    """A FATAL for a client that broke the protocol before a session existed."""
+    err = ErrorResponse.build("FATAL", "08P01", f"dbgov: {message}")
+    with contextlib.suppress(OSError):
+        sock.send(err.encode())
+
+
+class Listener:
+    def __init__(self, ctx: ProxyContext, host: str, port: int) -> None:
+        self.ctx = ctx
+        self.host = host
+        self.port = port
+        self.sock: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def open(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(4096)
+        sock.setblocking(False)
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+
+    def start(self) -> None:
+        if self.sock is None:
+            self.open()
+        assert self.sock is not None
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._accept)
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+
+    def _accept(self) -> None:
+        assert self.sock is not None
+        loop = asyncio.get_running_loop()
+        for _ in range(256):
+            try:
+                conn, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: keep serving the others
+                log.warning("accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = loop.create_task(self._negotiate(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _negotiate(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(NEGOTIATION_TIMEOUT_S):
+                await self._negotiate_inner(loop, sock)
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            log.debug("connection dropped during negotiation: %s", exc)
+            sock.close()
+        except Exception:
+            log.exception("connection negotiation failed")
+            sock.close()
+
+    async def _negotiate_inner(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        from dbgov.proxy.session import Session
+
+        ctx = self.ctx
+        while True:
+            head = await _peek(loop, sock, 8)
+            if not head:
+                sock.close()
+                return
+            if head[0] == 0x16:  # TLS ClientHello without SSLRequest
+                if ctx.server_tls is None:
+                    sock.close()
+                    return
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: Session(ctx, tls=True, direct_tls=True), sock,
+                    ssl=ctx.server_tls, ssl_handshake_timeout=NEGOTIATION_TIMEOUT_S,
+                )
+                ssl_obj = transport.get_extra_info("ssl_object")
+                if ssl_obj is None or ssl_obj.selected_alpn_protocol() != "postgresql":
+                    transport.abort()  # direct SSL requires ALPN "postgresql"
+                return
+            if len(head) < 8:
+                raise ConnectionError("incomplete startup packet")
+            length, code = _HEAD.unpack(head)
+            if length == 8 and code == SSL_REQUEST_CODE:
+                sock.recv(8)
+                if ctx.server_tls is None:
+                    sock.send(b"N")
+                    continue
+                try:
+                    extra = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    extra = b""
+                if extra:
+                    log.warning("bytes sent after SSLRequest before the TLS handshake; dropping")
+                    sock.close()
+                    return
+                sock.send(b"S")
+                await loop.connect_accepted_socket(
+                    lambda: Session(ctx, tls=True), sock, ssl=ctx.server_tls,
+                    ssl_handshake_timeout=NEGOTIATION_TIMEOUT_S,
+                )
+                return
+            if length == 8 and code == GSSENC_REQUEST_CODE:
+                sock.recv(8)
+                sock.send(b"N")
+                continue
+            if code == CANCEL_REQUEST_CODE and 12 <= length <= 8 + 256:
+                data = await _peek(loop, sock, length)
+                sock.recv(length)
+                sock.close()
+                if len(data) == length:
+                    with contextlib.suppress(Exception):
+                        await route_cancel(ctx, CancelRequest.decode(data[4:]))
+                return
+            await loop.connect_accepted_socket(lambda: Session(ctx), sock)
+            return
+
+
+async def route_cancel(ctx: ProxyContext, req: CancelRequest) -> None:
+    """Cancel locally, or hand the request to the worker that owns the key."""
+    owner = worker_of(req.pid)
+    if owner == ctx.worker_id:
+        ctx.cancels.cancel(req.pid, req.key)
+        return
+    path = cancel_socket_path(ctx.config.data_dir, owner)
+    try:
+        async with asyncio.timeout(2):
+            _, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(req.encode())
+            await writer.drain()
+            writer.close()
+    except (OSError, TimeoutError):
+        log.info("cancel for worker %d could not be delivered", owner)
+
+
+async def serve_cancels(ctx: ProxyContext) -> asyncio.AbstractServer:
+    """The unix socket other workers forward CancelRequests to."""
+    path = cancel_socket_path(ctx.config.data_dir, ctx.worker_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            data = await asyncio.wait_for(reader.read(8 + 256 + 4), 2)
+            (length,) = struct.unpack_from("!I", data)
+            if length == len(data):
+                req = CancelRequest.decode(data[4:])
+                ctx.cancels.cancel(req.pid, req.key)
+        except Exception:  # noqa: S110 - malformed forwards are dropped like bad keys
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(handle, str(path))
+    path.chmod(0o600)
+    return server

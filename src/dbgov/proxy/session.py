@@ -1,0 +1,1230 @@
+"""One client session: authenticate, open the upstream, pump messages both ways.
+
+Theory of operation
+-------------------
+Startup runs as a coroutine over the sans-I/O `ServerConnection`: protocol
+negotiation, authentication (token, SCRAM or client certificate), target and
+connect checks, the `connection.open` event, then the upstream login with the
+target's credentials. Nothing upstream is opened before the client is verified.
+
+Then the pump (`_on_client_frame` / `_on_server_frame`) decides from each frame's
+type byte (PgBouncer `handle_client_work()`):
+
+- statements (Query, Parse, Execute, FunctionCall) go through the gate; an allowed
+  statement is forwarded only after its event is durable (write-ahead audit);
+- a denied statement is never forwarded: an always-failing statement takes its
+  place, so the server fails the batch (and any open transaction) exactly as on
+  a server error, and the error that comes back is rewritten into the denial;
+- everything else is forwarded unchanged, contiguous frames in one write.
+
+Every message forwarded upstream that elicits a response pushes a `Unit` on a
+FIFO; server messages are matched to the head unit. That is how results are
+tied to statements (masking plans, row counts, completion events) and how the
+extended protocol's "skip until Sync after an error" is followed (asyncpg
+`coreproto.pyx`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dbgov.gate import Decision, ResultPlan, SessionContext, Verdict
+from dbgov.identity import AuthError, Identity
+from dbgov.identity.scram import MECHANISM, ScramExchange
+from dbgov.ledger import events
+from dbgov.proxy import masking_io, startup_params
+from dbgov.proxy.upstream import UpstreamError, UpstreamProtocol, connect_upstream, send_cancel
+from dbgov.sql.model import Analysis, Statement
+from dbgov.wire.postgres import (
+    NEED_DATA,
+    ConnectionClosed,
+    FrameBuffer,
+    Phase,
+    ProtocolError,
+    RemoteProtocolError,
+    ServerConnection,
+    backend_step,
+    frontend_step,
+)
+from dbgov.wire.postgres.messages import (
+    AUTH_CLEARTEXT,
+    AUTH_OK_BYTES,
+    AUTH_SASL_CONTINUE,
+    AUTH_SASL_FINAL,
+    PROTOCOL_3_2,
+    Authentication,
+    BackendKeyData,
+    Bind,
+    CancelRequest,
+    Close,
+    CommandComplete,
+    Describe,
+    ErrorResponse,
+    Execute,
+    NegotiateProtocolVersion,
+    NoticeResponse,
+    Parse,
+    ParameterStatus,
+    PasswordMessage,
+    Query,
+    ReadyForQuery,
+    RowDescription,
+    SASLInitialResponse,
+    SASLResponse,
+    StartupMessage,
+    Terminate,
+)
+
+if TYPE_CHECKING:
+    from dbgov.config import Target
+    from dbgov.proxy.context import ProxyContext
+    from dbgov.wire.postgres.messages import FieldDescription
+
+log = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = 30.0
+# What replaces a refused statement upstream: fails at parse time, touches nothing.
+REFUSED_SQL = "DBGOV REFUSED"
+REFUSED_PORTAL = "\x01dbgov-refused"
+_I32 = struct.Struct("!i")
+
+# Unit kinds: what a forwarded message expects back.
+U_QUERY, U_PARSE, U_BIND, U_DESC_STMT, U_DESC_PORTAL, U_EXECUTE, U_CLOSE, U_SYNC = range(8)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A protocol-level prepared statement (Parse)."""
+
+    sql: str
+    analysis: Analysis
+    decision: Decision
+    param_oids: tuple[int, ...] = ()
+    fields: tuple[FieldDescription, ...] | None = None  # from Describe(S)
+
+
+@dataclass(slots=True)
+class Portal:
+    statement: str
+    params: tuple[bytes | None, ...] = ()
+    param_formats: tuple[int, ...] = ()
+    result_formats: tuple[int, ...] = ()
+    fields: tuple[FieldDescription, ...] | None = None  # from Describe(P)
+
+
+@dataclass(slots=True)
+class Unit:
+    kind: int
+    name: str = ""
+    event_id: str | None = None
+    statements: tuple[Statement, ...] = ()
+    stmt_i: int = 0
+    started: float = 0.0
+    rows: list[int | None] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    sqlstate: str | None = None
+    plan: ResultPlan | None = None
+    masked: list[dict[str, str]] = field(default_factory=list)
+    rewrite: ErrorResponse | None = None  # replaces the server's error for this unit
+    internal: bool = False  # injected by dbgov: its responses are swallowed
+    result_formats: tuple[int, ...] = ()  # Bind's result format codes
+    formats: tuple[int, ...] = ()  # per-column formats of the current result
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("localhost", "")
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, ctx: ProxyContext, *, tls: bool = False, direct_tls: bool = False) -> None:
+        self.ctx = ctx
+        self.id = events.new_session_id()
+        self.tls = tls
+        self.direct_tls = direct_tls
+        self.transport: asyncio.Transport | None = None
+        self.peer = ("", 0)
+        self.conn = ServerConnection()
+        self._startup_data: asyncio.Queue[bytes] = asyncio.Queue()
+        self._startup_task: asyncio.Task[None] | None = None
+        self.pumping = False
+        self.closed = False
+        self.identity: Identity | None = None
+        self.target: Target | None = None
+        self.sctx: SessionContext | None = None
+        self.client_app = ""
+        self.protocol_minor = 0
+        self.opened = time.monotonic()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.statements = 0
+        # upstream
+        self.up: UpstreamProtocol | None = None
+        self.up_transport: asyncio.Transport | None = None
+        self.up_pid = 0
+        self.up_key = b""
+        self.cancel_pid = 0
+        # pump state
+        self.phase = Phase.READY  # one phase, moved by both directions (states.py)
+        self.cin = FrameBuffer(max_len=ctx.config.max_message_bytes)
+        self.sin = FrameBuffer(max_len=1 << 30, frontend=False)
+        self.units: deque[Unit] = deque()
+        self.skip_until_sync = False
+        self.txn = "I"
+        self.search_path: tuple[str, ...] = ("public",)
+        self.prepared: dict[str, Prepared] = {}
+        self.portals: dict[str, Portal] = {}
+        self.sql_prepared: dict[str, Statement] = {}
+        self.cursors: dict[str, Statement] = {}
+        self.held = False  # a statement waits for approval: client frames stay buffered
+        self._hold_task: asyncio.Task[None] | None = None
+        self._to_server: list[bytes] = []
+        self._to_client: list[bytes] = []
+        self._durable_wait = 0  # fsync mode: batches waiting for group commit
+        self._queued_batches: deque[list[bytes]] = deque()
+        self.masking = False
+        self.close_reason = "client disconnected"
+        self._sp_dirty = False  # a statement may have changed search_path
+        self._sp_in_txn = False
+        self._held_ready = b""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop SSL transports are duck-typed
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = (str(peer[0]), int(peer[1]))
+        self._startup_task = asyncio.get_running_loop().create_task(self._run_startup())
+
+    def data_received(self, data: bytes) -> None:
+        if self.pumping:
+            self.bytes_in += len(data)
+            self.cin.feed(data)
+            if not self.held and not self._durable_wait:
+                self._pump_client()
+        else:
+            self._startup_data.put_nowait(data)
+
+    def eof_received(self) -> bool:
+        if not self.pumping:
+            self._startup_data.put_nowait(b"")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.pumping:
+            self._startup_data.put_nowait(b"")
+        self._teardown(self.close_reason if exc is None else f"client connection lost: {exc}")
+
+    def pause_writing(self) -> None:
+        if self.up_transport is not None:
+            self.up_transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.up_transport is not None and not self.up_transport.is_closing():
+            self.up_transport.resume_reading()
+
+    def _on_upstream_pause(self, paused: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if paused:
+            self.transport.pause_reading()
+        elif not self.held:
+            self.transport.resume_reading()
+
+    def _teardown(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._startup_task is not None and not self._startup_task.done():
+            self._startup_task.cancel()
+        if self._hold_task is not None and not self._hold_task.done():
+            self._hold_task.cancel()
+        busy = bool(self.units)
+        if self.up_transport is not None and not self.up_transport.is_closing():
+            if busy:
+                # The client left mid-query: stop the query, then free the connection.
+                self._cancel_upstream()
+            with contextlib.suppress(Exception):
+                self.up_transport.write(Terminate().encode())
+            self.up_transport.close()
+        if self.cancel_pid:
+            self.ctx.cancels.release(self.cancel_pid)
+        self.ctx.sessions.pop(self.id, None)
+        if self.identity is not None and self.target is not None:
+            self.ctx.audit.record(
+                "connection.close",
+                self.ctx.audit.next_id(self.id),
+                session=self.id,
+                user=self.identity.user,
+                target=self.target.name,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                statements=self.statements,
+                duration_us=int((time.monotonic() - self.opened) * 1e6),
+                reason=reason,
+            )
+
+    def close(self, reason: str) -> None:
+        self.close_reason = reason
+        if self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------------ startup
+
+    def _send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.bytes_out += len(data)
+        self.transport.write(data)
+
+    def _fatal(self, sqlstate: str, message: str, hint: str | None = None) -> None:
+        self._send(self.conn.send(ErrorResponse.build("FATAL", sqlstate, message, hint=hint)))
+        self.close(message)
+
+    async def _event(self) -> Any:
+        while True:
+            ev = self.conn.next_event()
+            if ev is not NEED_DATA:
+                return ev
+            data = await self._startup_data.get()
+            self.conn.receive_data(data)
+
+    async def _run_startup(self) -> None:
+        try:
+            async with asyncio.timeout(STARTUP_TIMEOUT_S):
+                await self._startup()
+        except TimeoutError:
+            self._fatal("08P01", "dbgov: startup did not complete in time")
+        except ProtocolError as exc:
+            self._fatal(exc.sqlstate, f"dbgov: {exc}")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session %s: startup failed", self.id)
+            self._fatal("XX000", "dbgov: internal error during startup")
+
+    async def _startup(self) -> None:
+        ev = await self._event()
+        if isinstance(ev, ConnectionClosed):
+            self.close("closed before startup")
+            return
+        if isinstance(ev, CancelRequest):
+            await self.ctx_cancel(ev)
+            self.close("cancel request")
+            return
+        if not isinstance(ev, StartupMessage):
+            raise RemoteProtocolError("expected a startup message")
+        await self._handle_startup(ev)
+
+    async def ctx_cancel(self, req: CancelRequest) -> None:
+        from dbgov.proxy.listener import route_cancel
+
+        await route_cancel(self.ctx, req)
+
+    async def _handle_startup(self, msg: StartupMessage) -> None:
+        params = dict(msg.params)
+        minor = msg.protocol & 0xFFFF
+        unknown = tuple(k for k in params if k.startswith("_pq_."))
+        self.protocol_minor = min(minor, PROTOCOL_3_2 & 0xFFFF)
+        if minor > self.protocol_minor or unknown:
+            self._send(NegotiateProtocolVersion(self.protocol_minor, unknown).encode())
+        for k in unknown:
+            params.pop(k)
+        user = params.pop("user", "")
+        if not user:
+            raise RemoteProtocolError("no user name given in the startup packet", sqlstate="28000")
+        database = params.pop("database", "") or user
+        self.client_app = params.get("application_name", "")
+        try:
+            upstream_params, search_path = startup_params.filter(params)
+        except startup_params.StartupParamError as exc:
+            self._audit_auth_failed(user, database, "bad_startup_param", str(exc))
+            self._fatal(exc.sqlstate, f"dbgov: {exc}")
+            return
+        try:
+            identity = await self._authenticate(user)
+        except AuthError as exc:
+            self._audit_auth_failed(user, database, exc.reason, exc.message)
+            self._fatal(exc.sqlstate, f"dbgov: {exc.message}")
+            return
+        target = self.ctx.target(database)
+        if target is None:
+            self._audit_auth_failed(user, database, "unknown_target", "no such target")
+            self._fatal("3D000", f'dbgov: target "{database}" does not exist',
+                        hint="connect to one of the targets in the dbgov config")
+            return
+        self.identity, self.target = identity, target
+        if search_path is not None:
+            self.search_path = search_path
+        self.sctx = SessionContext(identity, target.name, target.env, self.search_path, self.id)
+        verdict = self.ctx.gate.may_connect(self.sctx)
+        if not verdict.allowed:
+            self._audit_auth_failed(user, database, "no_access", verdict.reason)
+            self._fatal("42501", verdict.message(), verdict.hint)
+            self.identity = None
+            return
+        self.masking = self.ctx.gate.masking_active(self.sctx)
+        ssl_obj = self.transport.get_extra_info("ssl_object") if self.transport else None
+        err = self.ctx.audit.write_ahead(
+            "connection.open",
+            self.ctx.audit.next_id(self.id),
+            session=self.id,
+            user=identity.user,
+            groups=sorted(identity.groups),
+            target=target.name,
+            client=f"{self.peer[0]}:{self.peer[1]}",
+            tls=ssl_obj.version() if ssl_obj is not None else None,
+            direct_tls=self.direct_tls or None,
+            auth=identity.method,
+            issuer=identity.issuer,
+            token_id=identity.token_id,
+            application_name=self.client_app or None,
+            protocol=f"3.{self.protocol_minor}",
+            worker=self.ctx.worker_id,
+        )
+        if err is not None:
+            self.identity = None
+            self._fatal("58000", "dbgov: the audit ledger cannot be written; refusing new sessions",
+                        hint="check the dbgov data directory's disk")
+            return
+        upstream_params["application_name"] = f"dbgov/{identity.user}/{self.id}"
+        try:
+            transport, proto, login = await connect_upstream(
+                target.host,
+                target.port,
+                user=target.user,
+                database=target.database,
+                password=target.password(),
+                params=upstream_params,
+                ssl_context=self.ctx.upstream_tls.get(target.name),
+            )
+        except UpstreamError as exc:
+            self._fatal(exc.sqlstate, f"dbgov: target {target.name}: {exc.message}")
+            return
+        self.up, self.up_transport = proto, transport
+        self.up_pid, self.up_key = login.pid, login.key
+        if self.closed:
+            transport.close()
+            return
+        if self.ctx.catalogs is not None and self.masking:
+            await self.ctx.catalogs.ensure(target.name)
+        # Hand the client what a server would: AuthenticationOk, parameters, our key.
+        out = [AUTH_OK_BYTES]
+        for name, value in login.params.items():
+            if name == "application_name":
+                value = self.client_app
+            out.append(ParameterStatus(name, value).encode())
+        key_len = 32 if self.protocol_minor >= 2 else 4
+        self.cancel_pid, key = self.ctx.cancels.issue(key_len, self._on_cancel)
+        out.append(BackendKeyData(self.cancel_pid, key).encode())
+        out.append(self.conn.send(ReadyForQuery("I")))
+        self._send(b"".join(out))
+        self.ctx.sessions[self.id] = self
+        proto.on_data = self._on_server_data
+        proto.on_lost = self._on_upstream_lost
+        proto.on_pause = self._on_upstream_pause
+        self.pumping = True
+        leftover = self.conn.take_leftover()
+        while not self._startup_data.empty():
+            leftover += self._startup_data.get_nowait()
+        if leftover:
+            self.data_received(leftover)
+
+    async def _authenticate(self, user: str) -> Identity:
+        account = self.ctx.service_account(user)
+        if account is not None:
+            return await self._scram(account)
+        ssl_obj = self.transport.get_extra_info("ssl_object") if self.transport else None
+        if ssl_obj is not None and self.ctx.config.identity.client_certs.enabled:
+            from dbgov.identity.certs import identity_from_cert
+
+            ident = identity_from_cert(ssl_obj.getpeercert(), user,
+                                       self.ctx.config.identity.client_certs)
+            if ident is not None:
+                return ident
+        if ssl_obj is None and not _is_loopback(self.peer[0]):
+            raise AuthError("plaintext", "tokens are only accepted over TLS; connect with sslmode=require",
+                            sqlstate="28000")
+        self._send(self.conn.send(Authentication(AUTH_CLEARTEXT)))
+        ev = await self._event()
+        if isinstance(ev, ConnectionClosed):
+            raise AuthError("missing_password", "client closed the connection without a password")
+        if not isinstance(ev, PasswordMessage):
+            raise AuthError("missing_password", "expected a password message")
+        return await self.ctx.verifier.verify(ev.password, user)
+
+    async def _scram(self, account: Any) -> Identity:
+        exchange = ScramExchange(account)
+        self._send(self.conn.send(Authentication.sasl([MECHANISM])))
+        first = await self._event()
+        if not isinstance(first, SASLInitialResponse) or first.mechanism != MECHANISM:
+            raise AuthError("scram_failed", "expected a SCRAM-SHA-256 initial response")
+        server_first = exchange.first(first.data or b"")
+        self._send(self.conn.send(Authentication(AUTH_SASL_CONTINUE, server_first)))
+        final = await self._event()
+        if not isinstance(final, SASLResponse):
+            raise AuthError("scram_failed", "expected a SCRAM final message")
+        server_final = exchange.final(final.data)
+        self._send(self.conn.send(Authentication(AUTH_SASL_FINAL, server_final)))
+        return exchange.identity()
+
+    def _audit_auth_failed(self, user: str, target: str, reason: str, message: str) -> None:
+        self.ctx.audit.record(
+            "auth.failed",
+            self.ctx.audit.next_id(self.id),
+            session=self.id,
+            user=user,
+            target=target,
+            reason=reason,
+            message=message,
+            client=f"{self.peer[0]}:{self.peer[1]}",
+            tls=self.transport.get_extra_info("ssl_object") is not None if self.transport else None,
+        )
+
+    # ------------------------------------------------------------------ cancel
+
+    def _on_cancel(self) -> None:
+        """A CancelRequest with our key arrived (possibly via another worker)."""
+        if self.held and self._hold_task is not None:
+            self._hold_task.cancel()
+            return
+        self._cancel_upstream()
+
+    def _cancel_upstream(self) -> None:
+        if self.target is None or not self.up_pid:
+            return
+        target = self.target
+        asyncio.get_running_loop().create_task(
+            send_cancel(target.host, target.port, self.up_pid, self.up_key,
+                        self.ctx.upstream_tls.get(target.name))
+        )
+
+    # ------------------------------------------------------------------ client -> server
+
+    def _pump_client(self) -> None:
+        cin = self.cin
+        buf = cin.buf
+        out = self._to_server
+        run_start = -1
+        try:
+            while not self.held and not self.closed:
+                fr = cin.next_frame()
+                if fr is None:
+                    break
+                t, start, end = fr
+                self.phase = frontend_step(self.phase, t)
+                if t in _PASS_FRONTEND:
+                    if run_start < 0:
+                        run_start = start
+                    if t == 0x53:  # 'S' Sync
+                        self.units.append(Unit(U_SYNC))
+                        self.skip_until_sync = False
+                    elif t == 0x44:  # 'D' Describe
+                        self._note_describe(buf, start, end)
+                    elif t == 0x43:  # 'C' Close
+                        self._note_close(buf, start, end)
+                    continue
+                if run_start >= 0:
+                    out.append(bytes(buf[run_start:start]))
+                    run_start = -1
+                self._client_frame(t, bytes(buf[start + 5 : end]), bytes(buf[start:end]))
+            if run_start >= 0:
+                out.append(bytes(buf[run_start : cin.pos]))
+        except ProtocolError as exc:
+            self._protocol_failure(exc)
+            return
+        self._flush_server()
+
+    def _flush_server(self) -> None:
+        if not self._to_server or self.up_transport is None:
+            return
+        batch, self._to_server = self._to_server, []
+        if self._durable_wait or self._queued_batches:
+            self._queued_batches.append(batch)
+            return
+        self.up_transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
+
+    def _protocol_failure(self, exc: ProtocolError) -> None:
+        log.info("session %s: %s", self.id, exc)
+        err = ErrorResponse.build("FATAL", exc.sqlstate, f"dbgov: {exc}")
+        self._send(err.encode())
+        self.close(f"protocol violation: {exc}")
+
+    def _client_frame(self, t: int, body: bytes, raw: bytes) -> None:
+        if t == 0x51:  # 'Q' Query
+            self._on_query(Query.decode(body).sql, raw)
+        elif t == 0x50:  # 'P' Parse
+            self._on_parse(Parse.decode(body), raw)
+        elif t == 0x42:  # 'B' Bind
+            self._on_bind(Bind.decode(body), raw)
+        elif t == 0x45:  # 'E' Execute
+            self._on_execute(Execute.decode(body), raw)
+        elif t == 0x58:  # 'X' Terminate
+            self.close_reason = "client terminated"
+            self._flush_server()
+            self.close("client terminated")
+        elif t == 0x46:  # 'F' FunctionCall: calls by OID bypass SQL analysis
+            deny = Decision(Verdict.DENY, "function-call", "the fast-path FunctionCall protocol "
+                            "is not allowed; call functions through SQL")
+            self._refuse_simple(deny, "")
+        else:  # pragma: no cover - the phase table admits nothing else
+            raise RemoteProtocolError(f"unexpected message type {chr(t)!r}")
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def _context(self) -> SessionContext:
+        ctx = self.sctx
+        assert ctx is not None
+        if ctx.search_path != self.search_path or ctx.in_transaction != (self.txn != "I"):
+            ctx = SessionContext(ctx.identity, ctx.target, ctx.target_env, self.search_path,
+                                 self.id, self.txn != "I")
+            self.sctx = ctx
+        return ctx
+
+    def _decide(self, analysis: Analysis) -> Decision:
+        """Decide, resolving what only this session knows (EXECUTE, FETCH targets)."""
+        ctx = self._context()
+        if self.identity is not None and self.identity.expires_at is not None \
+                and time.time() > self.identity.expires_at:
+            return Decision(Verdict.DENY, "token-expired", "your token has expired",
+                            hint="get a new token and reconnect")
+        decision = self.ctx.gate.decide(analysis, ctx)
+        if not decision.allowed:
+            return decision
+        for i, stmt in enumerate(analysis.statements):
+            if stmt.execute_name is not None:
+                inner = self.sql_prepared.get(stmt.execute_name)
+                if inner is None:
+                    continue  # the server will report the unknown statement
+                d = self.ctx.gate.decide(Analysis((inner,), analysis.fingerprint, False), ctx)
+                if not d.allowed:
+                    return Decision(d.verdict, d.rule, d.reason, d.hint, i, d.approval,
+                                    d.sqlstate, d.grants_used, d.masking)
+        return decision
+
+    def _statement_fields(self, analysis: Analysis) -> dict[str, Any]:
+        stmts = analysis.statements
+        reads = sorted({str(r) for s in stmts for r in s.reads})
+        writes = sorted({str(r) for s in stmts for r in s.writes})
+        return {
+            "kinds": [s.kind for s in stmts],
+            "reads": reads or None,
+            "writes": writes or None,
+            "fingerprint": analysis.fingerprint or None,
+        }
+
+    def _statement_event(self, sql: str, analysis: Analysis, decision: Decision,
+                         params: list[str | None] | None = None,
+                         extra: dict[str, Any] | None = None) -> tuple[str, OSError | None]:
+        assert self.identity is not None and self.target is not None
+        self.statements += 1
+        event_id = self.ctx.audit.next_id(self.id)
+        from dbgov.proxy.redact import redact_sql
+
+        fields = self._statement_fields(analysis)
+        err = self.ctx.audit.write_ahead(
+            "statement",
+            event_id,
+            session=self.id,
+            user=self.identity.user,
+            target=self.target.name,
+            sql=events.clip(redact_sql(sql, analysis)),
+            params=params,
+            decision=decision.as_event(),
+            search_path=",".join(self.search_path) if self.search_path != ("public",) else None,
+            in_txn=self.txn != "I" or None,
+            **fields,
+            **(extra or {}),
+        )
+        return event_id, err
+
+    def _denial_error(self, decision: Decision, analysis: Analysis | None, sql: str) -> ErrorResponse:
+        message = decision.message()
+        if analysis is not None and len(analysis.statements) > 1:
+            from dbgov.sql.analyze import split_statements
+
+            parts = split_statements(sql)
+            if decision.statement_index < len(parts):
+                text = parts[decision.statement_index].strip()
+                if len(text) > 200:
+                    text = text[:200] + "…"
+                message += f" (statement {decision.statement_index + 1}: {text})"
+        return ErrorResponse.build("ERROR", decision.sqlstate, message, hint=decision.hint)
+
+    def _refuse_simple(self, decision: Decision, sql: str, analysis: Analysis | None = None,
+                       event: bool = True) -> None:
+        """Replace a simple-protocol statement with one the server rejects, and rewrite
+        that rejection into our denial: the batch fails as on a server error."""
+        unit = Unit(U_QUERY, rewrite=self._denial_error(decision, analysis, sql),
+                    started=time.monotonic())
+        if event and analysis is not None:
+            unit.event_id, _ = self._statement_event(sql, analysis, decision)
+        self.units.append(unit)
+        self._to_server.append(Query(REFUSED_SQL).encode())
+
+    def _audit_unavailable(self, err: OSError) -> ErrorResponse:
+        return ErrorResponse.build(
+            "ERROR", "58000",
+            f"dbgov: the audit ledger cannot be written ({err.strerror or err}); statement refused",
+            hint="nothing ran; retry when the ledger's disk is healthy",
+        )
+
+    # -- simple protocol ---------------------------------------------------------------------
+
+    def _on_query(self, sql: str, raw: bytes) -> None:
+        analysis = self.ctx.gate.analyze(sql)
+        decision = self._decide(analysis)
+        if decision.verdict is Verdict.APPROVAL and self.ctx.approvals is not None:
+            self._hold(sql, analysis, decision, raw, None)
+            return
+        if not decision.allowed:
+            if decision.verdict is Verdict.APPROVAL:
+                decision = Decision(Verdict.DENY, decision.rule,
+                                    f"{decision.reason} (approvals are not configured)")
+            self._refuse_simple(decision, sql, analysis)
+            return
+        self._forward_query(sql, analysis, decision, raw)
+
+    def _forward_query(self, sql: str, analysis: Analysis, decision: Decision, raw: bytes,
+                       approval_ref: str | None = None) -> None:
+        extra = {"approval_ref": approval_ref} if approval_ref else None
+        event_id, err = self._statement_event(sql, analysis, decision, extra=extra)
+        unit = Unit(U_QUERY, event_id=event_id, statements=analysis.statements,
+                    started=time.monotonic())
+        if err is not None:
+            unit.rewrite = self._audit_unavailable(err)
+            self.units.append(unit)
+            self._to_server.append(Query(REFUSED_SQL).encode())
+            return
+        self.units.append(unit)
+        self._to_server.append(raw)
+        self._wait_durable()
+
+    def _wait_durable(self) -> None:
+        """fsync mode: hold this batch until the group commit covering its event."""
+        if self.ctx.audit.mode != "fsync":
+            return
+        self._durable_wait += 1
+        batch, self._to_server = self._to_server, []
+        self._queued_batches.append(batch)
+
+        def done(err: OSError | None) -> None:
+            self._durable_wait -= 1
+            if err is not None:
+                self._send(self._audit_unavailable(err).encode(b"E"))
+                self.close("audit ledger unavailable")
+                return
+            if self._durable_wait == 0 and self.up_transport is not None:
+                while self._queued_batches:
+                    self.up_transport.write(b"".join(self._queued_batches.popleft()))
+                if self.cin.pending() and not self.held:
+                    self._pump_client()
+
+        self.ctx.audit.when_durable(done)
+
+    # -- extended protocol -------------------------------------------------------------------
+
+    def _on_parse(self, msg: Parse, raw: bytes) -> None:
+        analysis = self.ctx.gate.analyze(msg.sql)
+        decision = self._decide(analysis)
+        self.prepared[msg.name] = Prepared(msg.sql, analysis, decision, msg.param_oids)
+        if decision.verdict is Verdict.DENY:
+            unit = Unit(U_PARSE, msg.name, rewrite=self._denial_error(decision, analysis, msg.sql))
+            unit.event_id, _ = self._statement_event(msg.sql, analysis, decision,
+                                                     extra={"protocol": "extended"})
+            self._push(unit)
+            self._to_server.append(Parse(msg.name, REFUSED_SQL, ()).encode())
+            return
+        # Approval-bound statements are prepared normally and held at Execute.
+        self._push(Unit(U_PARSE, msg.name))
+        self._to_server.append(raw)
+
+    def _push(self, unit: Unit) -> None:
+        """Expect a response, unless the server is skipping messages until Sync."""
+        if not self.skip_until_sync:
+            self.units.append(unit)
+
+    def _on_bind(self, msg: Bind, raw: bytes) -> None:
+        self.portals[msg.portal] = Portal(msg.statement, msg.params, msg.param_formats,
+                                          msg.result_formats)
+        self._push(Unit(U_BIND, msg.portal))
+        self._to_server.append(raw)
+
+    def _note_describe(self, buf: bytearray, start: int, end: int) -> None:
+        msg = Describe.decode(bytes(buf[start + 5 : end]))
+        self._push(Unit(U_DESC_STMT if msg.kind == "S" else U_DESC_PORTAL, msg.name))
+
+    def _note_close(self, buf: bytearray, start: int, end: int) -> None:
+        msg = Close.decode(bytes(buf[start + 5 : end]))
+        if msg.kind == "S":
+            self.prepared.pop(msg.name, None)
+        else:
+            self.portals.pop(msg.name, None)
+        self._push(Unit(U_CLOSE, msg.name))
+
+    def _on_execute(self, msg: Execute, raw: bytes) -> None:
+        portal = self.portals.get(msg.portal)
+        prepared = self.prepared.get(portal.statement) if portal is not None else None
+        if portal is None or prepared is None:
+            # Unknown to us means unknown to the server too: it will raise the error.
+            self._push(Unit(U_EXECUTE, msg.portal))
+            self._to_server.append(raw)
+            return
+        if prepared.decision.verdict is Verdict.DENY:
+            self._push(Unit(U_EXECUTE, msg.portal))  # server skips until Sync anyway
+            self._to_server.append(raw)
+            return
+        decision = self._decide(prepared.analysis)  # re-checked: grants and tokens expire
+        if decision.verdict is Verdict.APPROVAL and self.ctx.approvals is not None:
+            self._hold(prepared.sql, prepared.analysis, decision, raw, (msg, portal))
+            return
+        if not decision.allowed:
+            if decision.verdict is Verdict.APPROVAL:
+                decision = Decision(Verdict.DENY, decision.rule,
+                                    f"{decision.reason} (approvals are not configured)")
+            unit = Unit(U_EXECUTE, msg.portal,
+                        rewrite=self._denial_error(decision, prepared.analysis, prepared.sql))
+            unit.event_id, _ = self._statement_event(prepared.sql, prepared.analysis, decision,
+                                                     self._params(portal))
+            self._push(unit)
+            self._to_server.append(Execute(REFUSED_PORTAL, 0).encode())
+            return
+        self._forward_execute(msg, portal, prepared, decision, raw)
+
+    def _params(self, portal: Portal) -> list[str | None] | None:
+        if not portal.params:
+            return None
+        return [events.param_repr(v, Bind("", "", portal.param_formats).param_format(i))
+                for i, v in enumerate(portal.params)]
+
+    def _forward_execute(self, msg: Execute, portal: Portal, prepared: Prepared,
+                         decision: Decision, raw: bytes, approval_ref: str | None = None) -> None:
+        extra: dict[str, Any] = {"protocol": "extended"}
+        if approval_ref:
+            extra["approval_ref"] = approval_ref
+        if msg.max_rows:
+            extra["max_rows"] = msg.max_rows
+        event_id, err = self._statement_event(prepared.sql, prepared.analysis, decision,
+                                              self._params(portal), extra)
+        unit = Unit(U_EXECUTE, msg.portal, event_id=event_id,
+                    statements=prepared.analysis.statements, started=time.monotonic(),
+                    result_formats=portal.result_formats)
+        if err is not None:
+            unit.rewrite = self._audit_unavailable(err)
+            self._push(unit)
+            self._to_server.append(Execute(REFUSED_PORTAL, 0).encode())
+            return
+        if self.masking and prepared.analysis.statements:
+            fields = portal.fields or prepared.fields
+            if fields is not None:
+                unit.plan = self._plan(prepared.analysis.statements[0], fields)
+                unit.formats = (tuple(f.format for f in fields) if portal.fields is not None
+                                else _formats(len(fields), portal.result_formats))
+            else:
+                # We must know the columns before rows arrive: ask, and swallow the answer.
+                self._push(Unit(U_DESC_PORTAL, msg.portal, internal=True))
+                self._to_server.append(Describe("P", msg.portal).encode())
+        self._push(unit)
+        self._to_server.append(raw)
+        self._wait_durable()
+
+    # -- holds (approvals) -------------------------------------------------------------------
+
+    def _hold(self, sql: str, analysis: Analysis, decision: Decision, raw: bytes,
+              extended: tuple[Execute, Portal] | None) -> None:
+        self.held = True
+        self._flush_server()
+        self._hold_task = asyncio.get_running_loop().create_task(
+            self._await_approval(sql, analysis, decision, raw, extended))
+
+    async def _await_approval(self, sql: str, analysis: Analysis, decision: Decision, raw: bytes,
+                              extended: tuple[Execute, Portal] | None) -> None:
+        from dbgov.approvals.hold import wait_for_approval
+
+        params = self._params(extended[1]) if extended else None
+        try:
+            outcome = await wait_for_approval(self, sql, analysis, decision, params)
+        except asyncio.CancelledError:
+            outcome = None
+        if self.closed:
+            return
+        self.held = False
+        self._hold_task = None
+        if outcome is not None and outcome.approved:
+            if extended is None:
+                self._forward_query(sql, analysis, decision, raw, approval_ref=outcome.ref)
+            else:
+                msg, portal = extended
+                prepared = self.prepared.get(portal.statement)
+                if prepared is not None:
+                    self._forward_execute(msg, portal, prepared, decision, raw, outcome.ref)
+        else:
+            if outcome is None:
+                denial = Decision(Verdict.DENY, decision.rule, "cancelled while waiting for approval",
+                                  sqlstate="57014")
+            else:
+                denial = outcome.as_decision(decision)
+            if extended is None:
+                self._refuse_simple(denial, sql, analysis)
+            else:
+                unit = Unit(U_EXECUTE, extended[0].portal,
+                            rewrite=self._denial_error(denial, analysis, sql))
+                unit.event_id, _ = self._statement_event(sql, analysis, denial, params)
+                self._push(unit)
+                self._to_server.append(Execute(REFUSED_PORTAL, 0).encode())
+        self._pump_client()
+
+    def notice(self, message: str, hint: str | None = None) -> None:
+        """Send a NOTICE to the client now (used while a statement is held)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._send(NoticeResponse.build(message, hint=hint).encode())
+
+    # ------------------------------------------------------------------ server -> client
+
+    def _on_upstream_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        msg = "dbgov: the upstream database closed the connection"
+        if self.transport is not None and not self.transport.is_closing():
+            self._send(ErrorResponse.build("FATAL", "08006", msg).encode())
+        self.close("upstream closed")
+
+    def _on_server_data(self, data: bytes) -> None:
+        sin = self.sin
+        sin.feed(data)
+        buf = sin.buf
+        out = self._to_client
+        run_start = -1
+        try:
+            while True:
+                fr = sin.next_frame()
+                if fr is None:
+                    break
+                t, start, end = fr
+                self.phase = backend_step(self.phase, t)
+                unit = self.units[0] if self.units else None
+                if unit is not None and unit.internal:
+                    if run_start >= 0:
+                        out.append(bytes(buf[run_start:start]))
+                        run_start = -1
+                    reply = self._internal_frame(t, bytes(buf[start + 5 : end]), unit)
+                    if reply:
+                        out.append(reply)
+                    continue
+                if t == 0x44:  # 'D' DataRow
+                    if unit is not None and unit.plan:
+                        if run_start >= 0:
+                            out.append(bytes(buf[run_start:start]))
+                            run_start = -1
+                        out.append(masking_io.rewrite_datarow(buf, start, end, unit.plan,
+                                                              unit.formats))
+                        continue
+                    if run_start < 0:
+                        run_start = start
+                    continue
+                if t in _PASS_BACKEND:
+                    if run_start < 0:
+                        run_start = start
+                    continue
+                if run_start >= 0:
+                    out.append(bytes(buf[run_start:start]))
+                    run_start = -1
+                reply = self._server_frame(t, bytes(buf[start + 5 : end]), unit)
+                if reply is None:
+                    out.append(bytes(buf[start:end]))
+                elif reply:
+                    out.append(reply)
+            if run_start >= 0:
+                out.append(bytes(buf[run_start : sin.pos]))
+        except ProtocolError as exc:
+            log.warning("session %s: upstream protocol error: %s", self.id, exc)
+            self._send(ErrorResponse.build("FATAL", "08P01", "dbgov: upstream protocol error").encode())
+            self.close("upstream protocol error")
+            return
+        if out:
+            data_out = b"".join(out) if len(out) > 1 else out[0]
+            out.clear()
+            self._send(data_out)
+
+    def _internal_frame(self, t: int, body: bytes, unit: Unit) -> bytes:
+        """Responses to messages dbgov injected itself: consumed, never shown."""
+        if t == 0x44 and unit.name == "search_path":  # the SHOW search_path row
+            values = masking_io.datarow_values(body)
+            if values and values[0] is not None:
+                self.search_path = _parse_search_path(values[0].decode())
+        elif t == 0x54 and unit.kind == U_DESC_PORTAL:
+            rd = RowDescription.decode(body)
+            self._on_row_description(rd, unit)
+            return b""
+        elif t == 0x6E and unit.kind == U_DESC_PORTAL:
+            self.units.popleft()
+        elif t == 0x45:
+            err = ErrorResponse.decode(body)
+            log.warning("session %s: internal request failed: %s", self.id, err.message)
+            if unit.kind == U_DESC_PORTAL:
+                # Not ours to hide: it is the error the client's Execute would get.
+                return self._on_server_error(err, unit) or err.encode()
+        elif t == 0x5A:
+            self.units.popleft()
+            held, self._held_ready = self._held_ready, b""
+            return held
+        elif t in (0x4E, 0x41, 0x53):
+            return self._async_message(t, body) or frame_bytes(t, body)
+        return b""
+
+    def _refresh_search_path(self) -> bytes:
+        """Ask the server for the search_path after anything that may have changed it
+        (SET, set_config, RESET, DISCARD, a rollback). The client's ReadyForQuery is
+        held until the answer is in, so no statement is decided on a stale path."""
+        assert self.up_transport is not None
+        self.units.append(Unit(U_QUERY, "search_path", internal=True))
+        self.up_transport.write(Query("SHOW search_path").encode())
+        return b""
+
+    def _server_frame(self, t: int, body: bytes, unit: Unit | None) -> bytes | None:
+        """Handle one server message that needs attention. Returns None to forward it as
+        is, b"" to swallow it, or replacement bytes."""
+        if t == 0x45:  # 'E' ErrorResponse
+            return self._on_server_error(ErrorResponse.decode(body), unit)
+        if t == 0x5A:  # 'Z' ReadyForQuery
+            return self._on_ready(ReadyForQuery.decode(body), unit)
+        if unit is None:
+            if t in (0x4E, 0x41, 0x53):  # Notice, Notification, ParameterStatus: asynchronous
+                return self._async_message(t, body)
+            raise RemoteProtocolError(f"unexpected message {chr(t)!r} with nothing pending")
+        kind = unit.kind
+        if t in (0x31, 0x32, 0x33):  # ParseComplete, BindComplete, CloseComplete
+            self.units.popleft()
+            return b"" if unit.internal else None
+        if t == 0x74:  # 't' ParameterDescription
+            if kind == U_DESC_STMT:
+                return b"" if unit.internal else None
+            raise RemoteProtocolError("unexpected ParameterDescription")
+        if t == 0x54:  # 'T' RowDescription
+            return self._on_row_description(RowDescription.decode(body), unit)
+        if t == 0x6E:  # 'n' NoData
+            if kind in (U_DESC_STMT, U_DESC_PORTAL):
+                self.units.popleft()
+                return b"" if unit.internal else None
+            raise RemoteProtocolError("unexpected NoData")
+        if t == 0x43:  # 'C' CommandComplete
+            self._on_command_complete(CommandComplete.decode(body), unit)
+            return None
+        if t in (0x49, 0x73):  # 'I' EmptyQueryResponse, 's' PortalSuspended
+            if kind == U_EXECUTE:
+                unit.tags.append("SUSPENDED" if t == 0x73 else "EMPTY")
+                self._finish_unit(unit)
+                self.units.popleft()
+            elif kind == U_QUERY:
+                unit.stmt_i += 1
+            return None
+        if t in (0x47, 0x48):  # CopyInResponse, CopyOutResponse
+            return None
+        if t in (0x4E, 0x41, 0x53):
+            return self._async_message(t, body)
+        if t == 0x57:  # CopyBothResponse: replication, never allowed through
+            raise RemoteProtocolError("COPY BOTH (replication) is not supported through dbgov")
+        raise RemoteProtocolError(f"unexpected message {chr(t)!r}")
+
+    def _async_message(self, t: int, body: bytes) -> bytes | None:
+        if t == 0x53:  # ParameterStatus: keep the client's own application_name visible
+            ps = ParameterStatus.decode(body)
+            if ps.name == "application_name" and ps.value.startswith("dbgov/"):
+                return ParameterStatus(ps.name, self.client_app).encode()
+        return None
+
+    def _on_row_description(self, rd: RowDescription, unit: Unit) -> bytes | None:
+        if unit.kind == U_DESC_STMT:
+            p = self.prepared.get(unit.name)
+            if p is not None:
+                p.fields = rd.fields
+            self.units.popleft()
+            return b"" if unit.internal else None
+        if unit.kind == U_DESC_PORTAL:
+            portal = self.portals.get(unit.name)
+            if portal is not None:
+                portal.fields = rd.fields
+            self.units.popleft()
+            nxt = self.units[0] if self.units else None
+            if self.masking and nxt is not None and nxt.kind == U_EXECUTE and portal is not None:
+                prepared = self.prepared.get(portal.statement)
+                if prepared is not None and prepared.analysis.statements:
+                    nxt.plan = self._plan(prepared.analysis.statements[0], rd.fields)
+                    nxt.formats = tuple(f.format for f in rd.fields)
+            return b"" if unit.internal else None
+        if unit.kind == U_QUERY:
+            if self.masking:
+                stmt = unit.statements[unit.stmt_i] if unit.stmt_i < len(unit.statements) else None
+                unit.plan = self._plan(stmt, rd.fields)
+                unit.formats = tuple(f.format for f in rd.fields)
+            return None
+        raise RemoteProtocolError("unexpected RowDescription")
+
+    def _plan(self, stmt: Statement | None,
+              fields: tuple[FieldDescription, ...]) -> ResultPlan | None:
+        """The masking plan for one result set. Failure to plan masks everything."""
+        if stmt is not None and stmt.cursor_name is not None and stmt.kind == "fetch":
+            stmt = self.cursors.get(stmt.cursor_name, stmt)
+        elif stmt is not None and stmt.execute_name is not None:
+            stmt = self.sql_prepared.get(stmt.execute_name, stmt)
+        catalog = self.ctx.catalogs.get(self.target.name) if (self.ctx.catalogs and self.target) \
+            else None
+        try:
+            plan = self.ctx.gate.result_plan(stmt, fields, self._context(), catalog) \
+                if stmt is not None else masking_io.mask_all(fields, "origin unknown")
+        except Exception:
+            log.exception("session %s: masking plan failed; masking every column", self.id)
+            plan = masking_io.mask_all(fields, "masking plan failed")
+        if isinstance(plan, Decision):
+            plan = masking_io.mask_all(fields, plan.reason)
+        return plan or None
+
+    def _on_command_complete(self, cc: CommandComplete, unit: Unit) -> None:
+        unit.tags.append(cc.tag)
+        unit.rows.append(cc.rows())
+        if unit.plan:
+            unit.masked.extend({"column": c.column, "mask": c.mask} for c in unit.plan.columns)
+        unit.plan = None
+        if unit.kind == U_QUERY:
+            if unit.stmt_i < len(unit.statements):
+                self._apply_effects(unit.statements[unit.stmt_i], cc)
+            unit.stmt_i += 1
+        elif unit.kind == U_EXECUTE:
+            if unit.statements:
+                self._apply_effects(unit.statements[0], cc)
+            self._finish_unit(unit)
+            self.units.popleft()
+
+    def _apply_effects(self, stmt: Statement, cc: CommandComplete) -> None:
+        """Track what a successful statement changed in the session."""
+        if (stmt.set_param is not None and stmt.set_param[0] in ("search_path", "all")) \
+                or "set_config" in stmt.functions or stmt.kind in ("discard", "reset"):
+            self._sp_dirty = True
+        if stmt.prepare_name is not None:
+            self.sql_prepared[stmt.prepare_name] = stmt
+        if stmt.deallocate_name is not None:
+            if stmt.deallocate_name == "":
+                self.sql_prepared.clear()
+            else:
+                self.sql_prepared.pop(stmt.deallocate_name, None)
+        if stmt.cursor_name is not None:
+            if stmt.kind == "declare":
+                self.cursors[stmt.cursor_name] = stmt
+            elif stmt.kind == "close":
+                if stmt.cursor_name == "":
+                    self.cursors.clear()
+                else:
+                    self.cursors.pop(stmt.cursor_name, None)
+        if "ddl" in stmt.categories and self.ctx.catalogs is not None and self.target is not None:
+            self.ctx.catalogs.invalidate(self.target.name)
+
+    def _on_server_error(self, err: ErrorResponse, unit: Unit | None) -> bytes | None:
+        replacement: ErrorResponse | None = None
+        if unit is not None and unit.rewrite is not None:
+            replacement = unit.rewrite
+        elif self.masking:
+            replacement = masking_io.sanitize_error(err)
+        if unit is None:
+            return None if replacement is None else replacement.encode()
+        unit.sqlstate = (replacement or err).sqlstate
+        if unit.kind == U_QUERY:
+            unit.plan = None
+        elif unit.kind != U_SYNC:
+            # Extended protocol: the server now skips everything until Sync.
+            while self.units and self.units[0].kind != U_SYNC:
+                u = self.units.popleft()
+                if u.event_id is not None:
+                    u.sqlstate = u.sqlstate or "skipped"
+                    self._finish_unit(u)
+            if not self.units:
+                self.skip_until_sync = True
+        return None if replacement is None else replacement.encode()
+
+    def _on_ready(self, rfq: ReadyForQuery, unit: Unit | None) -> bytes | None:
+        if unit is None or unit.kind not in (U_QUERY, U_SYNC):
+            raise RemoteProtocolError("unexpected ReadyForQuery")
+        self.units.popleft()
+        if unit.kind == U_QUERY and unit.event_id is not None:
+            self._finish_unit(unit)
+        if self.txn != "I" and self._sp_dirty:
+            self._sp_in_txn = True
+        self.txn = rfq.status
+        if rfq.status == "I" and self._sp_in_txn:
+            self._sp_in_txn = False
+            self._sp_dirty = True  # a rollback may have undone a SET
+        if self._sp_dirty and not self.units:
+            self._sp_dirty = False
+            self._held_ready = rfq.encode()
+            return self._refresh_search_path()
+        if rfq.status == "I":
+            self.portals.clear()
+            # Cursors without HOLD die with their transaction; keep the holdable ones.
+            self.cursors = {k: v for k, v in self.cursors.items() if "with_hold" in v.flags}
+        return None
+
+    def _finish_unit(self, unit: Unit) -> None:
+        if unit.event_id is None or self.identity is None:
+            return
+        event_id, unit.event_id = unit.event_id, None
+        self.ctx.audit.record(
+            "statement.done",
+            self.ctx.audit.next_id(self.id),
+            session=self.id,
+            user=self.identity.user,
+            target=self.target.name if self.target else None,
+            ref=event_id,
+            tags=unit.tags or None,
+            rows=unit.rows or None,
+            sqlstate=unit.sqlstate or "00000",
+            duration_us=int((time.monotonic() - unit.started) * 1e6) if unit.started else None,
+            masked=unit.masked or None,
+        )
+
+
+def _formats(n: int, result_formats: tuple[int, ...]) -> tuple[int, ...]:
+    """Bind's result format codes expanded to one per column (protocol rules)."""
+    if not result_formats:
+        return (0,) * n
+    if len(result_formats) == 1:
+        return result_formats * n
+    return result_formats
+
+
+def frame_bytes(t: int, body: bytes) -> bytes:
+    return bytes((t,)) + _I32.pack(len(body) + 4) + body
+
+
+def _parse_search_path(value: str) -> tuple[str, ...]:
+    if value.upper() == "DEFAULT":
+        return ("public",)
+    out = []
+    for part in value.split(","):
+        name = part.strip()
+        if name.startswith('"') and name.endswith('"'):
+            name = name[1:-1].replace('""', '"')
+        elif name.startswith("'") and name.endswith("'"):
+            name = name[1:-1]
+        else:
+            name = name.lower()
+        if name == "$user":
+            continue
+        if name:
+            out.append(name)
+    return tuple(out) or ("public",)
+
+
+# Frontend types forwarded without decoding: Sync, Flush, Describe, Close, CopyData,
+# CopyDone, CopyFail (Describe/Close/Sync are noted on the fly).
+_PASS_FRONTEND = frozenset(b"SHDCdcf")
+# Backend types forwarded without decoding when nothing internal is pending.
+_PASS_BACKEND = frozenset(b"dcNA")

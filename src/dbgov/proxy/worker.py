@@ -1,0 +1,143 @@
+"""One proxy worker process: a listener sharing the port (SO_REUSEPORT), its sessions,
+its own journal writer, and a cancel socket for requests routed from other workers.
+
+Run by the supervisor as `python -m dbgov.proxy.worker --config F --worker-id N`.
+It prints `READY <port>` on stdout once listening. SIGTERM drains: stop
+accepting, give open sessions a grace period, then end them with FATAL 57P01
+(admin_shutdown), and flush the journal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from dbgov.config import Config, load_config
+from dbgov.gate import Gate
+from dbgov.identity.issuer import LocalIssuer
+from dbgov.identity.tokens import LocalTrust, OIDCTrust, TokenVerifier, TrustedIssuer
+from dbgov.layout import Layout
+from dbgov.ledger.journal import Journal
+from dbgov.proxy import tls
+from dbgov.proxy.audit import Audit
+from dbgov.proxy.cancel import CancelRegistry
+from dbgov.proxy.context import ProxyContext
+from dbgov.proxy.listener import Listener, serve_cancels
+from dbgov.wire.postgres.messages import ErrorResponse
+
+log = logging.getLogger("dbgov.worker")
+DRAIN_GRACE_S = 5.0
+
+
+def build_verifier(config: Config) -> TokenVerifier:
+    issuers: list[TrustedIssuer] = []
+    local = config.identity.local_issuer
+    if local.enabled:
+        key_path = local.key_file or Layout(config.data_dir).issuer_key
+        issuers.append(LocalTrust(LocalIssuer.from_file(key_path, local.issuer, local.audience)))
+    issuers.extend(OIDCTrust(o) for o in config.identity.oidc)
+    return TokenVerifier(issuers, config.identity.leeway_s)
+
+
+def build_gate(config: Config) -> Gate:
+    if config.policy is None:
+        return Gate()
+    from dbgov.policy.load import load_policy_file
+    from dbgov.masking.engine import MaskingEngine
+
+    policy = load_policy_file(config.policy, config)
+    masking = MaskingEngine.from_policy(policy, Layout(config.data_dir).masking_key)
+    return Gate(policy, masking)
+
+
+def build_context(config: Config, worker_id: int) -> ProxyContext:
+    layout = Layout(config.data_dir)
+    server_tls = tls.server_context(config.tls) if config.tls is not None else None
+    journal = Journal(layout.journal, f"{os.getpid()}-{secrets.token_hex(3)}",
+                      config.ledger.mode, config.ledger.fsync_interval_ms)
+    ctx = ProxyContext(
+        config=config,
+        gate=build_gate(config),
+        verifier=build_verifier(config),
+        audit=Audit(journal),
+        cancels=CancelRegistry(worker_id),
+        server_tls=server_tls,
+        upstream_tls={t.name: tls.upstream_context(t) for t in config.targets},
+        worker_id=worker_id,
+    )
+    if ctx.gate.masking is not None:
+        from dbgov.proxy.catalogs import Catalogs
+
+        ctx.catalogs = Catalogs(config)
+    return ctx
+
+
+async def serve(config: Config, worker_id: int, *, announce: bool = True) -> None:
+    ctx = build_context(config, worker_id)
+    host, port = config.listen.proxy_addr()
+    listener = Listener(ctx, host, port)
+    listener.start()
+    cancel_server = await serve_cancels(ctx)
+    approvals_task = None
+    if ctx.approvals is not None:
+        approvals_task = asyncio.get_running_loop().create_task(ctx.approvals.run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if announce:
+        print(f"READY {listener.port}", flush=True)
+    await stop.wait()
+    # Drain: no new connections; let running statements finish for a moment.
+    listener.stop()
+    cancel_server.close()
+    deadline = loop.time() + DRAIN_GRACE_S
+    while ctx.sessions and loop.time() < deadline:
+        busy = [s for s in ctx.sessions.values() if s.units or s.held]
+        if not busy:
+            break
+        await asyncio.sleep(0.05)
+    for s in list(ctx.sessions.values()):
+        with contextlib.suppress(Exception):
+            s._send(ErrorResponse.build("FATAL", "57P01",
+                                        "dbgov: terminating connection: the proxy is shutting down"
+                                        ).encode())
+            s.close("proxy shutdown")
+    await asyncio.sleep(0.05)
+    if approvals_task is not None:
+        approvals_task.cancel()
+    ctx.audit.journal.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="dbgov-worker")
+    ap.add_argument("--config", required=True, type=Path)
+    ap.add_argument("--worker-id", type=int, default=0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("DBGOV_LOG", "WARNING").upper(),
+                        format=f"%(asctime)s worker-{args.worker_id} %(levelname)s %(name)s: "
+                               "%(message)s")
+    # Die with the supervisor, whatever killed it.
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
+    config = load_config(args.config)
+    try:
+        import uvloop
+
+        uvloop.run(serve(config, args.worker_id))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Cache keys and a bounded LRU for analyses.
+
+`literal_key()` is the second-level key: the query's tokens from PostgreSQL's own
+scanner, with literal constants replaced by a placeholder naming their token class
+and comments and whitespace dropped. Identifiers, keywords, operators and
+parameters keep their exact text, so `SELECT x.a FROM (SELECT email AS a, id AS b
+...) x` and the same query with the aliases swapped get different keys. (pglast's
+fingerprint gives those two the same value, which is why it is never a cache key.)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Generic, TypeVar
+
+from pglast import parser
+
+# Token classes of literal constants (pglast.parser.scan names).
+_LITERALS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
+_COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def literal_key(text: str) -> str | None:
+    """Tokens with literals replaced; None when the text does not scan (or has NUL)."""
+    if "\x00" in text:
+        return None
+    try:
+        tokens = parser.scan(text)
+    except parser.ParseError:
+        return None
+    # NUL cannot occur in the text, so it separates tokens unambiguously, and
+    # "\x01" starts no token, so a placeholder never equals real token text.
+    parts = [
+        "\x01" + t.name if t.name in _LITERALS else text[t.start : t.end + 1]
+        for t in tokens
+        if t.name not in _COMMENTS
+    ]
+    return "\x00".join(parts)
+
+
+class LRU(Generic[K, V]):
+    """A small thread-safe LRU map with hit/miss counters."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            if len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)

@@ -1,0 +1,272 @@
+"""SQLite implementation of the ledger store (the embedded default).
+
+One database file, `<data_dir>/ledger/ledger.db`, in WAL mode so readers (CLI,
+dashboard) never block the sequencer. Only the sequencer writes events; it
+records the journal offsets it has consumed in the same transaction as the
+events, so ingestion is exactly-once across crashes.
+
+Rows keep the canonical event bytes (`body`, the Merkle leaf data) plus a few
+columns copied out of them for searching. Verification never trusts those
+columns: it re-hashes `body`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    idx      INTEGER PRIMARY KEY,
+    id       TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    ts       TEXT NOT NULL,
+    session  TEXT,
+    user     TEXT,
+    target   TEXT,
+    ref      TEXT,
+    decision TEXT,
+    body     BLOB NOT NULL,
+    leaf     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_id ON events(id);
+CREATE INDEX IF NOT EXISTS events_user ON events(user, idx);
+CREATE INDEX IF NOT EXISTS events_type ON events(type, idx);
+CREATE INDEX IF NOT EXISTS events_session ON events(session, idx);
+CREATE INDEX IF NOT EXISTS events_ref ON events(ref);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size  INTEGER PRIMARY KEY,
+    root  BLOB NOT NULL,
+    note  BLOB NOT NULL,
+    ts    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tiles (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    idx: int
+    id: str
+    type: str
+    ts: str
+    session: str | None
+    user: str | None
+    target: str | None
+    ref: str | None
+    decision: str | None
+    body: bytes
+    leaf: bytes
+
+
+_COLS = "idx, id, type, ts, session, user, target, ref, decision, body, leaf"
+
+
+def connect(path: Path, *, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout,
+                               check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+class LedgerStore:
+    """Events, checkpoints, tree tiles and sequencer metadata."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        if readonly and not path.exists():
+            # A reader before the first event: create the empty store.
+            LedgerStore(path).close()
+        self.conn = connect(path, readonly=readonly)
+        if not readonly:
+            self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- sequencing ------------------------------------------------------------------
+
+    def size(self) -> int:
+        row = self.conn.execute("SELECT max(idx) FROM events").fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def append(self, rows: Sequence[tuple[Any, ...]], meta: dict[str, bytes]) -> int:
+        """Append rows (id, type, ts, session, user, target, ref, decision, body, leaf)
+        at the next indices, with sequencer metadata, atomically. Returns the new size."""
+        cur = self.conn
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            start = self.size()
+            cur.executemany(
+                f"INSERT INTO events ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(start + i, *r) for i, r in enumerate(rows)],
+            )
+            cur.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                list(meta.items()),
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return start + len(rows)
+
+    def meta_get(self, key: str) -> bytes | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def meta_items(self, prefix: str) -> dict[str, bytes]:
+        rows = self.conn.execute(
+            "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff")
+        ).fetchall()
+        return {k: bytes(v) for k, v in rows}
+
+    def meta_set(self, items: dict[str, bytes]) -> None:
+        self.conn.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            list(items.items()),
+        )
+
+    # -- tree --------------------------------------------------------------------------
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        rows = self.conn.execute(
+            "SELECT leaf FROM events WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def iter_bodies(self, start: int = 0, end: int | None = None,
+                    batch: int = 50_000) -> Iterable[tuple[int, bytes, bytes]]:
+        """(idx, body, stored leaf) in index order, in batches (for verification)."""
+        pos = start
+        while True:
+            hi = pos + batch if end is None else min(pos + batch, end)
+            if end is not None and pos >= end:
+                return
+            rows = self.conn.execute(
+                "SELECT idx, body, leaf FROM events WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (pos, hi),
+            ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield int(r[0]), bytes(r[1]), bytes(r[2])
+            pos = hi
+
+    def put_tiles(self, tiles: Iterable[tuple[int, int, bytes]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO tiles(level, idx, hash) VALUES (?, ?, ?)", list(tiles)
+        )
+
+    def get_tile(self, level: int, index: int) -> bytes | None:
+        row = self.conn.execute(
+            "SELECT hash FROM tiles WHERE level = ? AND idx = ?", (level, index)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def put_checkpoint(self, size: int, root: bytes, note: bytes, ts: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO checkpoints(size, root, note, ts) VALUES (?, ?, ?, ?)",
+            (size, root, note, ts),
+        )
+
+    def latest_checkpoint(self) -> tuple[int, bytes, bytes, str] | None:
+        row = self.conn.execute(
+            "SELECT size, root, note, ts FROM checkpoints ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]), str(row[3]))
+
+    def checkpoints(self) -> list[tuple[int, bytes, bytes, str]]:
+        rows = self.conn.execute("SELECT size, root, note, ts FROM checkpoints ORDER BY size")
+        return [(int(r[0]), bytes(r[1]), bytes(r[2]), str(r[3])) for r in rows]
+
+    def checkpoint_covering(self, index: int) -> tuple[int, bytes, bytes, str] | None:
+        row = self.conn.execute(
+            "SELECT size, root, note, ts FROM checkpoints WHERE size > ? ORDER BY size LIMIT 1",
+            (index,),
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]), str(row[3]))
+
+    # -- reading events -------------------------------------------------------------------
+
+    def _rows(self, sql: str, args: Sequence[Any]) -> list[EventRow]:
+        return [
+            EventRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bytes(r[9]),
+                     bytes(r[10]))
+            for r in self.conn.execute(sql, args).fetchall()
+        ]
+
+    def event(self, idx: int) -> EventRow | None:
+        rows = self._rows(f"SELECT {_COLS} FROM events WHERE idx = ?", (idx,))
+        return rows[0] if rows else None
+
+    def event_by_id(self, event_id: str) -> EventRow | None:
+        rows = self._rows(f"SELECT {_COLS} FROM events WHERE id = ? ORDER BY idx LIMIT 1",
+                          (event_id,))
+        return rows[0] if rows else None
+
+    def search(
+        self,
+        *,
+        user: str | None = None,
+        target: str | None = None,
+        types: Sequence[str] | None = None,
+        session: str | None = None,
+        ref: str | None = None,
+        decision: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after: int | None = None,
+        text: str | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[EventRow]:
+        where, args = [], []
+        for col, val in (("user", user), ("target", target), ("session", session), ("ref", ref),
+                         ("decision", decision)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        if since:
+            where.append("ts >= ?")
+            args.append(since)
+        if until:
+            where.append("ts < ?")
+            args.append(until)
+        if after is not None:
+            where.append("idx > ?")
+            args.append(after)
+        if text:
+            where.append("instr(lower(CAST(body AS TEXT)), lower(?)) > 0")
+            args.append(text)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        order = "DESC" if newest_first else "ASC"
+        return self._rows(
+            f"SELECT {_COLS} FROM events {clause} ORDER BY idx {order} LIMIT ?", (*args, limit)
+        )

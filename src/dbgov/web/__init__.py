@@ -1,0 +1,1 @@
+"""Dashboard, JSON API and metrics, reading the same store as the ledger."""

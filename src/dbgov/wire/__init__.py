@@ -1,0 +1,1 @@
+"""Database wire protocols: sans-I/O codecs that know nothing about policy."""

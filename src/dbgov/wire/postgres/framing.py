@@ -1,0 +1,127 @@
+"""Splitting a PostgreSQL byte stream into frames, distrusting every length.
+
+After startup every message is `type byte | int32 length (self-inclusive) | body`.
+Like PgBouncer's `get_header()` (src/proto.c), a length below 4 or above the
+configured maximum is a protocol violation, and bodiless messages must have
+length exactly 4. Startup-phase packets have no type byte and are capped at
+10,000 bytes, as in PostgreSQL's MAX_STARTUP_PACKET_LENGTH.
+
+`FrameBuffer` never copies a frame out: callers get `(type, start, end)` offsets
+into its buffer and forward `view[start:end]` unchanged when nothing needs
+rewriting. Readers follow h11's three-way contract: a value, None for "need more
+bytes", or an exception.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from dbgov.wire.postgres.errors import RemoteProtocolError
+from dbgov.wire.postgres.messages import (
+    CANCEL_REQUEST_CODE,
+    GSSENC_REQUEST_CODE,
+    SSL_REQUEST_CODE,
+    CancelRequest,
+    GSSENCRequest,
+    SSLRequest,
+    StartupMessage,
+)
+
+MAX_STARTUP_PACKET = 10_000
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+_U32 = struct.Struct("!I")
+
+# Message types whose length must be exactly 4 (no body), by direction.
+BODILESS_FRONTEND = frozenset(b"SHXc")
+BODILESS_BACKEND = frozenset(b"123nIsc")
+
+
+class FrameBuffer:
+    """A growing receive buffer that yields frame offsets."""
+
+    __slots__ = ("_bodiless", "buf", "max_len", "pos")
+
+    def __init__(self, *, max_len: int = DEFAULT_MAX_MESSAGE, frontend: bool = True) -> None:
+        self.buf = bytearray()
+        self.pos = 0
+        self.max_len = max_len
+        self._bodiless = BODILESS_FRONTEND if frontend else BODILESS_BACKEND
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self.pos:
+            # Drop consumed bytes before growing, so the buffer stays small.
+            del self.buf[: self.pos]
+            self.pos = 0
+        self.buf += data
+
+    def next_frame(self) -> tuple[int, int, int] | None:
+        """Return (type, start, end) of the next whole frame, or None if incomplete."""
+        buf = self.buf
+        pos = self.pos
+        if len(buf) - pos < 5:
+            return None
+        t = buf[pos]
+        (n,) = _U32.unpack_from(buf, pos + 1)
+        if n < 4 or n > self.max_len:
+            raise RemoteProtocolError(f"invalid message length {n} for type {chr(t)!r}")
+        if n != 4 and t in self._bodiless:
+            raise RemoteProtocolError(f"message type {chr(t)!r} must have no body")
+        end = pos + 1 + n
+        if end > len(buf):
+            return None
+        self.pos = end
+        return t, pos, end
+
+    def pending(self) -> int:
+        return len(self.buf) - self.pos
+
+    def take_rest(self) -> bytes:
+        rest = bytes(self.buf[self.pos :])
+        self.buf.clear()
+        self.pos = 0
+        return rest
+
+
+class DirectTLS:
+    """First byte 0x16: a TLS ClientHello sent without SSLRequest (PostgreSQL 17+)."""
+
+
+DIRECT_TLS = DirectTLS()
+
+StartupPacket = StartupMessage | SSLRequest | GSSENCRequest | CancelRequest | DirectTLS
+
+
+def read_startup_packet(buf: bytes | bytearray) -> tuple[StartupPacket, int] | None:
+    """Decode one startup-phase packet from the front of `buf`.
+
+    Returns (packet, bytes consumed), None if more bytes are needed, or raises.
+    """
+    if not buf:
+        return None
+    if buf[0] == 0x16:
+        return DIRECT_TLS, 0
+    if len(buf) < 8:
+        return None
+    (n,) = _U32.unpack_from(buf, 0)
+    if n < 8 or n > MAX_STARTUP_PACKET:
+        raise RemoteProtocolError(f"invalid startup packet length {n}")
+    if len(buf) < n:
+        return None
+    (code,) = _U32.unpack_from(buf, 4)
+    body = bytes(buf[4:n])
+    if code == SSL_REQUEST_CODE:
+        if n != 8:
+            raise RemoteProtocolError("malformed SSLRequest")
+        return SSLRequest(), n
+    if code == GSSENC_REQUEST_CODE:
+        if n != 8:
+            raise RemoteProtocolError("malformed GSSENCRequest")
+        return GSSENCRequest(), n
+    if code == CANCEL_REQUEST_CODE:
+        return CancelRequest.decode(body), n
+    if code >> 16 != 3:
+        raise RemoteProtocolError(
+            f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: server supports 3.0 to 3.2",
+            sqlstate="0A000",
+        )
+    return StartupMessage.decode(body), n

@@ -1,0 +1,1 @@
+"""Tests of the masking core: value maskers and PII detectors (pure, no database)."""

@@ -1,0 +1,448 @@
+"""Byte-level protocol behaviour through the real proxy (issue: proxy core, item 4).
+
+Each test sends raw frames and asserts the frames that come back, against the
+embedded PostgreSQL behind `dbgov up`. carol (dba) is used where policy should
+not matter.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+import time
+
+import pytest
+from pgwire import RawClient, error_of, insecure_context, rows_of, types_of
+
+from dbgov.wire.postgres.messages import (
+    CANCEL_REQUEST_CODE,
+    PROTOCOL_3_0,
+    PROTOCOL_3_2,
+    Bind,
+    CancelRequest,
+    Close,
+    CommandComplete,
+    CopyFail,
+    Describe,
+    ErrorResponse,
+    Execute,
+    GSSENCRequest,
+    NegotiateProtocolVersion,
+    Parse,
+    Query,
+    RowDescription,
+    SSLRequest,
+    StartupMessage,
+    Sync,
+    Terminate,
+    frame,
+)
+
+pytestmark = pytest.mark.usefixtures("dbgov")
+
+
+def login(dbgov, user="carol", target="prod", tls=False, **params) -> RawClient:
+    c = RawClient(dbgov.host, dbgov.port)
+    if tls:
+        assert c.starttls() == b"S"
+    msgs = c.startup(user, target, dbgov.token(user), **params)
+    assert msgs[-1].type == b"Z", [(m.type, m.decode()) for m in msgs]
+    return c
+
+
+def q(c: RawClient, sql: str):
+    c.send(Query(sql).encode())
+    return c.until_ready()
+
+
+# ---------------------------------------------------------------- startup and TLS
+
+
+def test_sslrequest_terminates_tls(dbgov):
+    c = login(dbgov, tls=True)
+    assert isinstance(c.sock, ssl.SSLSocket)
+    assert c.sock.version() in ("TLSv1.2", "TLSv1.3")
+    assert rows_of(q(c, "SELECT 1"))[0] == (b"1",)
+    c.close()
+    opens = dbgov.wait_events(lambda e: e.get("tls"), types=["connection.open"], user="carol")
+    assert opens, "connection.open should record the TLS version"
+
+
+def test_gssencrequest_is_answered_n_then_startup_proceeds(dbgov):
+    c = RawClient(dbgov.host, dbgov.port)
+    c.send(GSSENCRequest().encode())
+    assert c.recv_byte() == b"N"
+    msgs = c.startup("carol", "prod", dbgov.token("carol"))
+    assert msgs[-1].type == b"Z"
+    c.close()
+
+
+def test_plaintext_after_sslrequest_drops_connection(dbgov):
+    s = socket.create_connection((dbgov.host, dbgov.port), 5)
+    # SSLRequest with a startup packet glued behind it, before any TLS handshake.
+    s.sendall(SSLRequest().encode() + StartupMessage(PROTOCOL_3_0, {"user": "carol"}).encode())
+    s.settimeout(5)
+    data = b""
+    try:
+        while chunk := s.recv(100):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    assert data == b"", f"the proxy must not answer, got {data!r}"
+    s.close()
+
+
+def test_direct_ssl_with_alpn(dbgov):
+    raw = socket.create_connection((dbgov.host, dbgov.port), 5)
+    tls = insecure_context(alpn=["postgresql"]).wrap_socket(raw, server_hostname="localhost")
+    assert tls.selected_alpn_protocol() == "postgresql"
+    c = RawClient.__new__(RawClient)
+    c.sock, c.buf, c.key, c.params = tls, b"", None, {}
+    msgs = c.startup("carol", "prod", dbgov.token("carol"))
+    assert msgs[-1].type == b"Z"
+    assert rows_of(q(c, "SELECT 'direct'"))[0] == (b"direct",)
+    c.close()
+
+
+def test_direct_ssl_without_alpn_is_refused(dbgov):
+    raw = socket.create_connection((dbgov.host, dbgov.port), 5)
+    tls = insecure_context().wrap_socket(raw, server_hostname="localhost")
+    tls.settimeout(5)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        tls.sendall(StartupMessage(PROTOCOL_3_0, {"user": "carol", "database": "prod"}).encode())
+        assert tls.recv(100) == b""
+        raise ConnectionError("closed")
+
+
+def test_protocol_3_2_gets_long_cancel_key(dbgov):
+    c = RawClient(dbgov.host, dbgov.port)
+    msgs = c.startup("carol", "prod", dbgov.token("carol"), protocol=PROTOCOL_3_2)
+    assert msgs[-1].type == b"Z"
+    assert b"v" not in types_of(msgs)  # 3.2 is supported fully: no negotiation
+    assert c.key is not None and len(c.key.key) == 32
+    c.close()
+
+
+def test_newer_minor_and_unknown_options_are_negotiated_down(dbgov):
+    c = RawClient(dbgov.host, dbgov.port)
+    msgs = c.startup("carol", "prod", dbgov.token("carol"), protocol=(3 << 16) | 9,
+                     **{"_pq_.future_thing": "on"})
+    assert msgs[0].type == b"v"
+    npv = NegotiateProtocolVersion.decode(msgs[0].body)
+    assert npv.newest_minor == 2
+    assert npv.unrecognized == ("_pq_.future_thing",)
+    assert msgs[-1].type == b"Z"
+    c.close()
+
+
+def test_protocol_2_is_rejected(dbgov):
+    c = RawClient(dbgov.host, dbgov.port)
+    c.send(StartupMessage(2 << 16, {"user": "carol"}).encode())
+    err = error_of(c.until_closed())
+    assert err is not None and err.severity == "FATAL" and err.sqlstate == "0A000"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x00\x00\x00\x04",  # length below the minimum
+        b"\x7f\xff\xff\xff" + b"\x00" * 8,  # absurd length
+        struct.pack("!II", 12, PROTOCOL_3_0) + b"user",  # unterminated parameter
+        struct.pack("!II", 9, PROTOCOL_3_0) + b"\x00",  # no user at all
+    ],
+)
+def test_malformed_startup_gets_fatal_and_close(dbgov, payload):
+    c = RawClient(dbgov.host, dbgov.port)
+    c.send(payload)
+    msgs = c.until_closed()
+    err = error_of(msgs)
+    assert err is not None and err.severity == "FATAL", msgs
+    assert err.message.startswith("dbgov:")
+
+
+def test_malformed_message_after_login_is_fatal_not_a_crash(dbgov):
+    c = login(dbgov)
+    c.send(b"Q\x00\x00\x00\x02")  # length 2 < 4
+    err = error_of(c.until_closed())
+    assert err is not None and err.sqlstate == "08P01"
+    # the worker survives: a new session works
+    c2 = login(dbgov)
+    assert rows_of(q(c2, "SELECT 42"))[0] == (b"42",)
+    c2.close()
+
+
+def test_unknown_message_type_is_a_protocol_violation(dbgov):
+    c = login(dbgov)
+    c.send(frame(b"?", b"hello"))
+    err = error_of(c.until_closed())
+    assert err is not None and err.sqlstate == "08P01"
+
+
+# ---------------------------------------------------------------- cancel, disconnect, terminate
+
+
+def _backend_running(dbgov, marker: str) -> bool:
+    rows = dbgov.admin(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND pid <> pg_backend_pid()",
+        (f"%{marker}%",),
+    )
+    return rows[0][0] > 0
+
+
+def test_cancel_request_reaches_the_upstream(dbgov):
+    c = login(dbgov)
+    assert c.key is not None
+    c.send(Query("SELECT pg_sleep(30) /* cancel-me */").encode())
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    s = socket.create_connection((dbgov.host, dbgov.port), 5)
+    s.sendall(CancelRequest(c.key.pid, c.key.key).encode())
+    s.close()
+    msgs = c.until_ready()
+    assert time.monotonic() - t0 < 5
+    err = error_of(msgs)
+    assert err is not None and err.sqlstate == "57014"
+    assert rows_of(q(c, "SELECT 1")) == [(b"1",)]  # the session stays usable
+    c.close()
+
+
+def test_cancel_with_wrong_key_does_nothing(dbgov):
+    c = login(dbgov)
+    assert c.key is not None
+    c.send(Query("SELECT pg_sleep(1.5)").encode())
+    s = socket.create_connection((dbgov.host, dbgov.port), 5)
+    s.sendall(struct.pack("!IIII", 16, CANCEL_REQUEST_CODE, c.key.pid, 12345))
+    s.close()
+    msgs = c.until_ready()
+    assert error_of(msgs) is None
+    c.close()
+
+
+def test_client_disconnect_mid_query_cancels_upstream(dbgov):
+    c = login(dbgov)
+    c.send(Query("SELECT pg_sleep(60) /* orphan-check */").encode())
+    time.sleep(0.5)
+    assert _backend_running(dbgov, "orphan-check")
+    c.sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _backend_running(dbgov, "orphan-check"):
+        time.sleep(0.1)
+    assert not _backend_running(dbgov, "orphan-check")
+
+
+def test_terminate_closes_cleanly(dbgov):
+    c = login(dbgov)
+    rows = q(c, "SELECT pg_backend_pid()")
+    pid = int(rows_of(rows)[0][0])
+    c.send(Terminate().encode())
+    assert c.until_closed() == []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not dbgov.admin("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+            break
+        time.sleep(0.05)
+    assert not dbgov.admin("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+    closes = dbgov.wait_events(lambda e: e.get("reason") == "client terminated",
+                               types=["connection.close"])
+    assert closes and closes[-1]["bytes_in"] > 0 and closes[-1]["bytes_out"] > 0
+
+
+# ---------------------------------------------------------------- simple protocol
+
+
+def test_simple_query_with_several_statements(dbgov):
+    c = login(dbgov)
+    msgs = q(c, "SELECT 1; SELECT 'two', 2; SHOW search_path")
+    tags = [CommandComplete.decode(m.body).tag for m in msgs if m.type == b"C"]
+    assert tags == ["SELECT 1", "SELECT 1", "SHOW"]
+    assert rows_of(msgs)[:2] == [(b"1",), (b"two", b"2")]
+    assert msgs[-1].type == b"Z"
+    c.close()
+
+
+def test_empty_query(dbgov):
+    c = login(dbgov)
+    assert types_of(q(c, "")) == b"IZ"
+    c.close()
+
+
+# ---------------------------------------------------------------- extended protocol
+
+
+def test_pipeline_of_many_statements_before_one_sync(dbgov):
+    c = login(dbgov)
+    batch = b""
+    for i in range(20):
+        batch += Parse("", "SELECT $1::int + 1", (23,)).encode()
+        batch += Bind("", "", (), (str(i).encode(),), ()).encode()
+        batch += Execute("", 0).encode()
+    batch += Sync().encode()
+    c.send(batch)
+    msgs = c.until_ready()
+    assert rows_of(msgs) == [(str(i + 1).encode(),) for i in range(20)]
+    assert types_of(msgs) == b"12DC" * 20 + b"Z"
+    c.close()
+
+
+def test_error_mid_pipeline_skips_until_sync(dbgov):
+    dbgov.app("CREATE TABLE IF NOT EXISTS pipeline_probe (n int)")
+    dbgov.app("TRUNCATE pipeline_probe")
+    c = login(dbgov)
+    batch = (
+        Parse("", "INSERT INTO pipeline_probe VALUES (1)").encode() + Bind("", "").encode()
+        + Execute("").encode()
+        + Parse("", "SELECT 1/0").encode() + Bind("", "").encode() + Execute("").encode()
+        + Parse("", "INSERT INTO pipeline_probe VALUES (3)").encode() + Bind("", "").encode()
+        + Execute("").encode()
+        + Sync().encode()
+    )
+    c.send(batch)
+    msgs = c.until_ready()
+    # 1/0 is folded at planning, so the error comes at Bind; nothing after it runs
+    assert types_of(msgs) == b"12C1EZ"
+    assert sum(1 for m in msgs if m.type == b"E") == 1
+    # the implicit transaction rolled back: no row from before or after the error
+    assert dbgov.app("SELECT count(*) FROM pipeline_probe")[0][0] == 0
+    assert rows_of(q(c, "SELECT 7")) == [(b"7",)]
+    c.close()
+
+
+def test_named_and_unnamed_statements_and_portals(dbgov):
+    c = login(dbgov)
+    c.send(Parse("s1", "SELECT $1::text || '!'", (25,)).encode()
+           + Describe("S", "s1").encode() + Sync().encode())
+    msgs = c.until_ready()
+    assert types_of(msgs) == b"1tTZ"
+    c.send(Bind("p1", "s1", (), (b"hi",), ()).encode() + Bind("", "s1", (), (b"yo",), ()).encode()
+           + Execute("p1").encode() + Execute("").encode()
+           + Close("P", "p1").encode() + Close("S", "s1").encode() + Sync().encode())
+    msgs = c.until_ready()
+    assert rows_of(msgs) == [(b"hi!",), (b"yo!",)]
+    assert types_of(msgs) == b"22DCDC33Z"
+    c.send(Bind("", "s1", (), (b"x",), ()).encode() + Execute("").encode() + Sync().encode())
+    err = error_of(c.until_ready())
+    assert err is not None and err.sqlstate == "26000"  # closed statement is gone
+    c.close()
+
+
+def test_binary_parameters_and_results(dbgov):
+    c = login(dbgov)
+    c.send(Parse("", "SELECT $1::int8 * 2, $2::float8", (20, 701)).encode()
+           + Bind("", "", (1,), (struct.pack("!q", 21), struct.pack("!d", 1.5)), (1,)).encode()
+           + Describe("P", "").encode() + Execute("").encode() + Sync().encode())
+    msgs = c.until_ready()
+    rd = RowDescription.decode(next(m.body for m in msgs if m.type == b"T"))
+    assert [f.format for f in rd.fields] == [1, 1]
+    (a, b), = rows_of(msgs)
+    assert struct.unpack("!q", a)[0] == 42 and struct.unpack("!d", b)[0] == 1.5
+    c.close()
+
+
+def test_execute_with_row_limit_suspends_portal(dbgov):
+    c = login(dbgov)
+    c.send(Query("BEGIN").encode())
+    c.until_ready()
+    c.send(Parse("", "SELECT g FROM generate_series(1, 5) g").encode()
+           + Bind("cur", "").encode() + Execute("cur", 2).encode() + Execute("cur", 2).encode()
+           + Execute("cur", 0).encode() + Sync().encode())
+    msgs = c.until_ready()
+    assert types_of(msgs) == b"12DDsDDsDCZ"
+    assert [r[0] for r in rows_of(msgs)] == [b"1", b"2", b"3", b"4", b"5"]
+    q(c, "COMMIT")
+    c.close()
+
+
+# ---------------------------------------------------------------- COPY
+
+
+def test_copy_from_stdin_and_to_stdout(dbgov):
+    dbgov.app("CREATE TABLE IF NOT EXISTS copy_probe (a int, b text)")
+    dbgov.app("TRUNCATE copy_probe")
+    c = login(dbgov)
+    c.send(Query("COPY copy_probe FROM STDIN").encode())
+    m = c.recv_msg()
+    assert m is not None and m.type == b"G"
+    c.send(frame(b"d", b"1\tone\n") + frame(b"d", b"2\ttwo\n") + frame(b"c", b""))
+    msgs = c.until_ready()
+    assert CommandComplete.decode(msgs[0].body).tag == "COPY 2"
+    msgs = q(c, "COPY copy_probe TO STDOUT")
+    assert types_of(msgs) == b"HddcCZ"
+    assert [m.body for m in msgs if m.type == b"d"] == [b"1\tone\n", b"2\ttwo\n"]
+    c.close()
+
+
+def test_copy_fail_mid_stream_changes_nothing(dbgov):
+    dbgov.app("CREATE TABLE IF NOT EXISTS copy_probe2 (a int)")
+    dbgov.app("TRUNCATE copy_probe2")
+    c = login(dbgov)
+    c.send(Query("COPY copy_probe2 FROM STDIN").encode())
+    assert c.recv_msg().type == b"G"
+    c.send(frame(b"d", b"1\n") + CopyFail("client gave up").encode())
+    err = error_of(c.until_ready())
+    assert err is not None and err.sqlstate == "57014" and "client gave up" in err.message
+    assert dbgov.app("SELECT count(*) FROM copy_probe2")[0][0] == 0
+    assert rows_of(q(c, "SELECT 1")) == [(b"1",)]
+    c.close()
+
+
+def test_copy_bad_data_mid_stream_is_an_error(dbgov):
+    dbgov.app("CREATE TABLE IF NOT EXISTS copy_probe3 (a int)")
+    c = login(dbgov)
+    c.send(Query("COPY copy_probe3 FROM STDIN").encode())
+    assert c.recv_msg().type == b"G"
+    c.send(frame(b"d", b"1\nnot-a-number\n") + frame(b"c", b""))
+    err = error_of(c.until_ready())
+    assert err is not None and err.sqlstate == "22P02"
+    c.close()
+
+
+# ---------------------------------------------------------------- asynchronous messages
+
+
+def test_listen_notify_across_sessions(dbgov):
+    listener = login(dbgov)
+    q(listener, "LISTEN dbgov_chan")
+    talker = login(dbgov)
+    q(talker, "NOTIFY dbgov_chan, 'hello'")
+    listener.sock.settimeout(5)
+    m = listener.recv_msg()
+    assert m is not None and m.type == b"A"
+    assert m.body.endswith(b"dbgov_chan\x00hello\x00")
+    listener.close()
+    talker.close()
+
+
+def test_parameter_status_shows_the_clients_application_name(dbgov):
+    c = RawClient(dbgov.host, dbgov.port)
+    c.startup("carol", "prod", dbgov.token("carol"), application_name="my-notebook")
+    assert c.params.get("application_name") == "my-notebook"
+    rows = rows_of(q(c, "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"))
+    assert rows[0][0].decode().startswith("dbgov/carol/")
+    c.close()
+
+
+def test_two_sessions_in_parallel_do_not_mix(dbgov):
+    results: dict[int, bytes] = {}
+
+    def run(n: int) -> None:
+        c = login(dbgov)
+        for _ in range(20):
+            results[n] = rows_of(q(c, f"SELECT {n}"))[0][0]
+        c.close()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {n: str(n).encode() for n in range(6)}
+
+
+def test_error_response_fields_survive(dbgov):
+    c = login(dbgov)
+    err = error_of(q(c, "SELECT * FROM no_such_table_here"))
+    assert isinstance(err, ErrorResponse) and err.sqlstate == "42P01"
+    assert err.get("P") is not None  # position is forwarded for dba
+    c.close()

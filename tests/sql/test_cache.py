@@ -1,0 +1,122 @@
+"""The analysis cache: exact text, then text up to literals; never across meanings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pglast import parser
+
+from dbgov.sql import Catalog, analyze_cached, cache_info, clear_cache, lineage
+from dbgov.sql.analyze import MAX_CACHED_TEXT
+from dbgov.sql.cache import LRU, literal_key
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> Iterator[None]:
+    clear_cache()
+    yield
+    clear_cache()
+
+
+def test_level1_hit_returns_the_same_analysis() -> None:
+    q = "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"
+    first = analyze_cached(q)
+    assert analyze_cached(q) is first
+    info = cache_info()
+    assert (info.level1_hits, info.level2_hits, info.misses) == (1, 0, 1)
+
+
+def test_level2_hit_shares_the_analysis_across_literals() -> None:
+    first = analyze_cached("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;")
+    second = analyze_cached("SELECT abalance FROM pgbench_accounts WHERE aid = 777;")
+    assert second is first
+    assert cache_info().level2_hits == 1 and cache_info().misses == 1
+
+
+def test_level2_ignores_whitespace_and_comments() -> None:
+    first = analyze_cached("SELECT a FROM t WHERE b = 'x'")
+    second = analyze_cached("SELECT  a /* hi */ FROM t\n WHERE b = 'y' -- bye")
+    assert second is first
+
+
+def test_aliases_swapped_do_not_share_an_entry() -> None:
+    a = "SELECT x.a FROM (SELECT email AS a, id AS b FROM customers) x"
+    b = "SELECT x.a FROM (SELECT email AS b, id AS a FROM customers) x"
+    assert parser.fingerprint(a) == parser.fingerprint(b)  # why the fingerprint is no key
+    assert literal_key(a) != literal_key(b)
+    assert analyze_cached(a) is not analyze_cached(b)
+    assert cache_info().level2_hits == 0
+
+
+def test_identifier_case_and_quoting_matter() -> None:
+    keys = {literal_key(q) for q in ('SELECT * FROM "Customers"', "SELECT * FROM customers")}
+    assert len(keys) == 2
+
+
+def test_literal_classes_keep_distinct_keys() -> None:
+    assert literal_key("SELECT 1") != literal_key("SELECT '1'")
+    assert literal_key("SELECT 1") == literal_key("SELECT 42")
+    assert literal_key("SELECT 'a'") == literal_key("SELECT $$b$$")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("SET search_path = a", "SET search_path = b"),
+        ("SET search_path = 'a'", "SET search_path = 'b'"),
+        ("SELECT set_config('role', 'x', false)", "SELECT set_config('work_mem', 'x', false)"),
+        ("SELECT a, b FROM t GROUP BY 1", "SELECT a, b FROM t GROUP BY 2"),
+        ("COPY t TO '/tmp/a'", "COPY t TO '/tmp/b'"),
+        ("EXPLAIN (ANALYZE 0) DELETE FROM t", "EXPLAIN (ANALYZE 1) DELETE FROM t"),
+    ],
+)
+def test_literal_sensitive_analysis_is_never_reused_across_literals(a: str, b: str) -> None:
+    first, second = analyze_cached(a), analyze_cached(b)
+    assert not first.literal_insensitive
+    assert second is not first
+    assert cache_info().level2_hits == 0 and cache_info().level2_size == 0
+
+
+def test_search_path_values_stay_apart() -> None:
+    a = analyze_cached("SET search_path = 'a'").statements[0]
+    b = analyze_cached("SET search_path = 'b'").statements[0]
+    assert a.set_param == ("search_path", "a") and b.set_param == ("search_path", "b")
+
+
+def test_parse_errors_are_not_shared() -> None:
+    analyze_cached("SELEC 1")
+    analyze_cached("SELEC 2")
+    assert cache_info().level2_size == 0
+
+
+def test_long_texts_bypass_the_cache() -> None:
+    long = "SELECT 1" + " " * MAX_CACHED_TEXT
+    assert analyze_cached(long) is not analyze_cached(long)
+
+
+def test_lru_is_bounded_and_evicts_the_oldest() -> None:
+    lru: LRU[str, int] = LRU(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    assert lru.get("a") == 1  # a is now the most recent
+    lru.put("c", 3)
+    assert lru.get("b") is None and lru.get("a") == 1 and len(lru) == 2
+
+
+def test_lineage_is_cached_per_tree_catalog_and_search_path(catalog: Catalog) -> None:
+    stmt = analyze_cached("SELECT email FROM customers WHERE id = 1").statements[0]
+    first = lineage(stmt, catalog, ["public"])
+    assert lineage(stmt, catalog, ["public"]) is first
+    assert lineage(stmt, catalog, ["other", "public"]) is not first
+    # A query string sharing the analysis shares the lineage too.
+    other = analyze_cached("SELECT email FROM customers WHERE id = 99").statements[0]
+    assert other is stmt and lineage(other, catalog, ["public"]) is first
+
+
+def test_lineage_cache_follows_catalog_version(catalog: Catalog) -> None:
+    stmt = analyze_cached("SELECT email FROM customers").statements[0]
+    before = lineage(stmt, catalog, ["public"])
+    newer = Catalog.of(catalog.relations.values(), version=catalog.version + 1)
+    after = lineage(stmt, newer, ["public"])
+    assert after is not before and after == before

@@ -1,0 +1,1 @@
+"""Repository helpers run by the Makefile (not part of the dbgov package)."""
