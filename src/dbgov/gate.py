@@ -119,6 +119,10 @@ class Policy(Protocol):
 class Masking(Protocol):
     def active(self, ctx: SessionContext) -> bool: ...
 
+    def check(
+        self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None
+    ) -> Decision | None: ...
+
     def plan(
         self,
         stmt: Statement,
@@ -141,10 +145,17 @@ class Gate:
     def may_connect(self, ctx: SessionContext) -> Decision:
         return ALLOW if self.policy is None else self.policy.may_connect(ctx)
 
-    def decide(self, analysis: Analysis, ctx: SessionContext) -> Decision:
+    def decide(
+        self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None = None
+    ) -> Decision:
         if self.policy is None:
             return ALLOW
-        return self.policy.decide(analysis, ctx)
+        decision = self.policy.decide(analysis, ctx)
+        if decision.verdict is Verdict.DENY or self.masking is None:
+            return decision
+        # Masking refuses what it cannot make safe (inference, unknown origin, ...).
+        refusal = self.masking.check(analysis, ctx, catalog)
+        return decision if refusal is None else refusal
 
     def masking_active(self, ctx: SessionContext) -> bool:
         return self.masking is not None and self.masking.active(ctx)

@@ -13,6 +13,7 @@ import random
 
 import pytest
 
+from dbgov.demo import dataset
 from dbgov.masking.pii import DETECTOR_TYPES, Span, find_spans, redact_text
 
 JWT_HS256 = (
@@ -184,6 +185,7 @@ NEGATIVE: list[str] = [
     "me@123.456",
     # keys and tokens
     "we use sk-learn for that",
+    "sk-this-is-not-a-real-key-at-all",
     "task-force meeting",
     "monkey=a1b2c3d4e5f6g7h8i9j0",
     "token: aaaaaaaaaaaaaaaaaaaaaaaa",
@@ -332,6 +334,24 @@ def test_generated_cards_are_found_in_every_grouping() -> None:
             assert spans_as_text(f"pay {form} now") == [("card", form)], form
         broken = number[:-1] + str((int(number[-1]) + 1) % 10)
         assert find_spans(f"pay {broken} now", frozenset({"card"})) == []
+
+
+def test_finds_every_pii_value_of_the_demo_dataset() -> None:
+    # The demo pastes these values into prompts; each must be found whole.
+    samples = dataset.pii_samples()
+    expected_type = {
+        "emails": "email",
+        "phones": "phone",
+        "ssns": "ssn",
+        "cards": "card",
+        "ips": "ipv4",
+        "api_keys": "api_key",
+    }
+    for key, kind in expected_type.items():
+        assert samples[key], key
+        for value in samples[key]:
+            text = f"Note: {value}. Thanks"
+            assert spans_as_text(text) == [(kind, value)], value
 
 
 @pytest.mark.parametrize(

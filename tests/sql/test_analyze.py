@@ -79,7 +79,11 @@ KIND_CASES = [
     ("GRANT admin TO bob", "grant", C.PRIVILEGE),
     ("REVOKE admin FROM bob", "revoke", C.PRIVILEGE),
     ("ALTER SYSTEM SET work_mem = '1MB'", "alter_system", C.PRIVILEGE),
-    ("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO bob", "alter_default_privileges", C.PRIVILEGE),
+    (
+        "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO bob",
+        "alter_default_privileges",
+        C.PRIVILEGE,
+    ),
     ("REASSIGN OWNED BY bob TO carol", "reassign_owned", C.PRIVILEGE),
     ("DO $$ BEGIN END $$", "do", C.PROCEDURAL),
     ("CALL p(1)", "call", C.PROCEDURAL),
@@ -206,7 +210,10 @@ FACT_CASES: list[tuple[str, dict[str, Any]]] = [
             "returns_rows": False,
         },
     ),
-    ("CREATE TABLE t2 AS EXECUTE p", {"execute_name": "p", "kinds": {"create_table_as", "execute"}}),
+    (
+        "CREATE TABLE t2 AS EXECUTE p",
+        {"execute_name": "p", "kinds": {"create_table_as", "execute"}},
+    ),
     (
         "DECLARE c CURSOR WITH HOLD FOR SELECT * FROM customers",
         {"kinds": {"declare", "select"}, "reads": {R("customers")}, "cursor_name": "c"},
@@ -277,7 +284,12 @@ FACT_CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "DELETE FROM t USING u WHERE t.id = u.id RETURNING t.*",
-        {"reads": {R("u"), R("t")}, "writes": {R("t")}, "flags": {"returning"}, "returns_rows": True},
+        {
+            "reads": {R("u"), R("t")},
+            "writes": {R("t")},
+            "flags": {"returning"},
+            "returns_rows": True,
+        },
     ),
     (
         "MERGE INTO t USING (SELECT * FROM s) src ON t.id = src.id"
@@ -350,7 +362,10 @@ FACT_CASES: list[tuple[str, dict[str, Any]]] = [
     ("SET SESSION AUTHORIZATION DEFAULT", {"flags": {"reset_role"}, "category": C.PRIVILEGE}),
     ("RESET ROLE", {"flags": {"reset_role"}, "set_param": ("role", "DEFAULT")}),
     ("RESET SESSION AUTHORIZATION", {"flags": {"reset_role"}}),
-    ("RESET ALL", {"flags": {"reset_role"}, "set_param": ("all", "DEFAULT"), "category": C.SESSION}),
+    (
+        "RESET ALL",
+        {"flags": {"reset_role"}, "set_param": ("all", "DEFAULT"), "category": C.SESSION},
+    ),
     ("DISCARD ALL", {"flags": {"reset_role"}}),
     ("DISCARD PLANS", {"flags": set()}),
     ("SELECT set_config('role', 'admin', false)", {"flags": {"set_config_role"}}),
@@ -385,12 +400,18 @@ FACT_CASES: list[tuple[str, dict[str, Any]]] = [
     ("SET NAMES 'SJIS'", {"flags": {"unsafe_setting"}, "set_param": ("client_encoding", "SJIS")}),
     ("RESET standard_conforming_strings", {"flags": {"unsafe_setting"}}),
     ("SELECT set_config('client_encoding', 'SJIS', false)", {"flags": {"unsafe_setting"}}),
-    ("ALTER SYSTEM SET standard_conforming_strings = off", {"flags": {"alter_system", "unsafe_setting"}}),
+    (
+        "ALTER SYSTEM SET standard_conforming_strings = off",
+        {"flags": {"alter_system", "unsafe_setting"}},
+    ),
     ("ALTER SYSTEM RESET ALL", {"flags": {"alter_system"}}),
     ("ALTER ROLE bob SET role = admin", {"flags": {"role_ddl", "set_role"}}),
     ("CREATE ROLE r SUPERUSER", {"flags": {"role_ddl"}}),
     ("ALTER USER bob WITH PASSWORD 'x'", {"flags": {"role_ddl"}}),
-    ("ALTER ROLE bob RENAME TO robert", {"flags": {"role_ddl"}, "categories": {C.DDL, C.PRIVILEGE}}),
+    (
+        "ALTER ROLE bob RENAME TO robert",
+        {"flags": {"role_ddl"}, "categories": {C.DDL, C.PRIVILEGE}},
+    ),
     ("GRANT SELECT ON customers TO alice", {"flags": {"grant"}, "writes": {R("customers")}}),
     ("REVOKE ALL ON SCHEMA s FROM bob", {"flags": {"revoke"}}),
     ("GRANT dba TO bob", {"flags": {"grant"}}),
@@ -402,7 +423,12 @@ FACT_CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC DELETE FROM t; SELECT 1; END",
-        {"flags": {"dynamic_sql"}, "kinds": {"create_function"}, "reads": {R("t")}, "writes": set()},
+        {
+            "flags": {"dynamic_sql"},
+            "kinds": {"create_function"},
+            "reads": {R("t")},
+            "writes": set(),
+        },
     ),
     ("CALL cleanup()", {"flags": {"dynamic_sql"}, "functions": {"cleanup"}}),
     ("SELECT query_to_xml('select * from customers', true, true, '')", {"flags": {"dynamic_sql"}}),
@@ -415,17 +441,23 @@ FACT_CASES: list[tuple[str, dict[str, Any]]] = [
     ("NOTIFY chan", {"flags": set()}),
     ("SELECT pg_notify('chan', email) FROM customers", {"flags": {"notify_payload"}}),
     ("LISTEN chan", {"flags": {"listen"}}),
-    ("UPDATE t SET a = 1 WHERE CURRENT OF c", {"flags": {"where_current_of"}, "unfiltered_writes": set()}),
-    ("DELETE FROM t WHERE CURRENT OF c", {"flags": {"where_current_of"}, "unfiltered_writes": set()}),
+    (
+        "UPDATE t SET a = 1 WHERE CURRENT OF c",
+        {"flags": {"where_current_of"}, "unfiltered_writes": set()},
+    ),
+    (
+        "DELETE FROM t WHERE CURRENT OF c",
+        {"flags": {"where_current_of"}, "unfiltered_writes": set()},
+    ),
     (
         "INSERT INTO t VALUES (1) RETURNING id",
         {"flags": {"returning"}, "reads": {R("t")}, "returns_rows": True},
     ),
     ("UPDATE t SET a = 1 WHERE id = 1 RETURNING *", {"flags": {"returning"}, "returns_rows": True}),
     # -- SET values as the server stores them
-    ("SET search_path TO a, \"B\", public", {"set_param": ("search_path", 'a, "B", public')}),
+    ('SET search_path TO a, "B", public', {"set_param": ("search_path", 'a, "B", public')}),
     ("SET search_path = '$user', public", {"set_param": ("search_path", '"$user", public')}),
-    ("SET search_path TO \"select\"", {"set_param": ("search_path", '"select"')}),
+    ('SET search_path TO "select"', {"set_param": ("search_path", '"select"')}),
     ("SET SCHEMA 'audit'", {"set_param": ("search_path", "audit")}),
     ("SET search_path TO DEFAULT", {"set_param": ("search_path", "DEFAULT")}),
     ("RESET search_path", {"set_param": ("search_path", "DEFAULT"), "kind": "reset"}),

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import datetime
 import secrets
+import struct
+import uuid
 from typing import Any
 
 from dbgov.ledger.canonical import canonical_json
@@ -62,8 +64,27 @@ def clip(text: str) -> str:
     return f"{text[:MAX_TEXT]}… [cut; {len(text)} chars, sha256 {digest}]"
 
 
-def param_repr(value: bytes | None, fmt: int) -> str | None:
-    """Bind parameters as text for the audit; binary ones as hex."""
+_BINARY_DECODERS: dict[int, Any] = {
+    16: lambda v: "true" if v == b"\x01" else "false",  # bool
+    20: lambda v: str(struct.unpack("!q", v)[0]),  # int8
+    21: lambda v: str(struct.unpack("!h", v)[0]),  # int2
+    23: lambda v: str(struct.unpack("!i", v)[0]),  # int4
+    26: lambda v: str(struct.unpack("!I", v)[0]),  # oid
+    700: lambda v: repr(struct.unpack("!f", v)[0]),  # float4
+    701: lambda v: repr(struct.unpack("!d", v)[0]),  # float8
+    25: lambda v: v.decode(),  # text
+    1043: lambda v: v.decode(),  # varchar
+    1042: lambda v: v.decode(),  # bpchar
+    19: lambda v: v.decode(),  # name
+    2950: lambda v: str(uuid.UUID(bytes=v)),  # uuid
+    114: lambda v: v.decode(),  # json
+    3802: lambda v: v[1:].decode(),  # jsonb: version byte, then text
+}
+
+
+def param_repr(value: bytes | None, fmt: int, type_oid: int = 0) -> str | None:
+    """Bind parameters as text for the audit: text format as is, common binary types
+    decoded, anything else as hex."""
     if value is None:
         return None
     if fmt == 0:
@@ -71,4 +92,11 @@ def param_repr(value: bytes | None, fmt: int) -> str | None:
             return clip(value.decode())
         except UnicodeDecodeError:
             pass
+    else:
+        decoder = _BINARY_DECODERS.get(type_oid)
+        if decoder is not None:
+            try:
+                return clip(str(decoder(value)))
+            except (struct.error, ValueError, UnicodeDecodeError):
+                pass
     return "\\x" + value[:1024].hex()

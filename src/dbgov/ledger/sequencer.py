@@ -209,6 +209,8 @@ class Sequencer:
                 self.store.conn.execute("ROLLBACK")
                 raise
             self.tree = tree
+        if finished:
+            self.store.sync()  # the store must be durable before its journal goes
         for seg in finished:
             with contextlib.suppress(FileNotFoundError):
                 seg.path.unlink()
@@ -277,17 +279,17 @@ class Sequencer:
 
     # -- the thread ----------------------------------------------------------------------
 
-    def run(self, poll_s: float = 0.005) -> None:
+    def run(self, poll_s: float = 0.02) -> None:
         while not self._stop.is_set():
             try:
-                n = self.integrate_once()
+                self.integrate_once()
                 self.maybe_checkpoint()
             except Exception:
                 log.exception("ledger sequencer pass failed; retrying")
-                n = 0
                 self._stop.wait(0.5)
-            if n == 0:
-                self._stop.wait(poll_s)
+            # Integrate in batches: a short pause lets events accumulate, so the per-pass
+            # cost (directory scan, transaction) is shared by many events.
+            self._stop.wait(poll_s)
         self.drain()
 
     def drain(self) -> None:
@@ -295,6 +297,7 @@ class Sequencer:
         while self.integrate_once():
             pass
         self.checkpoint()
+        self.store.sync()
 
     def stop(self) -> None:
         self._stop.set()

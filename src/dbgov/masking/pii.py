@@ -14,10 +14,13 @@ with a literal or a character class (it then skips positions in C). So:
   at least 7 characters long. "in 2024" or "$12.50" never reach a detector;
 - the others first check a cheap fact ('@' for email, "eyJ" for JWT, a key prefix,
   a key-like word plus a digit, "::" for IPv6) and their patterns start with a
-  literal or a class; word-boundary checks that would need a leading lookbehind are
-  done in Python on the one character before a match;
+  literal or a class; where a leading lookbehind would defeat that, the boundary is
+  checked in Python on the one character before a match;
 - every quantifier is bounded or possessive, so hostile texts (a million "1 " or
   "a.a.a.") stay linear: these texts come from the database, not from us.
+Measured with CPython 3.11 on the shared 2-core development machine, ~200-character
+texts, `find_spans`: 300-450 k texts/s without digits, 100-160 k with digits but no
+PII, 50-70 k with one PII span (the ranges are run-to-run load).
 
 Matching is ASCII for digits and separators (`[0-9]`, never `\\d`: Arabic-Indic or
 full-width digits are not read as numbers). Letters of any script may touch a span
@@ -27,14 +30,18 @@ id ("ORD4111111111111111"), not PII. Emails allow Unicode local parts and domain
 Detection is best-effort and leans to over-masking where leaking is the alternative.
 
 Known false negatives (PII that is missed):
+- anything without a fixed shape: person names, street addresses, dates of birth
+  (there is no named-entity recognition here).
 - email: no dot in the domain (``root@localhost``), quoted local parts, obfuscation
   (``bob at example dot com``), local parts longer than 64 characters (only their
   last 64 characters are masked).
 - phone: NANP numbers without separators (``4155550199``) unless in E.164 form
   (``+14155550199``); international numbers without a leading ``+``
-  (``020 7946 0958``); NANP area or exchange codes starting with 0 or 1.
+  (``020 7946 0958``); NANP area or exchange codes starting with 0 or 1; 7-digit
+  local numbers (``555-0199``).
 - ssn: SSNs without dashes (``123456789``, ``123 45 6789``).
 - card: issuers outside the IIN ranges in `_iin_ok` (UATP cards start with 1);
+  groups split by anything but single spaces or dashes (``4111.1111...``);
   numbers joined by commas with no space; groups (but the last) of 1-2 digits.
 - iban: lower-case IBANs; countries missing from `_IBAN_LENGTHS`; separators other
   than single spaces.
@@ -347,7 +354,7 @@ def _find_iban(text: str) -> _Found:
     while (m := _IBAN.search(text, pos)) is not None:
         start = m.start()
         pos = start + 1
-        if start and text[start - 1].isascii() and text[start - 1].isalnum():
+        if start and _is_ascii_word(text[start - 1]):
             continue
         length = _IBAN_LENGTHS.get(text[start : start + 2])
         if length is None:
@@ -396,7 +403,7 @@ def _find_ipv6(text: str) -> _Found:
 
 # Each alternative starts with a literal, so the scan skips in C.
 _PREFIXED_KEY = re.compile(
-    r"(?:sk-[A-Za-z0-9_\-]{0,200}[0-9][A-Za-z0-9_\-]*+"  # OpenAI, Anthropic
+    r"(?:sk-[A-Za-z0-9_\-]{20,}+"  # OpenAI, Anthropic (sk-proj-..., sk-ant-...)
     r"|sk_(?:live|test)_[A-Za-z0-9]{16,}+"  # Stripe secret keys
     r"|rk_(?:live|test)_[A-Za-z0-9]{16,}+"  # Stripe restricted keys
     r"|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}"  # AWS access key ids
@@ -406,7 +413,6 @@ _PREFIXED_KEY = re.compile(
     r"|AIza[0-9A-Za-z_\-]{35})"  # Google API keys
     r"(?![A-Za-z0-9_\-])"
 )
-_SK_MIN = 23  # "sk-" and 20 more
 
 # A secret assigned to a key-like name: `api_key=...`, `"accessToken": "..."`,
 # `Authorization: Bearer ...`. Only the value is reported, so the name stays readable.
@@ -435,7 +441,8 @@ def _secret_ok(value: str) -> bool:
 
 
 def _key_name_starts_word(text: str, start: int) -> bool:
-    """ "key" in "api_key" or camelCase "accessToken" starts a word; in "monkey" not."""
+    """True where a key-like name starts a word: "key" in "api_key", "Token" in
+    camelCase "accessToken"; not "key" in "monkey"."""
     if start == 0:
         return True
     prev = text[start - 1]
@@ -483,6 +490,13 @@ def _has_key_prefix(text: str) -> bool:
     )  # fmt: skip
 
 
+def _looks_random(body: str) -> bool:
+    """A generated key has a digit or mixed case; a hyphenated phrase has neither."""
+    if any(c.isdigit() for c in body):
+        return True
+    return any(c.isupper() for c in body) and any(c.islower() for c in body)
+
+
 def _find_prefixed_key(text: str) -> _Found:
     pos = 0
     while (m := _PREFIXED_KEY.search(text, pos)) is not None:
@@ -492,8 +506,8 @@ def _find_prefixed_key(text: str) -> _Found:
         pos = end
         if start and (_is_ascii_word(text[start - 1]) or text[start - 1] == "-"):
             continue
-        if text.startswith("sk-", start) and end - start < _SK_MIN:
-            continue
+        if text.startswith("sk-", start) and not _looks_random(text[start + 3 : end]):
+            continue  # "sk-this-is-not-a-real-key"
         yield start, end
 
 
@@ -585,12 +599,10 @@ def _detect(text: str, wanted: frozenset[str]) -> list[tuple[int, int, int, str]
         return found
     if "iban" in wanted:
         add("iban", _find_iban(text))
-    card, ssn, phone, ipv4 = (
-        "card" in wanted,
-        "ssn" in wanted,
-        "phone" in wanted,
-        "ipv4" in wanted,
-    )
+    card = "card" in wanted
+    ssn = "ssn" in wanted
+    phone = "phone" in wanted
+    ipv4 = "ipv4" in wanted
     if not (card or ssn or phone or ipv4):
         return found
     n = len(text)

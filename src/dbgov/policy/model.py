@@ -218,6 +218,8 @@ class Match(_Model):
 
 
 class Rule(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
     # A JSON-ish name so it reads well in `denied by rule "<name>"`.
     name: str = Field(pattern=_NAME.pattern)
     description: str = ""

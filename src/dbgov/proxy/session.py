@@ -71,6 +71,7 @@ from dbgov.wire.postgres.messages import (
     Execute,
     NegotiateProtocolVersion,
     NoticeResponse,
+    ParameterDescription,
     Parse,
     ParameterStatus,
     PasswordMessage,
@@ -184,7 +185,7 @@ class Session(asyncio.Protocol):
         self.search_path: tuple[str, ...] = ("public",)
         self.prepared: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
-        self.sql_prepared: dict[str, Statement] = {}
+        self.sql_prepared: dict[str, Analysis] = {}  # PREPARE name -> the PREPARE statement
         self.cursors: dict[str, Statement] = {}
         self.held = False  # a statement waits for approval: client frames stay buffered
         self._hold_task: asyncio.Task[None] | None = None
@@ -493,6 +494,11 @@ class Session(asyncio.Protocol):
 
     # ------------------------------------------------------------------ cancel
 
+    def _catalog(self) -> Any:
+        if self.ctx.catalogs is None or self.target is None:
+            return None
+        return self.ctx.catalogs.get(self.target.name)
+
     def _on_cancel(self) -> None:
         """A CancelRequest with our key arrived (possibly via another worker)."""
         if self.held and self._hold_task is not None:
@@ -598,7 +604,8 @@ class Session(asyncio.Protocol):
                 and time.time() > self.identity.expires_at:
             return Decision(Verdict.DENY, "token-expired", "your token has expired",
                             hint="get a new token and reconnect")
-        decision = self.ctx.gate.decide(analysis, ctx)
+        catalog = self._catalog() if self.masking else None
+        decision = self.ctx.gate.decide(analysis, ctx, catalog)
         if not decision.allowed:
             return decision
         for i, stmt in enumerate(analysis.statements):
@@ -606,7 +613,7 @@ class Session(asyncio.Protocol):
                 inner = self.sql_prepared.get(stmt.execute_name)
                 if inner is None:
                     continue  # the server will report the unknown statement
-                d = self.ctx.gate.decide(Analysis((inner,), analysis.fingerprint, False), ctx)
+                d = self.ctx.gate.decide(inner, ctx, catalog)
                 if not d.allowed:
                     return Decision(d.verdict, d.rule, d.reason, d.hint, i, d.approval,
                                     d.sqlstate, d.grants_used, d.masking)
@@ -804,7 +811,10 @@ class Session(asyncio.Protocol):
     def _params(self, portal: Portal) -> list[str | None] | None:
         if not portal.params:
             return None
-        return [events.param_repr(v, Bind("", "", portal.param_formats).param_format(i))
+        prepared = self.prepared.get(portal.statement)
+        oids = prepared.param_oids if prepared is not None else ()
+        fmt = Bind("", "", portal.param_formats)
+        return [events.param_repr(v, fmt.param_format(i), oids[i] if i < len(oids) else 0)
                 for i, v in enumerate(portal.params)]
 
     def _forward_execute(self, msg: Execute, portal: Portal, prepared: Prepared,
@@ -1008,6 +1018,9 @@ class Session(asyncio.Protocol):
             return b"" if unit.internal else None
         if t == 0x74:  # 't' ParameterDescription
             if kind == U_DESC_STMT:
+                p = self.prepared.get(unit.name)
+                if p is not None:
+                    p.param_oids = ParameterDescription.decode(body).oids
                 return b"" if unit.internal else None
             raise RemoteProtocolError("unexpected ParameterDescription")
         if t == 0x54:  # 'T' RowDescription
@@ -1076,9 +1089,9 @@ class Session(asyncio.Protocol):
         if stmt is not None and stmt.cursor_name is not None and stmt.kind == "fetch":
             stmt = self.cursors.get(stmt.cursor_name, stmt)
         elif stmt is not None and stmt.execute_name is not None:
-            stmt = self.sql_prepared.get(stmt.execute_name, stmt)
-        catalog = self.ctx.catalogs.get(self.target.name) if (self.ctx.catalogs and self.target) \
-            else None
+            prepared = self.sql_prepared.get(stmt.execute_name)
+            stmt = prepared.statements[0] if prepared is not None else None
+        catalog = self._catalog()
         try:
             plan = self.ctx.gate.result_plan(stmt, fields, self._context(), catalog) \
                 if stmt is not None else masking_io.mask_all(fields, "origin unknown")
@@ -1111,7 +1124,7 @@ class Session(asyncio.Protocol):
                 or "set_config" in stmt.functions or stmt.kind in ("discard", "reset"):
             self._sp_dirty = True
         if stmt.prepare_name is not None:
-            self.sql_prepared[stmt.prepare_name] = stmt
+            self.sql_prepared[stmt.prepare_name] = Analysis((stmt,), "", False)
         if stmt.deallocate_name is not None:
             if stmt.deallocate_name == "":
                 self.sql_prepared.clear()

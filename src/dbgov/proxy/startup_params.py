@@ -34,7 +34,7 @@ def _check(name: str, value: str) -> None:
     key = name.lower()
     if key not in ALLOWED:
         raise StartupParamError(f'startup parameter "{name}" is not allowed through dbgov')
-    if key == "client_encoding" and value.lower() not in SAFE_ENCODINGS | {"auto"}:
+    if key == "client_encoding" and value.strip("'\" ").lower() not in SAFE_ENCODINGS | {"auto"}:
         raise StartupParamError(
             f'client_encoding "{value}" is not supported through dbgov; use UTF8', "22023"
         )
