@@ -158,36 +158,31 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_service_account_hash(args: argparse.Namespace) -> int:
+    """Read a password from stdin, print its SCRAM verifier for the config."""
+    import getpass
+
+    from dbgov.identity.scram import make_verifier
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    password = password.rstrip("\n")
+    if not password:
+        return _die("empty password", 2)
+    print(make_verifier(password, args.iterations))
+    return 0
+
+
 # ---------------------------------------------------------------------------- audit
 
 
 def _open_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from dbgov.store.sqlite import LedgerStore
 
+    from dbgov.ledger.integrate import integrate_if_idle
+
     layout = Layout(resolve_data_dir(args.data_dir))
-    _integrate_if_idle(layout)
+    integrate_if_idle(layout)
     return LedgerStore(layout.ledger_db, readonly=True)
-
-
-def _integrate_if_idle(layout: Layout) -> None:
-    """With no dbgov running, fold leftover journals into the ledger first."""
-    if not layout.journal.exists():
-        return
-    from dbgov.ledger.keys import default_origin, load_or_create_signer
-    from dbgov.ledger.sequencer import Sequencer, SequencerLock
-
-    lock = SequencerLock(layout.root)
-    if not lock.acquire():
-        return  # the running proxy's sequencer integrates continuously
-    try:
-        origin = default_origin(layout.root)
-        signer = load_or_create_signer(layout.ledger_key, origin)
-        seq = Sequencer(layout.root, signer, origin)
-        if seq.integrate_once():
-            seq.drain()
-        seq.close()
-    finally:
-        lock.release()
 
 
 def _print_event(row, as_json: bool) -> None:  # type: ignore[no-untyped-def]
@@ -290,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--audience", default="dbgov")
     issue.set_defaults(func=cmd_token_issue)
 
+    sa = sub.add_parser("service-account", help="service account helpers")
+    sas = sa.add_subparsers(dest="sa_cmd", required=True)
+    sah = sas.add_parser("hash", help="SCRAM verifier of a password read from stdin")
+    sah.add_argument("--iterations", type=int, default=4096)
+    sah.set_defaults(func=cmd_service_account_hash)
+
     audit = sub.add_parser("audit", help="read and verify the audit ledger")
     asub = audit.add_subparsers(dest="audit_cmd", required=True)
     tail = asub.add_parser("tail", parents=[common], help="the latest events")
@@ -309,6 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_audit_search)
 
+    from dbgov.approvals.commands import add_access_commands, add_approvals_commands
+    from dbgov.ledger.commands import add_audit_commands, add_witness_command
+    from dbgov.policy.commands import add_policy_commands
+    from dbgov.report.commands import add_report_commands
+
+    add_audit_commands(asub, common)
+    add_witness_command(sub, common)
+    add_policy_commands(sub, common)
+    add_approvals_commands(sub, common)
+    add_access_commands(sub, common)
+    add_report_commands(sub, common)
     return ap
 
 

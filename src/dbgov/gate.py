@@ -87,6 +87,9 @@ class SessionContext:
     search_path: tuple[str, ...] = ("public",)
     session_id: str = ""
     in_transaction: bool = False
+    # The session's TimeZone (ParameterStatus): masks that truncate timestamptz
+    # values do it in the zone the client sees them in.
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,10 @@ class ColumnMask:
     mask: str  # mask kind, for the audit
     text: Any  # Callable[[bytes], bytes | None]
     binary: Any  # Callable[[bytes], bytes | None]
+    # Every value, NULL included, becomes `text(b"")` / `binary(b"")`: for outputs
+    # computed from masked columns, whose NULL-ness would otherwise answer a
+    # question about the value (`substring(ssn from '^9')`).
+    constant: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,10 +36,17 @@ def synthetic_events(n: int, seed: int = 7, start: int = 0) -> Iterator[dict[str
         ts = f"2025-03-01T10:{(k // 6000) % 60:02d}:{(k // 100) % 60:02d}.{k % 1_000_000:06d}Z"
         events: list[dict[str, Any]] = [
             {
-                "v": 1, "type": "connection.open", "id": f"{session}:{k}", "ts": ts,
-                "session": session, "user": user, "groups": ["analysts"], "target": "prod",
+                "v": 1,
+                "type": "connection.open",
+                "id": f"{session}:{k}",
+                "ts": ts,
+                "session": session,
+                "user": user,
+                "groups": ["analysts"],
+                "target": "prod",
                 "client": f"10.0.0.{rng.randint(1, 254)}:{rng.randint(1024, 65535)}",
-                "auth": "token", "protocol": "3.0",
+                "auth": "token",
+                "protocol": "3.0",
             }
         ]
         for _ in range(rng.randint(1, 4)):
@@ -50,9 +57,16 @@ def synthetic_events(n: int, seed: int = 7, start: int = 0) -> Iterator[dict[str
             verdict = rng.choice(["allow", "allow", "allow", "deny"])
             events.append(
                 {
-                    "v": 1, "type": "statement", "id": stmt_id, "ts": ts, "session": session,
-                    "user": user, "target": "prod", "sql": f"{kind} … {table} /* {k} */",
-                    "kinds": [kind], "reads": [table] if kind == "select" else None,
+                    "v": 1,
+                    "type": "statement",
+                    "id": stmt_id,
+                    "ts": ts,
+                    "session": session,
+                    "user": user,
+                    "target": "prod",
+                    "sql": f"{kind} … {table} /* {k} */",
+                    "kinds": [kind],
+                    "reads": [table] if kind == "select" else None,
                     "writes": None if kind == "select" else [table],
                     "decision": {"verdict": verdict}
                     | ({"rule": "no-writes", "reason": "read-only"} if verdict == "deny" else {}),
@@ -62,17 +76,30 @@ def synthetic_events(n: int, seed: int = 7, start: int = 0) -> Iterator[dict[str
             k += 1
             events.append(
                 {
-                    "v": 1, "type": "statement.done", "id": f"{session}:{k}", "ts": ts,
-                    "session": session, "user": user, "target": "prod", "ref": stmt_id,
+                    "v": 1,
+                    "type": "statement.done",
+                    "id": f"{session}:{k}",
+                    "ts": ts,
+                    "session": session,
+                    "user": user,
+                    "target": "prod",
+                    "ref": stmt_id,
                     "sqlstate": "42501" if verdict == "deny" else "00000",
-                    "rows": rng.randint(0, 500), "duration_us": rng.randint(50, 90_000),
+                    "rows": rng.randint(0, 500),
+                    "duration_us": rng.randint(50, 90_000),
                 }
             )
         k += 1
         events.append(
             {
-                "v": 1, "type": "connection.close", "id": f"{session}:{k}", "ts": ts,
-                "session": session, "user": user, "target": "prod", "reason": "client",
+                "v": 1,
+                "type": "connection.close",
+                "id": f"{session}:{k}",
+                "ts": ts,
+                "session": session,
+                "user": user,
+                "target": "prod",
+                "reason": "client",
             }
         )
         k += 1
@@ -137,3 +164,36 @@ class LedgerKit:
 
     def close(self) -> None:
         self.seq.close()
+
+
+def swap_rows(db: Path, a: int, b: int) -> None:
+    """Swap two rows' bodies and leaves: every body still hashes to its own leaf."""
+    conn = sqlite3.connect(db)
+    try:
+        rows = dict(
+            (int(r[0]), (r[1], r[2]))
+            for r in conn.execute("SELECT idx, body, leaf FROM events WHERE idx IN (?, ?)", (a, b))
+        )
+        for dst, src in ((a, b), (b, a)):
+            conn.execute("UPDATE events SET body = ?, leaf = ? WHERE idx = ?", (*rows[src], dst))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def run_cli(*argv: str) -> int:
+    """Run a `dbgov audit …`/`dbgov witness` command through the ledger's argparse glue."""
+    import argparse
+
+    from dbgov.ledger.commands import add_audit_commands, add_witness_command
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=None)
+    parser = argparse.ArgumentParser(prog="dbgov")
+    sub = parser.add_subparsers(dest="command", required=True)
+    audit = sub.add_parser("audit")
+    add_audit_commands(audit.add_subparsers(dest="audit_cmd", required=True), common)
+    add_witness_command(sub, common)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code

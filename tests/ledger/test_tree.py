@@ -18,7 +18,6 @@ from dbgov.ledger.merkle import (
     verify_inclusion,
 )
 from dbgov.ledger.tree import TreeReader, compact_nodes
-
 from ledger.kit import LedgerKit, synthetic_events
 
 BIG = 70_000  # crosses 256 and 65,536: tiles at levels 8 and 16

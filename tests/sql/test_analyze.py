@@ -206,7 +206,7 @@ FACT_CASES: list[tuple[str, dict[str, Any]]] = [
         {
             "kinds": {"create_table_as", "select"},
             "writes": {R("leak")},
-            "flags": {"into_table"},
+            "flags": {"into_table", "temp_object"},
             "returns_rows": False,
         },
     ),
@@ -216,8 +216,14 @@ FACT_CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "DECLARE c CURSOR WITH HOLD FOR SELECT * FROM customers",
-        {"kinds": {"declare", "select"}, "reads": {R("customers")}, "cursor_name": "c"},
+        {
+            "kinds": {"declare", "select"},
+            "reads": {R("customers")},
+            "cursor_name": "c",
+            "flags": {"with_hold"},
+        },
     ),
+    ("DECLARE c CURSOR FOR SELECT 1", {"flags": set()}),
     ("FETCH ALL IN c", {"cursor_name": "c", "returns_rows": True}),
     ("MOVE LAST IN c", {"cursor_name": "c", "returns_rows": False}),
     ("CLOSE c", {"cursor_name": "c"}),
@@ -321,6 +327,12 @@ FACT_CASES: list[tuple[str, dict[str, Any]]] = [
         {"writes": {R("t")}, "reads": {R("u")}, "functions": {"g"}},
     ),
     ("SELECT * FROM t FOR UPDATE OF t", {"reads": {R("t")}, "flags": {"row_lock"}}),
+    ("CREATE TEMP TABLE customers (country text)", {"flags": {"temp_object"}}),
+    ("CREATE TEMPORARY VIEW v AS SELECT 1", {"flags": {"temp_object"}}),
+    ("CREATE VIEW pg_temp.v AS SELECT 1", {"flags": {"temp_object"}}),
+    ("SELECT 1 INTO TEMP t", {"flags": {"into_table", "temp_object"}}),
+    ("CREATE TEMP SEQUENCE s", {"flags": {"temp_object"}}),
+    ("CREATE UNLOGGED TABLE t (a int)", {"flags": set()}),
     # -- functions
     ("SELECT pg_catalog.PG_READ_FILE('/etc/passwd')", {"functions": {"pg_read_file"}}),
     (
@@ -627,6 +639,10 @@ def test_fingerprint_ignores_literals() -> None:
         ("SELECT 'customers'::regclass", False),
         ("SELECT a, b FROM t ORDER BY 2", False),
         ("SELECT a, count(*) FROM t GROUP BY 1", False),
+        ("SELECT a, count(*) FROM t GROUP BY ROLLUP (1)", False),
+        ("SELECT DISTINCT ON (1) a FROM t", False),
+        ("SELECT a, count(*) FROM t GROUP BY a ORDER BY a LIMIT 5", True),
+        ("SELECT * FROM U&\"!0063ust\" UESCAPE '!'", True),
         ("EXPLAIN (ANALYZE 0) DELETE FROM t", False),
         ("DO $$ BEGIN END $$", False),
         ("SELECT 1; SET x = 1", False),

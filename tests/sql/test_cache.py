@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from pglast import parser
 
-from dbgov.sql import Catalog, analyze_cached, cache_info, clear_cache, lineage
+from dbgov.sql import Catalog, analyze, analyze_cached, cache_info, clear_cache, lineage
 from dbgov.sql.analyze import MAX_CACHED_TEXT
 from dbgov.sql.cache import LRU, literal_key
 
@@ -52,6 +52,17 @@ def test_aliases_swapped_do_not_share_an_entry() -> None:
 def test_identifier_case_and_quoting_matter() -> None:
     keys = {literal_key(q) for q in ('SELECT * FROM "Customers"', "SELECT * FROM customers")}
     assert len(keys) == 2
+
+
+def test_uescape_string_is_part_of_the_name() -> None:
+    # The escape character decides which table U&"..." names: never a shared key.
+    a = "SELECT * FROM U&\"!0063ustomers\" UESCAPE '!'"
+    b = "SELECT * FROM U&\"!0063ustomers\" UESCAPE '#'"
+    assert literal_key(a) != literal_key(b)
+    reads_a = analyze_cached(a).statements[0].reads
+    reads_b = analyze_cached(b).statements[0].reads
+    assert {r.name for r in reads_a} == {"customers"}
+    assert {r.name for r in reads_b} == {"!0063ustomers"}
 
 
 def test_literal_classes_keep_distinct_keys() -> None:
@@ -120,3 +131,44 @@ def test_lineage_cache_follows_catalog_version(catalog: Catalog) -> None:
     newer = Catalog.of(catalog.relations.values(), version=catalog.version + 1)
     after = lineage(stmt, newer, ["public"])
     assert after is not before and after == before
+
+
+_OTHER_LITERAL = {
+    "ICONST": "7",
+    "FCONST": "2.5",
+    "SCONST": "'zz'",
+    "USCONST": "U&'zz'",
+    "BCONST": "B'1'",
+    "XCONST": "X'1f'",
+}
+
+
+def _other_literals(sql: str) -> str:
+    """The same text with every literal replaced by another of its token class."""
+    out, last, previous = [], 0, ""
+    for token in parser.scan(sql):
+        if token.name in _OTHER_LITERAL and previous != "UESCAPE":
+            out += [sql[last : token.start], _OTHER_LITERAL[token.name]]
+            last = token.end + 1
+        previous = token.name
+    return "".join(out) + sql[last:]
+
+
+def _corpus() -> list[str]:
+    """Texts from the analyzer tests that have literals, and still parse when varied."""
+    from test_analyze import FACT_CASES, FILTERED, KIND_CASES, UNFILTERED
+
+    texts = [c[0] for c in KIND_CASES] + [c[0] for c in FACT_CASES] + UNFILTERED + FILTERED
+    return [t for t in texts if _other_literals(t) != t and not analyze(_other_literals(t)).error]
+
+
+@pytest.mark.parametrize("sql", _corpus())
+def test_sharing_never_changes_facts(sql: str) -> None:
+    # Independent reference: a fresh analyze() of the variant. Whatever level 2
+    # shares must be exactly what a fresh analysis would say.
+    variant = _other_literals(sql)
+    analyze_cached(sql)
+    cached = analyze_cached(variant)
+    fresh = analyze(variant)
+    assert cached.statements == fresh.statements
+    assert cached.literal_insensitive == fresh.literal_insensitive

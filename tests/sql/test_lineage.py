@@ -138,7 +138,11 @@ CASES = [
     Case("SELECT c::text FROM customers c", (EVERY_CUSTOMER_COLUMN,)),
     Case("SELECT to_jsonb(c.*) FROM customers c", (EVERY_CUSTOMER_COLUMN,)),
     Case("SELECT json_agg(c) FROM customers c", (EVERY_CUSTOMER_COLUMN,)),
-    Case("SELECT hstore(customers) FROM customers", (EVERY_CUSTOMER_COLUMN,)),
+    Case(
+        "SELECT hstore(customers) FROM customers",
+        (EVERY_CUSTOMER_COLUMN,),
+        {f"customers.{c}": {E} for c in CUSTOMERS},  # not known to be total: may raise
+    ),
     Case("SELECT (c).email FROM customers c", (direct("customers.email"),)),
     Case("SELECT (c).* FROM customers c", tuple(direct(f"customers.{c}") for c in CUSTOMERS)),
     # -- subqueries
@@ -189,6 +193,7 @@ CASES = [
     Case(
         "SELECT unnest(x) FROM (SELECT array_agg(email) AS x FROM customers) s",
         (derived("customers.email"),),
+        {"customers.email": {P}},  # the row count depends on the array
     ),
     # -- CTEs
     Case(
@@ -211,13 +216,13 @@ CASES = [
         " UNION ALL SELECT c.id, c.email FROM customers c JOIN r ON c.id = r.id + 1)"
         " SELECT e FROM r",
         (direct("customers.email"),),
-        {"customers.id": {P}},
+        {"customers.id": {P, E}},  # + can overflow
     ),
     Case(
         "WITH RECURSIVE r(n) AS (SELECT id FROM customers UNION ALL"
         " SELECT n + 1 FROM r WHERE n < 10) SELECT n FROM r",
         (derived("customers.id"),),
-        {"customers.id": {P}},
+        {"customers.id": {P, E}},
     ),
     Case(
         "WITH d AS (DELETE FROM prompts WHERE customer_id = 1 RETURNING prompt_text)"
@@ -255,7 +260,8 @@ CASES = [
     Case(
         "SELECT email FROM customers UNION SELECT phone FROM customers ORDER BY 1",
         (derived("customers.email", "customers.phone"),),
-        {"customers.email": {D, ORD}, "customers.phone": {D, ORD}},
+        # distinct over values of two columns compares them with each other
+        {"customers.email": {P, ORD}, "customers.phone": {P, ORD}},
     ),
     Case(
         "SELECT ssn FROM customers INTERSECT SELECT '123-45-6789'",
@@ -315,14 +321,17 @@ CASES = [
     Case(
         "SELECT u FROM customers c, unnest(ARRAY[c.email, c.phone]) AS u",
         (derived("customers.email", "customers.phone"),),
+        {"customers.email": {P}, "customers.phone": {P}},  # rows per argument value
     ),
     Case(
         "SELECT t.key, value FROM inference_log i, jsonb_each(i.features) AS t",
         (derived("inference_log.features"), derived("inference_log.features")),
+        {"inference_log.features": {P, E}},  # raises on a non-object
     ),
     Case(
         "SELECT * FROM unnest((SELECT array_agg(email) FROM customers))",
         (derived("customers.email"),),
+        {"customers.email": {P}},
     ),
     Case("SELECT a FROM jsonb_to_record('{}') AS r(a int)", (Out(()),)),
     Case(
@@ -422,7 +431,7 @@ CASES = [
     Case(
         "SELECT pg_notify('leak', email) FROM customers",
         (derived("customers.email"),),
-        {"customers.email": {N}},
+        {"customers.email": {N, E}},  # a payload over 8000 bytes raises
     ),
     # -- statements that write
     Case(
@@ -505,6 +514,10 @@ CASES = [
         {"customers.id": {P}},
     ),
     Case("SHOW search_path", (Out(()),)),
+    Case("INSERT INTO not_in_catalog VALUES (1)", ()),
+    Case("CREATE TYPE mood AS ENUM ('sad', 'ok')", ()),
+    Case("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'", ()),
+    Case("INSERT INTO not_in_catalog VALUES (1) RETURNING *", incomplete="not_in_catalog"),
     Case("SET search_path = public", ()),
     Case("BEGIN", ()),
     Case("DROP TABLE customers", ()),
@@ -608,3 +621,14 @@ def test_incomplete_keeps_the_uses_seen_so_far(catalog: Catalog) -> None:
     result = trace("SELECT x FROM customers WHERE ssn = '1' AND x = 2", catalog)
     assert not result.complete
     assert (col("customers.ssn"), Use.PREDICATE) in result.uses
+
+
+def test_view_bodies_resolve_with_the_catalogs_path_not_the_sessions(catalog: Catalog) -> None:
+    # A session that puts its own `customers` first must not change what a view reads.
+    evil = CatalogRelation(18001, "evil", "customers", "r", (CatalogColumn("email", 1, 25),))
+    shadowed = _with(catalog, evil)
+    result = trace("SELECT contact FROM public.v_customers", shadowed, ("evil", "public"))
+    assert result.complete, result.reason
+    assert [o.direct for o in result.outputs] == [col("customers.email")]
+    plain = trace("SELECT email FROM customers", shadowed, ("evil", "public"))
+    assert [o.direct for o in plain.outputs] == [Column("evil", "customers", "email")]

@@ -172,9 +172,7 @@ class Journal:
                 self.failed = error
             for cb in waiters:
                 cb(error)
-            if self._waiters and not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush_fsync)
+            self._resume_waiters()
 
         fut.add_done_callback(done)
 
@@ -196,10 +194,17 @@ class Journal:
                 self._syncing = False
                 if f.exception() is None:
                     self._dirty = False
+                self._resume_waiters()
 
             fut.add_done_callback(done)
         if self._pending or self._dirty:
             self._arm_timer()
+
+    def _resume_waiters(self) -> None:
+        """A sync finished: group-commit whatever queued up behind it (fsync mode)."""
+        if self._waiters and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_fsync)
 
     def flush_sync(self) -> None:
         """Write and fsync everything now (shutdown, tests). Raises on failure."""

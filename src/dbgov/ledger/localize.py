@@ -22,13 +22,14 @@ range known to contain the change):
 - a permutation of whole chunks (every changed chunk's recomputed root is
   another changed chunk's tile).
 
-Cost is bounded: at most 2**15 pairs per region pair, each checked by rehashing
-two 8-level paths, well under a second in CPython.
+Cost is bounded: at most 32,640 pairs inside a chunk, or 65,536 one-leaf
+substitutions across two chunks (or a chunk and the tail), each checked by
+rehashing one or two 8-level paths: about a second in CPython at worst.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -139,112 +140,90 @@ def find_candidates(
     get_leaves: GetLeaves,
     changed: dict[int, bytes],
     tail: Region | None,
-    *,
-    limit: int = 4,
-) -> list[Candidate]:
+) -> Iterator[Candidate]:
     """Orders that would make every changed chunk match its tile (and the tail its roots).
 
     ``changed`` maps each chunk index whose recomputed root differs from its
-    tile to that tile. Returns at most ``limit`` candidates, to be confirmed by
-    the caller against every signed root.
+    tile to that tile. Candidates are yielded as found, for the caller to
+    confirm against every signed root and stop at the first that holds.
     """
     chunks = sorted(changed)
-    trees = {c: _Perfect(get_leaves(c * CHUNK, (c + 1) * CHUNK)) for c in chunks[:2]}
+    if len(chunks) > 2:
+        perm = _chunk_permutation(get_leaves, changed)
+        if perm is not None:
+            yield perm
+        return
+    trees = {c: _Perfect(get_leaves(c * CHUNK, (c + 1) * CHUNK)) for c in chunks}
     tail_obj = None
     if tail is not None and tail.end > tail.begin:
         tail_obj = _Tail(tail, get_leaves(tail.begin, tail.end))
-    out: list[Candidate] = []
-    if len(chunks) > 2:
-        perm = _chunk_permutation(get_leaves, changed)
-        return [perm] if perm is not None else []
     if len(chunks) == 2:
         a, b = chunks
-        out.extend(_swaps_across(trees[a], a, changed[a], trees[b], b, changed[b], limit))
+        yield from _swaps_across(trees[a], a, changed[a], trees[b], b, changed[b])
         perm = _chunk_permutation(get_leaves, changed)
         if perm is not None:
-            out.append(perm)
-        return out[:limit]
-    if len(chunks) == 1:
+            yield perm
+    elif len(chunks) == 1:
         (a,) = chunks
-        out.extend(_swaps_within(trees[a], a, changed[a], limit))
-        if tail_obj is not None and len(out) < limit:
-            out.extend(_swaps_with_tail(trees[a], a, changed[a], tail_obj, limit - len(out)))
-        return out
-    if tail_obj is not None:
-        out.extend(_swaps_in_tail(tail_obj, limit))
-    return out
+        yield from _swaps_within(trees[a], a, changed[a])
+        if tail_obj is not None:
+            yield from _swaps_with_tail(trees[a], a, changed[a], tail_obj)
+    elif tail_obj is not None:
+        yield from _swaps_in_tail(tail_obj)
 
 
 def _swap(i: int, j: int, hi: bytes, hj: bytes) -> Candidate:
     return Candidate({i: hj, j: hi}, "swap")
 
 
-def _swaps_within(tree: _Perfect, chunk: int, tile: bytes, limit: int) -> list[Candidate]:
+def _swaps_within(tree: _Perfect, chunk: int, tile: bytes) -> Iterator[Candidate]:
     leaves = tree.levels[0]
     base = chunk * CHUNK
-    out = []
     for i in range(CHUNK):
         hi = leaves[i]
         for j in range(i + 1, CHUNK):
             hj = leaves[j]
             if hi != hj and tree.root_with({i: hj, j: hi}) == tile:
-                out.append(_swap(base + i, base + j, hi, hj))
-                if len(out) >= limit:
-                    return out
-    return out
+                yield _swap(base + i, base + j, hi, hj)
 
 
 def _swaps_across(
-    ta: _Perfect, a: int, tile_a: bytes, tb: _Perfect, b: int, tile_b: bytes, limit: int
-) -> list[Candidate]:
+    ta: _Perfect, a: int, tile_a: bytes, tb: _Perfect, b: int, tile_b: bytes
+) -> Iterator[Candidate]:
     la, lb = ta.levels[0], tb.levels[0]
     where_b: dict[bytes, list[int]] = {}
     for j, h in enumerate(lb):
         where_b.setdefault(h, []).append(j)
-    out = []
     for i in range(CHUNK):
         for value, positions in where_b.items():
             if ta.root_with({i: value}) != tile_a:
                 continue
             for j in positions:
                 if tb.root_with({j: la[i]}) == tile_b:
-                    out.append(_swap(a * CHUNK + i, b * CHUNK + j, la[i], value))
-                    if len(out) >= limit:
-                        return out
-    return out
+                    yield _swap(a * CHUNK + i, b * CHUNK + j, la[i], value)
 
 
-def _swaps_with_tail(
-    tree: _Perfect, chunk: int, tile: bytes, tail: _Tail, limit: int
-) -> list[Candidate]:
+def _swaps_with_tail(tree: _Perfect, chunk: int, tile: bytes, tail: _Tail) -> Iterator[Candidate]:
     la = tree.levels[0]
-    out = []
     for i in range(CHUNK):
         for k, value in enumerate(tail.leaves):
             j = tail.region.begin + k
             if value == la[i] or tree.root_with({i: value}) != tile:
                 continue
             if tail.holds({j: la[i]}):
-                out.append(_swap(chunk * CHUNK + i, j, la[i], value))
-                if len(out) >= limit:
-                    return out
-    return out
+                yield _swap(chunk * CHUNK + i, j, la[i], value)
 
 
-def _swaps_in_tail(tail: _Tail, limit: int) -> list[Candidate]:
+def _swaps_in_tail(tail: _Tail) -> Iterator[Candidate]:
     leaves, begin = tail.leaves, tail.region.begin
     last_check = max((size for size, _ in tail.region.checks), default=begin)
-    out = []
     for i in range(len(leaves)):
         if begin + i >= last_check:
-            break  # a swap of two positions after every check changes no signed root
+            return  # a swap of two positions after every check changes no signed root
         for j in range(i + 1, len(leaves)):
             hi, hj = leaves[i], leaves[j]
             if hi != hj and tail.holds({begin + i: hj, begin + j: hi}):
-                out.append(_swap(begin + i, begin + j, hi, hj))
-                if len(out) >= limit:
-                    return out
-    return out
+                yield _swap(begin + i, begin + j, hi, hj)
 
 
 def _chunk_permutation(get_leaves: GetLeaves, changed: dict[int, bytes]) -> Candidate | None:

@@ -10,11 +10,11 @@ levels 8, 16, 24 and 32 (``TILE_LEVELS``) when it completes, next to the leaf
 hashes. A node at another level is recomputed from the nearest stored level
 below it: at most ``2**7`` hashes, read with one range query. A proof holds at
 most two nodes per level (a path sibling and a node of the right border), so it
-reads at most 2 x 255 hashes per 8 levels of tree: 525 for leaf 0 of a tree of
-2**20 leaves (255 leaves, 255 level-8 tiles, 15 others) in about 20 small
-queries, 639 for the same leaf at 70,000. A missing tile (an older store) falls
-back to the level below, so answers never depend on tiles being present, only
-on them being right.
+reads at most 2 x 255 hashes per 8 levels of tree. Measured in a store of
+1,000,000 events: an inclusion proof reads 654 hashes in about 20 queries and
+1.5 ms (144 for the newest leaf), a consistency proof from 300,000 reads 655. A
+missing tile (an older store) falls back to the level below, so answers never
+depend on tiles being present, only on them being right.
 
 Contract: ``get_node`` MUST only be asked for nodes that are complete in the
 store (``(index + 1) << level <= store size``); it raises ``LookupError``
@@ -26,11 +26,22 @@ re-verification is ``verify.py``'s job.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from dbgov.ledger.merkle import EMPTY_ROOT, consistency_proof, inclusion_proof, node_hash
 from dbgov.ledger.sequencer import TILE_LEVELS
 from dbgov.store.sqlite import LedgerStore
 
-__all__ = ["TILE_LEVELS", "TreeReader", "compact_nodes", "fold_nodes", "perfect_root"]
+__all__ = [
+    "TILE_LEVELS",
+    "TreeReader",
+    "compact_nodes",
+    "fold_nodes",
+    "merge_nodes",
+    "merge_root",
+    "perfect_root",
+    "range_nodes",
+]
 
 
 def compact_nodes(size: int) -> list[tuple[int, int]]:
@@ -45,6 +56,40 @@ def compact_nodes(size: int) -> list[tuple[int, int]]:
             nodes.append((level, pos >> level))
             pos += 1 << level
     return nodes
+
+
+def range_nodes(begin: int, end: int) -> list[tuple[int, int]]:
+    """The fewest perfect nodes ``(level, index)`` covering leaves ``[begin, end)``, in order."""
+    nodes: list[tuple[int, int]] = []
+    pos = begin
+    while pos < end:
+        level = (pos & -pos).bit_length() - 1 if pos else (end - pos).bit_length() - 1
+        while pos + (1 << level) > end:
+            level -= 1
+        nodes.append((level, pos >> level))
+        pos += 1 << level
+    return nodes
+
+
+def merge_nodes(nodes: Iterable[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """The compact range of perfect nodes ``(level, index, hash)`` given left to right.
+
+    Siblings are merged as they meet (transparency-dev/merkle
+    ``compact.Range.Append``); nodes covering ``[0, size)`` leave one node per set
+    bit of ``size``.
+    """
+    stack: list[tuple[int, int, bytes]] = []
+    for level, index, h in nodes:
+        while stack and index & 1 and stack[-1][:2] == (level, index - 1):
+            h = node_hash(stack.pop()[2], h)
+            level, index = level + 1, index >> 1
+        stack.append((level, index, h))
+    return stack
+
+
+def merge_root(nodes: Iterable[tuple[int, int, bytes]]) -> bytes:
+    """MTH from perfect nodes ``(level, index, hash)`` covering ``[0, size)`` left to right."""
+    return fold_nodes([h for _, _, h in merge_nodes(nodes)])
 
 
 def fold_nodes(hashes: list[bytes]) -> bytes:

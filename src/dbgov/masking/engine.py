@@ -5,16 +5,40 @@ both must be clean for a value to pass unmasked:
 
 1. statement lineage (`sql.lineage`): every base column feeding each output,
    through expressions, subqueries, CTEs, views, UNION and whole-row references;
-2. the RowDescription's table OID and attnum, mapped through the catalog.
+2. the RowDescription's table OID and attnum, mapped through the catalog. For a
+   column of a domain type PostgreSQL reports the domain's base type (printtup.c),
+   so maskers see text, not the domain; types they do not know become NULL.
 
-Before a statement runs (`check`), the engine refuses what masking cannot make
-safe: an origin it cannot trace (for groups with masked columns, unless the
-policy says `on_unknown_origin: mask`), inference through predicates, ordering,
-grouping or errors over masked columns (unless the mask is a pseudonym and the
-use is equality between pseudonymized columns), EXPLAIN over masked tables,
-planner statistics, COPY TO of masked columns, NOTIFY payloads and copies of
-masked values into tables. After it runs (`plan`), result sets whose origin does
-not match the analysis are masked whole: nothing unmasked leaves on a guess.
+Theory of operation. Before a statement runs (`check`), the engine refuses what
+masking cannot make safe:
+
+- an origin it cannot trace (for groups with masked columns, unless the policy
+  says `on_unknown_origin: mask`); values that would leave other than as result
+  rows (COPY TO, INSERT ... SELECT, CTAS, NOTIFY, settings) are refused whatever
+  that setting says, since nothing downstream could mask them;
+- inference through predicates, ordering, grouping, row counts or errors over
+  masked columns (unless the mask is a pseudonym and the use is equality between
+  pseudonymized columns, or grouping by the column itself);
+- EXPLAIN of a query over masked columns (plans and estimates reveal values),
+  planner statistics, COPY TO of masked columns, NOTIFY payloads and copies of
+  masked values into tables;
+- DDL on a table with masked columns (a renamed column is no longer masked; an
+  index, constraint, policy or generated column can copy or probe its values),
+  and DDL that reads one other than CREATE VIEW (views are traced when queried);
+- writes into a table whose pseudonymized columns the identity sees masked: a
+  chosen value written there would come back as a token comparable with every
+  other row's (a dictionary attack on names and emails).
+
+After it runs (`plan`), each output column gets its mask. An output that IS a
+masked column (lineage `direct`, confirmed by the RowDescription origin) gets the
+column's own mask. Anything computed from a masked column gets a constant: the
+redaction marker for string and JSON types, NULL elsewhere, for every row, NULL
+included. Masking a computed value with the column's mask would leak: a partial
+mask keeps whatever the query puts at the end (`substr(phone, 1, 4)`), a
+pseudonym of `CASE WHEN false THEN email ELSE 'a guess' END` tokenizes a chosen
+value, and a NULL passing through would answer `substring(ssn from '^9')`.
+Result sets whose origin does not match the analysis are masked whole: nothing
+unmasked leaves on a guess.
 
 Pseudonym keys are per target (HMAC of the master key in the data dir), so the
 same input gives the same token within a target and different tokens across.
@@ -26,7 +50,7 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,14 +58,17 @@ from typing import TYPE_CHECKING, Any
 from dbgov.durable import write_private
 from dbgov.gate import ColumnMask, Decision, ResultPlan, SessionContext, Verdict
 from dbgov.masking.maskers import Mask, Masker, MaskKind, validate
-from dbgov.sql.lineage import lineage
-from dbgov.sql.model import Analysis, Column, Lineage, Statement, Use
+from dbgov.sql.lineage import compute_lineage, lineage
+from dbgov.sql.model import Analysis, Column, Lineage, Relation, Statement, Use
 
 if TYPE_CHECKING:
     from dbgov.sql.catalog import Catalog
     from dbgov.wire.postgres.messages import FieldDescription
 
-STRING_OIDS = frozenset({25, 1043, 1042, 19, 18, 114, 3802, 142})
+# Types the maskers can give a redaction marker (maskers.py: text, varchar, bpchar,
+# name; json and jsonb as a JSON string). "char" (18) and xml (142) are not among
+# them: a masked value of those types is NULL.
+REDACTABLE_OIDS = frozenset({25, 1043, 1042, 19, 114, 3802})
 STATS_RELATIONS = frozenset(
     {
         "pg_stats",
@@ -52,14 +79,51 @@ STATS_RELATIONS = frozenset(
         "pg_stats_ext_exprs",
     }
 )
-# Uses that leak a masked value's content or order however the value is masked.
-LEAKING_USES = frozenset(
-    {Use.PREDICATE, Use.ORDER, Use.WINDOW, Use.DISTINCT_ON, Use.ERROR_PRONE, Use.NOTIFY, Use.WRITE}
-)
 # Uses a deterministic pseudonym keeps working for (equal inputs, equal tokens).
 PSEUDONYM_SAFE = frozenset({Use.GROUP, Use.DISTINCT})
+# Masks whose tokens are deterministic: a chosen input reveals every equal value.
+TOKEN_MASKS = frozenset({MaskKind.PSEUDONYM, MaskKind.HASH})
+# Statements whose column values may leave: through rows (lineage outputs) or into
+# tables, files and notifications (lineage WRITE/NOTIFY uses).
+_DATA_KINDS = frozenset(
+    {
+        "copy_to",
+        "insert",
+        "update",
+        "delete",
+        "merge",
+        "create_table_as",
+        "create_matview",
+        "notify",
+        "declare",
+        "prepare",
+    }
+)
+# Values of these leave other than as result rows: nothing after the server could
+# mask them, so an unknown origin is refused even with on_unknown_origin: mask.
+_OUTFLOW_KINDS = frozenset(
+    {"copy_to", "insert", "update", "merge", "create_table_as", "create_matview", "notify"}
+)
+_OUTFLOW_FLAGS = frozenset({"notify_payload", "into_table"})
+_WRITE_KINDS = frozenset({"insert", "update", "merge", "copy_from"})
+# DDL that removes data discloses none; DDL that copies a query is traced by lineage.
+_DDL_NO_DISCLOSURE = frozenset({"drop", "truncate"})
+_DDL_TRACED_READS = frozenset({"create_view", "create_table_as", "create_matview"})
 RULE = "masking"
 _REDACT = Mask(MaskKind.REDACT)
+_NULL = Mask(MaskKind.NULL)
+_USE_VERBS = {
+    Use.PREDICATE: "filter or compare on",
+    Use.ORDER: "sort by",
+    Use.GROUP: "group by",
+    Use.DISTINCT: "DISTINCT over",
+    Use.DISTINCT_ON: "DISTINCT ON",
+    Use.WINDOW: "partition by",
+    Use.ERROR_PRONE: "cast or compute on",
+    Use.JOIN_EQ: "join on",
+}
+
+_Why = tuple[str, str | None]
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -72,6 +136,56 @@ def load_or_create_key(path: Path) -> bytes:
 class _Col:
     mask: Mask
     exempt: frozenset[str]
+
+
+class _Constant:
+    """A column function that returns the same bytes whatever it is given."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | None) -> None:
+        self.value = value
+
+    def __call__(self, _: bytes) -> bytes | None:
+        return self.value
+
+
+_Fn = Callable[[bytes], bytes | None]
+# Masked values remembered per masker (and target): scans of the same rows, joins and
+# repeated queries see the same values again, and a dict lookup costs a fraction of
+# an HMAC or a PII scan. Bounded in entries and value size; emptied when full.
+MEMO_ENTRIES = 1 << 15
+MEMO_MAX_VALUE = 2048
+
+
+def _memoized(fn: _Fn) -> _Fn:
+    cache: dict[bytes, bytes | None] = {}
+
+    def masked(value: bytes) -> bytes | None:
+        try:
+            return cache[value]
+        except KeyError:
+            out = fn(value)
+            if len(value) <= MEMO_MAX_VALUE:
+                if len(cache) >= MEMO_ENTRIES:
+                    cache.clear()
+                cache[value] = out
+            return out
+
+    return masked
+
+
+class _Fns:
+    """A masker's text and binary functions, memoized (one memo when they are the
+    same function, as for string types)."""
+
+    __slots__ = ("binary", "kind", "masker", "text")
+
+    def __init__(self, masker: Masker) -> None:
+        self.masker = masker
+        self.kind = masker.mask.kind.value
+        self.text = _memoized(masker.text)
+        self.binary = self.text if masker.binary is masker.text else _memoized(masker.binary)
 
 
 class MaskingEngine:
@@ -88,7 +202,7 @@ class MaskingEngine:
         self.inference_guards = inference_guards
         self._master = master_key
         self._keys: dict[str, bytes] = {}
-        self._maskers: dict[tuple[str, int, str], Masker] = {}
+        self._maskers: dict[tuple[str, int, str, str | None], _Fns] = {}
         self._checks: OrderedDict[tuple[Any, ...], tuple[Any, Decision | None]] = OrderedDict()
 
     @classmethod
@@ -117,8 +231,14 @@ class MaskingEngine:
             return None
         return spec.mask
 
-    def masked_tables(self, groups: frozenset[str]) -> set[str]:
-        return {name.rsplit(".", 1)[0] for name, c in self.columns.items() if not groups & c.exempt}
+    def masked_tables(self, groups: frozenset[str], kinds: Iterable[MaskKind] = ()) -> set[str]:
+        """Tables with a column masked for these groups (with one of `kinds`, if given)."""
+        wanted = frozenset(kinds)
+        return {
+            name.rsplit(".", 1)[0]
+            for name, c in self.columns.items()
+            if not groups & c.exempt and (not wanted or c.mask.kind in wanted)
+        }
 
     def key_for(self, target: str) -> bytes:
         key = self._keys.get(target)
@@ -160,41 +280,35 @@ class MaskingEngine:
 
     def _check_statement(
         self, stmt: Statement, ctx: SessionContext, catalog: Catalog | None
-    ) -> tuple[str, str | None] | None:
+    ) -> _Why | None:
         groups = ctx.identity.groups
         for rel in stmt.reads:
             if rel.name in STATS_RELATIONS and rel.schema in (None, "pg_catalog"):
                 return ("planner statistics can reveal masked values", None)
-        masked_tables = self.masked_tables(groups)
-        touched = {
-            r.qualified(ctx.search_path[0] if ctx.search_path else "public")
-            for r in stmt.reads | stmt.writes
-        }
-        if "explain" in stmt.flags and (touched & masked_tables or catalog is None):
-            return (
-                "EXPLAIN of a query over masked columns is not allowed",
-                "run the query itself; plans can reveal masked values",
-            )
-        if not (
-            stmt.returns_rows
-            or stmt.kinds
-            & {
-                "copy_to",
-                "insert",
-                "update",
-                "create_table_as",
-                "notify",
-                "declare",
-                "prepare",
-                "merge",
-            }
-            or "notify_payload" in stmt.flags
-        ):
+        masked = self.masked_tables(groups)
+        reads = _qualified(stmt.reads, ctx, catalog)
+        writes = _qualified(stmt.writes, ctx, catalog)
+        why = self._ddl(stmt, reads & masked, writes & masked)
+        if why is not None:
+            return why
+        if stmt.kinds & _WRITE_KINDS:
+            planted = writes & self.masked_tables(groups, TOKEN_MASKS)
+            if planted:
+                return (
+                    f"writing into {', '.join(sorted(planted))} is not allowed: its "
+                    "pseudonymized columns would turn chosen values into tokens that "
+                    "match other rows",
+                    "ask someone who sees these columns unmasked to make the change",
+                )
+        if "explain" in stmt.flags:
+            return self._explain(stmt, ctx, catalog, (reads | writes) & masked)
+        if not (stmt.returns_rows or stmt.kinds & _DATA_KINDS or stmt.flags & _OUTFLOW_FLAGS):
             return None
         if stmt.kind in ("execute", "fetch"):
             return None  # decided on the PREPARE / DECLARE the session remembers
+        outflow = bool(stmt.kinds & _OUTFLOW_KINDS or stmt.flags & _OUTFLOW_FLAGS)
         if catalog is None:
-            if self.on_unknown_origin == "deny":
+            if self.on_unknown_origin == "deny" or outflow:
                 return (
                     "the origin of the result columns cannot be checked yet",
                     "retry in a moment",
@@ -202,7 +316,7 @@ class MaskingEngine:
             return None
         lin = lineage(stmt, catalog, ctx.search_path)
         if not lin.complete:
-            if self.on_unknown_origin == "deny":
+            if self.on_unknown_origin == "deny" or outflow:
                 return (
                     f"cannot tell where every result column comes from ({lin.reason})",
                     "select base columns by name, or ask for the data to be exposed",
@@ -214,15 +328,53 @@ class MaskingEngine:
             return ("COPY TO of masked columns is not allowed", "use SELECT; results are masked")
         return self._inference(lin, groups)
 
-    def _inference(self, lin: Lineage, groups: frozenset[str]) -> tuple[str, str | None] | None:
+    def _ddl(self, stmt: Statement, reads: set[str], writes: set[str]) -> _Why | None:
+        if "ddl" not in stmt.categories:
+            return None
+        if writes and not stmt.kinds <= _DDL_NO_DISCLOSURE:
+            return (
+                f"changing {', '.join(sorted(writes))} is not allowed for you: it has "
+                "masked columns, and a renamed column, an index, a constraint, a policy "
+                "or a generated column could expose or probe their values",
+                "ask someone who sees these columns unmasked to make the change",
+            )
+        if reads and stmt.kind not in _DDL_TRACED_READS:
+            return (
+                f"this statement refers to {', '.join(sorted(reads))}, which has masked "
+                "columns, in a way masking cannot follow (rules, constraints, policies)",
+                "views over masked tables are fine: they are masked when queried",
+            )
+        return None
+
+    def _explain(
+        self, stmt: Statement, ctx: SessionContext, catalog: Catalog | None, touched: set[str]
+    ) -> _Why | None:
+        """EXPLAIN shows filters, estimates from statistics and, with ANALYZE, row
+        counts: refused when the explained query reaches a masked column, through
+        views too, or when that cannot be told."""
+        denial = (
+            "EXPLAIN of a query over masked columns is not allowed",
+            "run the query itself; plans can reveal masked values",
+        )
+        inner = getattr(stmt.node, "query", None)
+        if touched or catalog is None or inner is None:
+            return denial
+        lin = compute_lineage(inner, catalog, ctx.search_path)
+        if not lin.complete:
+            return denial
+        groups = ctx.identity.groups
+        used = {c for c, _ in lin.uses} | {c for out in lin.outputs for c in out.sources}
+        return denial if any(self.mask_of(c, groups) for c in used) else None
+
+    def _inference(self, lin: Lineage, groups: frozenset[str]) -> _Why | None:
         guarded = bool(groups & self.inference_guards)
         for col, use in sorted(lin.uses, key=lambda u: (str(u[0]), u[1].value)):
             mask = self.mask_of(col, groups)
             if mask is None:
                 continue
             if use in (Use.NOTIFY, Use.WRITE):
-                verb = "into a notification" if use is Use.NOTIFY else "into a table"
-                return (f"copying masked column {col} {verb} is not allowed", None)
+                where = "into a notification" if use is Use.NOTIFY else "into a table or setting"
+                return (f"copying masked column {col} {where} is not allowed", None)
             if not guarded:
                 continue
             pseudo = mask.kind is MaskKind.PSEUDONYM
@@ -230,18 +382,9 @@ class MaskingEngine:
                 continue
             if use is Use.JOIN_EQ and pseudo and self._eq_partner_ok(col, lin, groups):
                 continue
-            what = {
-                Use.PREDICATE: "filter or compare on",
-                Use.ORDER: "sort by",
-                Use.GROUP: "group by",
-                Use.DISTINCT: "DISTINCT over",
-                Use.DISTINCT_ON: "DISTINCT ON",
-                Use.WINDOW: "partition by",
-                Use.ERROR_PRONE: "cast or compute on",
-                Use.JOIN_EQ: "join on",
-            }.get(use, use)
             return (
-                f"you may not {what} masked column {col} ({mask.kind.value})",
+                f"you may not {_USE_VERBS.get(use, use.value)} masked column {col} "
+                f"({mask.kind.value})",
                 "masked columns can be returned, counted and, when pseudonymized, grouped "
                 "and joined to other pseudonymized columns",
             )
@@ -268,59 +411,83 @@ class MaskingEngine:
         ctx: SessionContext,
         catalog: Catalog | None,
     ) -> ResultPlan | Decision:
+        if "explain" in stmt.flags and catalog is not None:
+            return ResultPlan()  # `check` refused every plan of a query over masked columns
         groups = ctx.identity.groups
         lin = lineage(stmt, catalog, ctx.search_path) if catalog is not None else None
-        if lin is None or not lin.complete or len(lin.outputs) != len(fields):
-            return self._all(fields, ctx.target, "origin unknown")
+        if lin is None or catalog is None or not lin.complete or len(lin.outputs) != len(fields):
+            return self._all(fields, ctx, "origin unknown")
         key = self.key_for(ctx.target)
         cols: list[ColumnMask] = []
         for i, f in enumerate(fields):
             out = lin.outputs[i]
             sources = set(out.sources)
-            if f.table_oid and catalog is not None:
+            direct = out.direct
+            if f.table_oid:
                 rel = catalog.by_oid.get(f.table_oid)
                 if rel is None:
-                    return self._all(fields, ctx.target, "unknown table in result")
-                cat_col = rel.column_by_attnum(f.attnum)
-                if cat_col is not None:
-                    sources.add(Column(rel.schema, rel.name, cat_col.name))
-            masks = {c: m for c in sources if (m := self.mask_of(c, groups)) is not None}
+                    return self._all(fields, ctx, "unknown table in result")
+                if rel.kind not in ("v", "m"):  # a view's columns are traced by lineage
+                    cat_col = rel.column_by_attnum(f.attnum)
+                    if cat_col is None and f.attnum > 0:
+                        return self._all(fields, ctx, "unknown column in result")
+                    if cat_col is not None:
+                        served = Column(rel.schema, rel.name, cat_col.name)
+                        sources.add(served)
+                        if direct != served:
+                            direct = None  # the server and the analysis disagree
+            masks = {c: mask for c in sources if (mask := self.mask_of(c, groups)) is not None}
             if not masks:
                 continue
-            distinct = set(masks.values())
-            mask = distinct.pop() if len(distinct) == 1 else _REDACT
-            if (
-                out.direct is None
-                and f.type_oid not in STRING_OIDS
-                and mask.kind is not MaskKind.BUCKET
-            ):
-                mask = Mask(MaskKind.NULL)  # derived, and the type cannot hold a masked string
-            label = (
-                str(out.direct)
-                if out.direct is not None and len(masks) == 1
-                else f"{f.name} <- {', '.join(sorted(str(c) for c in masks))}"
-            )
-            m = self._masker(mask, f.type_oid, ctx.target, key)
-            cols.append(ColumnMask(i, label, mask.kind.value, m.text, m.binary))
+            if direct is not None and set(masks) == {direct}:
+                fns = self._masker(masks[direct], f.type_oid, ctx, key)
+                cols.append(ColumnMask(i, str(direct), fns.kind, fns.text, fns.binary))
+            else:
+                label = f"{f.name} <- {', '.join(sorted(str(c) for c in masks))}"
+                cols.append(self._constant(i, label, f.type_oid, ctx, key))
         return ResultPlan(tuple(cols))
 
-    def _masker(self, mask: Mask, type_oid: int, target: str, key: bytes) -> Masker:
-        k = (repr(mask), type_oid, target)
-        m = self._maskers.get(k)
-        if m is None:
-            m = Masker(mask, type_oid, key)
-            self._maskers[k] = m
-        return m
+    def _masker(self, mask: Mask, type_oid: int, ctx: SessionContext, key: bytes) -> _Fns:
+        k = (repr(mask), type_oid, ctx.target, ctx.time_zone)
+        fns = self._maskers.get(k)
+        if fns is None:
+            fns = _Fns(Masker(mask, type_oid, key, time_zone=ctx.time_zone))
+            self._maskers[k] = fns
+        return fns
 
-    def _all(self, fields: tuple[FieldDescription, ...], target: str, why: str) -> ResultPlan:
-        key = self.key_for(target)
-        cols = []
-        for i, f in enumerate(fields):
-            m = self._masker(
-                _REDACT if f.type_oid in STRING_OIDS else Mask(MaskKind.NULL),
-                f.type_oid,
-                target,
-                key,
+    def _constant(
+        self, index: int, label: str, type_oid: int, ctx: SessionContext, key: bytes
+    ) -> ColumnMask:
+        """The redaction marker (string and JSON types) or NULL, for every row."""
+        mask = _REDACT if type_oid in REDACTABLE_OIDS else _NULL
+        m = self._masker(mask, type_oid, ctx, key).masker
+        # Redaction ignores its input; jsonb's binary form wants the version byte.
+        text: Callable[[bytes], bytes | None] = _Constant(m.text(b"\x01"))
+        binary: Callable[[bytes], bytes | None] = _Constant(m.binary(b"\x01"))
+        return ColumnMask(index, label, mask.kind.value, text, binary, constant=True)
+
+    def _all(
+        self, fields: tuple[FieldDescription, ...], ctx: SessionContext, why: str
+    ) -> ResultPlan:
+        key = self.key_for(ctx.target)
+        return ResultPlan(
+            tuple(
+                self._constant(i, f"{f.name} ({why})", f.type_oid, ctx, key)
+                for i, f in enumerate(fields)
             )
-            cols.append(ColumnMask(i, f"{f.name} ({why})", "redact", m.text, m.binary))
-        return ResultPlan(tuple(cols))
+        )
+
+
+def _qualified(rels: Iterable[Relation], ctx: SessionContext, catalog: Catalog | None) -> set[str]:
+    """schema.name of each relation as the server resolves it; without a catalog,
+    every schema on the search_path it could be in."""
+    out: set[str] = set()
+    for r in rels:
+        hit = catalog.resolve(r, ctx.search_path) if catalog is not None else None
+        if hit is not None:
+            out.add(f"{hit.schema}.{hit.name}")
+        elif r.schema is not None:
+            out.add(f"{r.schema}.{r.name}")
+        else:
+            out.update(f"{s}.{r.name}" for s in ctx.search_path or ("public",))
+    return out

@@ -18,9 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from dbgov.policy.explain import explain, render
-from dbgov.policy.load import load_policy_file
-from dbgov.policy.model import PolicyError
+# The handlers import the engine (pydantic, CEL, pglast) when they run, so that
+# building the CLI parser stays cheap for every other command.
 
 
 def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -73,6 +72,8 @@ def _select(file: str | None, config_path: str | None) -> tuple[Path, dict[str, 
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
+    from dbgov.policy.load import PolicyError, load_policy_file
+
     try:
         path, targets = _select(args.file, args.config)
         engine = load_policy_file(path, targets=targets)
@@ -90,6 +91,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_explain(args: argparse.Namespace) -> int:
+    from dbgov.policy.explain import explain, render
+    from dbgov.policy.load import PolicyError, load_policy_file
+
     try:
         path, targets = _select(args.policy, args.config)
         engine = load_policy_file(path, targets=targets)

@@ -8,6 +8,7 @@ engine's own (`PolicyEngine.trace`), so explain cannot drift from enforcement.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ def explain(
     engine: PolicyEngine,
     sql: str,
     user: str,
-    groups: tuple[str, ...] | list[str] | frozenset[str],
+    groups: Iterable[str],
     target: str,
     target_env: str,
     search_path: tuple[str, ...] = ("public",),

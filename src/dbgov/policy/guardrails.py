@@ -139,7 +139,7 @@ def _privilege(view: StatementView, _: tuple[str, ...]) -> str | None:
     if "reset_role" in stmt.flags and stmt.set_param and stmt.set_param[0] in ROLE_SETTINGS:
         return f"RESET {stmt.set_param[0].upper().replace('_', ' ')} changes who the session is"
     privileged = stmt.kinds & _PRIVILEGE_KINDS
-    if privileged or stmt.category is Category.PRIVILEGE:
+    if privileged or Category.PRIVILEGE in stmt.categories:
         return f"{_kinds_text(privileged or frozenset({stmt.kind}))} changes roles or privileges"
     return None
 
@@ -188,9 +188,28 @@ def _procedural(view: StatementView, _: tuple[str, ...]) -> str | None:
     return None
 
 
+# Values of the lexing settings that read SQL exactly as the analyzer does (its
+# scanner assumes the defaults and UTF-8): setting them changes nothing, and
+# drivers and GUI tools do send them.
+_HARMLESS_VALUES: dict[str, frozenset[str]] = {
+    "standard_conforming_strings": frozenset({"on", "true", "yes", "1", "default"}),
+    "backslash_quote": frozenset({"safe_encoding", "off", "false", "no", "0", "default"}),
+    "client_encoding": frozenset({"utf8", "unicode", "default"}),
+}
+
+
+def _harmless_value(name: str, value: str) -> bool:
+    normal = value.strip("'\"").lower().replace("-", "").replace("_", "")
+    allowed = _HARMLESS_VALUES.get(name, frozenset())
+    return normal in {v.replace("_", "") for v in allowed}
+
+
 def _unsafe_settings(view: StatementView, _: tuple[str, ...]) -> str | None:
     stmt = view.stmt
     name = stmt.set_param[0] if stmt.set_param else None
+    if stmt.set_param is not None and name in _HARMLESS_VALUES \
+            and _harmless_value(*stmt.set_param):
+        return None  # SET/RESET of a lexing setting to what the analyzer assumes
     if name in UNSAFE_SETTINGS:
         return f"changing {name} is not allowed through the proxy"
     if "unsafe_setting" in stmt.flags:

@@ -6,8 +6,9 @@
 Everything that can be checked before the first statement is checked here:
 the shape (model.py), CEL conditions (compiled and tried on a sample context),
 globs, duplicate rule names, approvals nobody could give, and — when the proxy
-config is known — that every target and env named exists. All problems are
-reported at once, one per line, so an operator fixes a file in one pass.
+config is known — that every target and env named exists. Problems are
+reported together, one per line (shape errors first; the checks across items
+run once the shape is right), so an operator fixes a file in few passes.
 """
 
 from __future__ import annotations
@@ -101,10 +102,16 @@ def _path(parts: tuple[int | str, ...]) -> str:
 
 
 def _message(err: Mapping[str, Any]) -> str:
-    if err["type"] == "extra_forbidden":
+    """Pydantic's wording, rephrased where it speaks Python ("Tuple should have...")."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "extra_forbidden":
         return "unknown key"
-    if err["type"] == "missing":
+    if kind == "missing":
         return "required"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected')}, got {err.get('input')!r}"
     return str(err["msg"]).removeprefix("Value error, ")
 
 
@@ -157,6 +164,13 @@ def _semantic_problems(policy: PolicyFile, targets: Mapping[str, str] | None) ->
             problems.append(f'guardrails[{i}] "{ov.guardrail}": approval.approvers: '
                             "require_approval needs approvers (there are no admin_groups to "
                             "default to)")
+    if policy.jit_grants:
+        from dbgov.approvals.jit import JitError, parse_jit_grants
+
+        try:
+            parse_jit_grants(policy.jit_grants, "jit_grants")
+        except JitError as exc:
+            problems.extend(line.removeprefix("jit_grants: ") for line in str(exc).splitlines())
     if targets is not None:
         problems.extend(_target_problems(policy, targets))
     return problems

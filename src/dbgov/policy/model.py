@@ -338,3 +338,5 @@ class PolicyFile(_Model):
     guardrails: tuple[GuardrailOverride, ...] = ()
     masking: Masking = Masking()
     models: dict[str, Any] = Field(default_factory=dict)
+    # Just-in-time grant rules; validated by dbgov.approvals.jit, which owns their meaning.
+    jit_grants: list[Any] = Field(default_factory=list)

@@ -4,12 +4,19 @@ Only result sets whose plan masks something come here; every other DataRow is
 forwarded as bytes by the pump. The plan itself (which column, which mask) is
 decided by the gate; this module only turns values into masked values in the
 format the client asked for (text or binary).
+
+Speed. A masked result set is rewritten row by row in Python, so the per-row
+work is kept to what masking needs: `RowRewriter` is built once per result set
+(column functions already picked for each column's format), walks the length
+words only up to the last masked column, copies the unmasked spans between masked
+values as they are, and decodes nothing it does not mask.
 """
 
 from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 
 from dbgov.gate import ColumnMask, ResultPlan
 from dbgov.wire.postgres.errors import RemoteProtocolError
@@ -18,10 +25,19 @@ from dbgov.wire.postgres.messages import ErrorResponse, FieldDescription
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _HDR = struct.Struct("!cI")
+_unpack_i16 = _I16.unpack_from
+_unpack_i32 = _I32.unpack_from
+_pack_i32 = _I32.pack
+_pack_hdr = _HDR.pack
+_NULL_WORD = b"\xff\xff\xff\xff"
 
 REDACTED = b"[REDACTED]"
-# Types whose text form can hold the redaction marker; others become NULL.
-STRING_TYPES = frozenset({25, 1043, 1042, 19, 18, 114, 3802, 142})
+# Types whose text and binary forms are the UTF-8 string itself, so the redaction
+# marker is a valid value; every other type becomes NULL (maskers.py keeps the same
+# list, plus JSON, which the engine's plans handle).
+STRING_TYPES = frozenset({25, 1043, 1042, 19})
+
+_Fn = Callable[[bytes], bytes | None]
 
 
 def datarow_values(body: bytes | bytearray | memoryview, offset: int = 0) -> list[bytes | None]:
@@ -48,23 +64,80 @@ def datarow_values(body: bytes | bytearray | memoryview, offset: int = 0) -> lis
     return out
 
 
-def rewrite_datarow(buf: bytearray, start: int, end: int, plan: ResultPlan,
-                    formats: tuple[int, ...]) -> bytes:
-    values = datarow_values(memoryview(buf)[start:end], 5)
-    for col in plan.columns:
-        i = col.index
-        if i >= len(values):
-            raise RemoteProtocolError("DataRow has fewer columns than its RowDescription")
-        v = values[i]
-        if v is None:
-            continue
-        binary = i < len(formats) and formats[i] == 1
-        values[i] = col.binary(v) if binary else col.text(v)
-    parts = [_I16.pack(len(values))]
-    for v in values:
-        parts.append(b"\xff\xff\xff\xff" if v is None else _I32.pack(len(v)) + v)
-    body = b"".join(parts)
-    return _HDR.pack(b"D", len(body) + 4) + body
+class RowRewriter:
+    """Rewrites the DataRows of one result set under one plan.
+
+    `formats` are the result's per-column format codes (0 text, 1 binary); a column
+    without one is text. Columns after the last masked one are copied unread: the
+    server framed the message, and nothing there is ours to change.
+    """
+
+    __slots__ = ("_columns", "_count")
+
+    def __init__(self, plan: ResultPlan, formats: tuple[int, ...]) -> None:
+        columns: list[tuple[int, _Fn, bytes | None, bool]] = []
+        for col in sorted(plan.columns, key=lambda c: c.index):
+            fn = col.binary if col.index < len(formats) and formats[col.index] == 1 else col.text
+            # A constant column's value is computed once, here.
+            columns.append((col.index, fn, fn(b"") if col.constant else None, col.constant))
+        self._columns = tuple(columns)
+        self._count = len(formats)
+
+    def __call__(self, buf: bytearray, start: int, end: int) -> bytes:
+        """The DataRow frame at buf[start:end] (type byte included), rewritten."""
+        try:
+            return self._rewrite(bytes(buf[start:end]))
+        except struct.error:  # a length word past the end of the message
+            raise RemoteProtocolError("malformed DataRow") from None
+
+    def _rewrite(self, row: bytes) -> bytes:
+        size = len(row)
+        n = _unpack_i16(row, 5)[0]
+        if n != self._count and self._count:
+            raise RemoteProtocolError("DataRow and RowDescription disagree on the column count")
+        pos = 7
+        last = 5
+        i = 0
+        parts: list[bytes] = [b""]  # the header goes first, once the length is known
+        append = parts.append
+        for index, fn, fixed, constant in self._columns:
+            if index >= n:
+                raise RemoteProtocolError("DataRow has fewer columns than its RowDescription")
+            while i < index:  # unmasked columns before this one: step over
+                ln = _unpack_i32(row, pos)[0]
+                if ln < -1:
+                    raise RemoteProtocolError("malformed DataRow")
+                pos += 4 + ln if ln > 0 else 4
+                i += 1
+            ln = _unpack_i32(row, pos)[0]
+            i += 1
+            value_end = pos + 4 + ln if ln > 0 else pos + 4
+            if value_end > size or ln < -1:
+                raise RemoteProtocolError("malformed DataRow")
+            if ln == -1 and not constant:
+                pos = value_end  # NULL stays NULL
+                continue
+            new = fixed if constant else fn(row[pos + 4 : value_end])
+            if last != pos:
+                append(row[last:pos])
+            if new is None:
+                append(_NULL_WORD)
+            else:
+                append(_pack_i32(len(new)))
+                append(new)
+            pos = last = value_end
+        if pos > size:
+            raise RemoteProtocolError("malformed DataRow")
+        append(row[last:])
+        parts[0] = _pack_hdr(b"D", sum(map(len, parts)) + 4)
+        return b"".join(parts)
+
+
+def rewrite_datarow(
+    buf: bytearray, start: int, end: int, plan: ResultPlan, formats: tuple[int, ...]
+) -> bytes:
+    """One DataRow rewritten (builds a RowRewriter; sessions keep one per result)."""
+    return RowRewriter(plan, formats)(buf, start, end)
 
 
 def _redact(_: bytes) -> bytes | None:
@@ -76,30 +149,42 @@ def _null(_: bytes) -> bytes | None:
 
 
 def mask_all(fields: tuple[FieldDescription, ...], why: str) -> ResultPlan:
-    """Fail closed at result time: every column redacted (strings) or NULL."""
+    """Fail closed at result time: every column, NULLs included, redacted (strings)
+    or NULL."""
     cols = []
     for i, f in enumerate(fields):
-        fn = _redact if f.type_oid in STRING_TYPES and f.format == 0 else _null
-        cols.append(ColumnMask(i, f"{f.name} ({why})", "redact", fn, _null))
+        fn = _redact if f.type_oid in STRING_TYPES else _null
+        cols.append(ColumnMask(i, f"{f.name} ({why})", "redact", fn, fn, constant=True))
     return ResultPlan(tuple(cols))
 
 
-# Messages of these classes may quote the offending value: data exceptions (22),
-# integrity violations (23), and 42804/42883 type errors quote only types (kept).
-_VALUE_CLASSES = ("22", "23")
-_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|\([^)]*\)=\([^)]*\)")
+# Classes whose messages quote only identifiers and syntax from the client's own
+# statement: connection (08), feature (0A), transaction state (25), statement and
+# cursor names (26, 34), authorization (28), catalog and schema names (3D, 3F),
+# serialization (40), syntax and access (42), resources (53), operator (57).
+# Messages of every other class may quote a value (22 data, 23 integrity, XX ...).
+_IDENTIFIER_CLASSES = frozenset(
+    {"08", "0A", "25", "26", "28", "34", "3D", "3F", "40", "42", "53", "57"}
+)
+# Greedy from the first quote to the last, so a value holding a quote goes whole;
+# "Key (a)=(b)" pairs; bytes quoted as hex (0x00 in invalid byte sequences).
+_QUOTED = re.compile(r"\"(?s:.*)\"|'(?s:.*)'|\([^)]*\)=\((?s:.*)\)|0x[0-9a-fA-F]+")
+# Fields that can echo a value whatever the class: DETAIL, CONTEXT (WHERE),
+# internal query and its position.
+_DROPPED = frozenset({"D", "W", "q", "p"})
 
 
 def sanitize_error(err: ErrorResponse) -> ErrorResponse | None:
-    """For sessions that see masked data: drop DETAIL/CONTEXT/internal query and quoted
-    values from error messages that could echo a masked value. Returns None when the
-    error needs no change."""
+    """For sessions that see masked data: drop DETAIL/CONTEXT/internal query, and
+    quoted values from messages that could echo a masked value ("Failing row
+    contains ...", "Key (email)=(...)", failed casts). Returns None when the error
+    needs no change. Notices go through the same scrub."""
     code = err.sqlstate or ""
-    risky = code.startswith(_VALUE_CLASSES)
+    risky = code[:2] not in _IDENTIFIER_CLASSES
     fields = []
     changed = False
     for c, v in err.fields:
-        if c in ("D", "W", "q", "p"):
+        if c in _DROPPED:
             changed = True
             continue
         if c == "M" and risky:

@@ -95,6 +95,9 @@ STARTUP_TIMEOUT_S = 30.0
 # What replaces a refused statement upstream: fails at parse time, touches nothing.
 REFUSED_SQL = "DBGOV REFUSED"
 REFUSED_PORTAL = "\x01dbgov-refused"
+# Lineage's reason for a relation missing from the catalog snapshot (sql/queries.py).
+_CATALOG_MISS = "is not in the catalog"
+CATALOG_RELOAD_INTERVAL_S = 5.0
 _I32 = struct.Struct("!i")
 
 # Unit kinds: what a forwarded message expects back.
@@ -133,6 +136,7 @@ class Unit:
     tags: list[str] = field(default_factory=list)
     sqlstate: str | None = None
     plan: ResultPlan | None = None
+    rewriter: masking_io.RowRewriter | None = None  # applies `plan` to DataRows
     masked: list[dict[str, str]] = field(default_factory=list)
     rewrite: ErrorResponse | None = None  # replaces the server's error for this unit
     internal: bool = False  # injected by dbgov: its responses are swallowed
@@ -183,6 +187,8 @@ class Session(asyncio.Protocol):
         self.skip_until_sync = False
         self.txn = "I"
         self.search_path: tuple[str, ...] = ("public",)
+        self.time_zone: str | None = None  # ParameterStatus TimeZone, for masks of timestamps
+        self._catalog_reload_at = -CATALOG_RELOAD_INTERVAL_S
         self.prepared: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
         self.sql_prepared: dict[str, Analysis] = {}  # PREPARE name -> the PREPARE statement
@@ -368,7 +374,7 @@ class Session(asyncio.Protocol):
         if search_path is not None:
             self.search_path = search_path
         self.sctx = SessionContext(identity, target.name, target.env, self.search_path, self.id)
-        verdict = self.ctx.gate.may_connect(self.sctx)
+        verdict = self.ctx.gate.may_connect(self._context())
         if not verdict.allowed:
             self._audit_auth_failed(user, database, "no_access", verdict.reason)
             self._fatal("42501", verdict.message(), verdict.hint)
@@ -421,6 +427,7 @@ class Session(asyncio.Protocol):
             await self.ctx.catalogs.ensure(target.name)
         # Hand the client what a server would: AuthenticationOk, parameters, our key.
         out = [AUTH_OK_BYTES]
+        self.time_zone = login.params.get("TimeZone")
         for name, value in login.params.items():
             if name == "application_name":
                 value = self.client_app
@@ -498,6 +505,17 @@ class Session(asyncio.Protocol):
         if self.ctx.catalogs is None or self.target is None:
             return None
         return self.ctx.catalogs.get(self.target.name)
+
+    def _reload_catalog(self) -> None:
+        """Masking refused a relation the catalog snapshot does not know (created
+        outside the proxy): reload it in the background, at most every few seconds
+        per session, so that a retry can be traced. The refusal itself stands."""
+        now = time.monotonic()
+        if self.ctx.catalogs is None or self.target is None \
+                or now - self._catalog_reload_at < CATALOG_RELOAD_INTERVAL_S:
+            return
+        self._catalog_reload_at = now
+        self.ctx.catalogs.invalidate(self.target.name)
 
     def _on_cancel(self) -> None:
         """A CancelRequest with our key arrived (possibly via another worker)."""
@@ -591,9 +609,10 @@ class Session(asyncio.Protocol):
     def _context(self) -> SessionContext:
         ctx = self.sctx
         assert ctx is not None
-        if ctx.search_path != self.search_path or ctx.in_transaction != (self.txn != "I"):
+        if ctx.search_path != self.search_path or ctx.in_transaction != (self.txn != "I") \
+                or ctx.time_zone != self.time_zone:
             ctx = SessionContext(ctx.identity, ctx.target, ctx.target_env, self.search_path,
-                                 self.id, self.txn != "I")
+                                 self.id, self.txn != "I", self.time_zone)
             self.sctx = ctx
         return ctx
 
@@ -607,6 +626,8 @@ class Session(asyncio.Protocol):
         catalog = self._catalog() if self.masking else None
         decision = self.ctx.gate.decide(analysis, ctx, catalog)
         if not decision.allowed:
+            if decision.rule == "masking" and _CATALOG_MISS in decision.reason:
+                self._reload_catalog()
             return decision
         for i, stmt in enumerate(analysis.statements):
             if stmt.execute_name is not None:
@@ -727,13 +748,16 @@ class Session(asyncio.Protocol):
 
         def done(err: OSError | None) -> None:
             self._durable_wait -= 1
+            if self.closed:
+                return
             if err is not None:
                 self._send(self._audit_unavailable(err).encode(b"E"))
                 self.close("audit ledger unavailable")
                 return
-            if self._durable_wait == 0 and self.up_transport is not None:
+            up = self.up_transport
+            if self._durable_wait == 0 and up is not None and not up.is_closing():
                 while self._queued_batches:
-                    self.up_transport.write(b"".join(self._queued_batches.popleft()))
+                    up.write(b"".join(self._queued_batches.popleft()))
                 if self.cin.pending() and not self.held:
                     self._pump_client()
 
@@ -837,9 +861,9 @@ class Session(asyncio.Protocol):
         if self.masking and prepared.analysis.statements:
             fields = portal.fields or prepared.fields
             if fields is not None:
-                unit.plan = self._plan(prepared.analysis.statements[0], fields)
-                unit.formats = (tuple(f.format for f in fields) if portal.fields is not None
-                                else _formats(len(fields), portal.result_formats))
+                formats = (tuple(f.format for f in fields) if portal.fields is not None
+                           else _formats(len(fields), portal.result_formats))
+                self._set_plan(unit, prepared.analysis.statements[0], fields, formats)
             else:
                 # We must know the columns before rows arrive: ask, and swallow the answer.
                 self._push(Unit(U_DESC_PORTAL, msg.portal, internal=True))
@@ -863,7 +887,8 @@ class Session(asyncio.Protocol):
 
         params = self._params(extended[1]) if extended else None
         try:
-            outcome = await wait_for_approval(self, sql, analysis, decision, params)
+            outcome = await wait_for_approval(self, sql, analysis, decision, params,
+                                              portal=extended[1] if extended else None)
         except asyncio.CancelledError:
             outcome = None
         if self.closed:
@@ -932,17 +957,16 @@ class Session(asyncio.Protocol):
                         out.append(reply)
                     continue
                 if t == 0x44:  # 'D' DataRow
-                    if unit is not None and unit.plan:
+                    if unit is not None and unit.rewriter is not None:
                         if run_start >= 0:
                             out.append(bytes(buf[run_start:start]))
                             run_start = -1
-                        out.append(masking_io.rewrite_datarow(buf, start, end, unit.plan,
-                                                              unit.formats))
+                        out.append(unit.rewriter(buf, start, end))
                         continue
                     if run_start < 0:
                         run_start = start
                     continue
-                if t in _PASS_BACKEND:
+                if t in _PASS_BACKEND and not (t == 0x4E and self.masking):
                     if run_start < 0:
                         run_start = start
                     continue
@@ -1036,6 +1060,7 @@ class Session(asyncio.Protocol):
         if t in (0x49, 0x73):  # 'I' EmptyQueryResponse, 's' PortalSuspended
             if kind == U_EXECUTE:
                 unit.tags.append("SUSPENDED" if t == 0x73 else "EMPTY")
+                self._end_result(unit)
                 self._finish_unit(unit)
                 self.units.popleft()
             elif kind == U_QUERY:
@@ -1052,8 +1077,13 @@ class Session(asyncio.Protocol):
     def _async_message(self, t: int, body: bytes) -> bytes | None:
         if t == 0x53:  # ParameterStatus: keep the client's own application_name visible
             ps = ParameterStatus.decode(body)
+            if ps.name == "TimeZone":
+                self.time_zone = ps.value
             if ps.name == "application_name" and ps.value.startswith("dbgov/"):
                 return ParameterStatus(ps.name, self.client_app).encode()
+        elif t == 0x4E and self.masking:  # NoticeResponse: scrubbed like errors
+            notice = masking_io.sanitize_error(ErrorResponse.decode(body))
+            return None if notice is None else notice.encode(b"N")
         return None
 
     def _on_row_description(self, rd: RowDescription, unit: Unit) -> bytes | None:
@@ -1072,16 +1102,29 @@ class Session(asyncio.Protocol):
             if self.masking and nxt is not None and nxt.kind == U_EXECUTE and portal is not None:
                 prepared = self.prepared.get(portal.statement)
                 if prepared is not None and prepared.analysis.statements:
-                    nxt.plan = self._plan(prepared.analysis.statements[0], rd.fields)
-                    nxt.formats = tuple(f.format for f in rd.fields)
+                    self._set_plan(nxt, prepared.analysis.statements[0], rd.fields,
+                                   tuple(f.format for f in rd.fields))
             return b"" if unit.internal else None
         if unit.kind == U_QUERY:
             if self.masking:
                 stmt = unit.statements[unit.stmt_i] if unit.stmt_i < len(unit.statements) else None
-                unit.plan = self._plan(stmt, rd.fields)
-                unit.formats = tuple(f.format for f in rd.fields)
+                self._set_plan(unit, stmt, rd.fields, tuple(f.format for f in rd.fields))
             return None
         raise RemoteProtocolError("unexpected RowDescription")
+
+    def _set_plan(self, unit: Unit, stmt: Statement | None,
+                  fields: tuple[FieldDescription, ...], formats: tuple[int, ...]) -> None:
+        """Plan the result set that `unit` is about to receive."""
+        unit.plan = self._plan(stmt, fields)
+        unit.formats = formats
+        unit.rewriter = masking_io.RowRewriter(unit.plan, formats) if unit.plan else None
+
+    def _end_result(self, unit: Unit) -> None:
+        """A result set ended (CommandComplete, PortalSuspended): audit its masks."""
+        if unit.plan:
+            unit.masked.extend({"column": c.column, "mask": c.mask} for c in unit.plan.columns)
+        unit.plan = None
+        unit.rewriter = None
 
     def _plan(self, stmt: Statement | None,
               fields: tuple[FieldDescription, ...]) -> ResultPlan | None:
@@ -1105,9 +1148,7 @@ class Session(asyncio.Protocol):
     def _on_command_complete(self, cc: CommandComplete, unit: Unit) -> None:
         unit.tags.append(cc.tag)
         unit.rows.append(cc.rows())
-        if unit.plan:
-            unit.masked.extend({"column": c.column, "mask": c.mask} for c in unit.plan.columns)
-        unit.plan = None
+        self._end_result(unit)
         if unit.kind == U_QUERY:
             if unit.stmt_i < len(unit.statements):
                 self._apply_effects(unit.statements[unit.stmt_i], cc)
@@ -1152,6 +1193,7 @@ class Session(asyncio.Protocol):
         unit.sqlstate = (replacement or err).sqlstate
         if unit.kind == U_QUERY:
             unit.plan = None
+            unit.rewriter = None
         elif unit.kind != U_SYNC:
             # Extended protocol: the server now skips everything until Sync.
             while self.units and self.units[0].kind != U_SYNC:

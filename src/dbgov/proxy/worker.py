@@ -18,6 +18,7 @@ import secrets
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from dbgov.config import Config, load_config
 from dbgov.gate import Gate
@@ -46,15 +47,16 @@ def build_verifier(config: Config) -> TokenVerifier:
     return TokenVerifier(issuers, config.identity.leeway_s)
 
 
-def build_gate(config: Config) -> Gate:
+def build_gate(config: Config) -> tuple[Gate, Any]:
+    """The gate, and the policy engine behind it (None without a policy file)."""
     if config.policy is None:
-        return Gate()
-    from dbgov.policy.load import load_policy_file
+        return Gate(), None
     from dbgov.masking.engine import MaskingEngine
+    from dbgov.policy.load import load_policy_file
 
     policy = load_policy_file(config.policy, config)
     masking = MaskingEngine.from_policy(policy, Layout(config.data_dir).masking_key)
-    return Gate(policy, masking)
+    return Gate(policy, masking), policy
 
 
 def build_context(config: Config, worker_id: int) -> ProxyContext:
@@ -62,9 +64,10 @@ def build_context(config: Config, worker_id: int) -> ProxyContext:
     server_tls = tls.server_context(config.tls) if config.tls is not None else None
     journal = Journal(layout.journal, f"{os.getpid()}-{secrets.token_hex(3)}",
                       config.ledger.mode, config.ledger.fsync_interval_ms)
+    gate, policy = build_gate(config)
     ctx = ProxyContext(
         config=config,
-        gate=build_gate(config),
+        gate=gate,
         verifier=build_verifier(config),
         audit=Audit(journal),
         cancels=CancelRegistry(worker_id),
@@ -76,6 +79,12 @@ def build_context(config: Config, worker_id: int) -> ProxyContext:
         from dbgov.proxy.catalogs import Catalogs
 
         ctx.catalogs = Catalogs(config)
+    if policy is not None:
+        from dbgov.approvals.jit import parse_jit_grants
+        from dbgov.approvals.service import Approvals
+
+        jit = parse_jit_grants(policy.policy.jit_grants, str(config.policy))
+        ctx.approvals = Approvals.open(config, ctx.audit, jit=jit)
     return ctx
 
 

@@ -1,10 +1,10 @@
 """Parse a query string and describe each statement for policy: `analyze()`.
 
 Per-call cost on the development machine (2 vCPU, Python 3.11, pglast 8.8) for
-`SELECT abalance FROM pgbench_accounts WHERE aid = 12345;`:
-    analyze_cached, level-1 hit (same text):           ~0.1-0.3 us
-    analyze_cached, level-2 hit (literals differ):     ~12-15 us (the C scanner dominates)
-    miss (analyze(): parse + facts + fingerprint):     ~110-150 us (parse_sql is ~100 us)
+`SELECT abalance FROM pgbench_accounts WHERE aid = 12345;` (idle / busy machine):
+    analyze_cached, level-1 hit (same text):        ~0.15 / ~0.3 us
+    analyze_cached, level-2 hit (literals differ):  ~13 / ~22 us (pglast's scan() dominates)
+    miss (analyze(): parse + facts + fingerprint):  ~120 / ~210 us (parse_sql() is most)
 
 `analyze_cached()` has two LRU levels: the exact text, then `cache.literal_key()`
 (the text up to literal values). The second level only ever holds analyses whose
@@ -12,7 +12,19 @@ Per-call cost on the development machine (2 vCPU, Python 3.11, pglast 8.8) for
 literal value, so any text with the same key has the same facts. A text that
 differs from a cached one only in a literal the *server* rejects (`float(54)`,
 a bad bit string) may reuse its analysis; the server then refuses it, which is
-harmless. Texts longer than `MAX_CACHED_TEXT` are analyzed every time.
+harmless. Texts longer than `MAX_CACHED_TEXT` are analyzed every time. Shared
+analyses share `Statement.node`: its literal values and source positions are
+those of the first text seen, so use the tree for structure only.
+
+What the caller MUST resolve itself, because it depends on session state:
+- EXECUTE (`execute_name`, also under EXPLAIN and CREATE TABLE AS): the statement is
+  marked fully analyzed, but its facts are those of the PREPARE the session
+  remembers (`prepare_name`); decide on that one too.
+- FETCH/MOVE (`cursor_name`): the rows come from the session's DECLARE.
+- `set_param` of search_path (and RESET ALL / DISCARD ALL / the
+  "set_config_search_path" flag) changes how later unqualified names resolve.
+Rules, triggers and function bodies run unseen: their *creation* is visible (kinds,
+"dynamic_sql"), their later effects are not.
 """
 
 from __future__ import annotations
@@ -24,11 +36,11 @@ from pglast import parser
 from pglast.parser import ParseError
 
 from dbgov.sql.cache import LRU, literal_key
-from dbgov.sql.facts import Malformed, statement_facts
+from dbgov.sql.facts import statement_facts
 from dbgov.sql.model import Analysis, Statement
 
 CACHE_SIZE = 10_000
-MAX_CACHED_TEXT = 64 * 1024
+MAX_CACHED_TEXT = 16 * 1024  # bounds level-1 memory: 10,000 x 16 KiB at worst
 
 
 def analyze(text: str) -> Analysis:
@@ -51,8 +63,11 @@ def analyze(text: str) -> Analysis:
             continue
         try:
             stmt, reads_literals = statement_facts(raw.stmt)
-        except (Malformed, RecursionError) as exc:
-            return Analysis((), fingerprint, False, error=f"cannot analyze statement: {exc}")
+        except RecursionError:
+            return Analysis((), fingerprint, False, error="statement nests too deeply to analyze")
+        except Exception as exc:  # Malformed, or a bug: refuse rather than guess
+            reason = f"cannot analyze statement: {type(exc).__name__}: {exc}"
+            return Analysis((), fingerprint, False, error=reason)
         statements.append(stmt)
         sensitive = sensitive or reads_literals
     return Analysis(tuple(statements), fingerprint, literal_insensitive=not sensitive)

@@ -34,11 +34,18 @@ def literal_key(text: str) -> str | None:
         return None
     # NUL cannot occur in the text, so it separates tokens unambiguously, and
     # "\x01" starts no token, so a placeholder never equals real token text.
-    parts = [
-        "\x01" + t.name if t.name in _LITERALS else text[t.start : t.end + 1]
-        for t in tokens
-        if t.name not in _COMMENTS
-    ]
+    parts: list[str] = []
+    previous = ""
+    for t in tokens:
+        if t.name in _COMMENTS:
+            continue
+        # The string after UESCAPE decides what U&"..." identifiers spell: it is
+        # part of a name, not a value (U&"!0063ust" UESCAPE '!' is "cust").
+        if t.name in _LITERALS and previous != "UESCAPE":
+            parts.append("\x01" + t.name)
+        else:
+            parts.append(text[t.start : t.end + 1])
+        previous = t.name
     return "\x00".join(parts)
 
 

@@ -45,6 +45,12 @@ class Catalog:
     # Non-builtin functions (schema, name): their bodies are invisible to lineage.
     user_functions: frozenset[tuple[str, str]] = frozenset()
     version: int = 0
+    # The search_path in effect when pg_get_viewdef() produced `view_sql`: it leaves
+    # names unqualified when that path finds them, so lineage MUST resolve view
+    # bodies with this path, never the session's (a session could otherwise make a
+    # view's `customers` mean its own table). Empty: pg_get_viewdef ran with
+    # search_path = pg_catalog, so every name in a view body is qualified.
+    view_search_path: tuple[str, ...] = ("public",)
 
     @classmethod
     def of(
@@ -52,6 +58,7 @@ class Catalog:
         relations: Iterable[CatalogRelation],
         user_functions: Iterable[tuple[str, str]] = (),
         version: int = 0,
+        view_search_path: Sequence[str] = ("public",),
     ) -> Catalog:
         rels = list(relations)
         return cls(
@@ -59,6 +66,7 @@ class Catalog:
             by_oid={r.oid: r for r in rels},
             user_functions=frozenset(user_functions),
             version=version,
+            view_search_path=tuple(view_search_path),
         )
 
     def resolve(self, rel: Relation, search_path: Sequence[str]) -> CatalogRelation | None:

@@ -17,84 +17,20 @@ from typing import Any
 from pglast import ast, enums
 
 from dbgov.sql.catalog import Catalog
+from dbgov.sql.functions import (
+    ARITHMETIC_OPERATORS,
+    COUNTING_FUNCTIONS,
+    ERROR_PRONE_FUNCTIONS,
+    SAFE_ARGUMENTS,
+    SET_RETURNING_FUNCTIONS,
+    STORING_FUNCTIONS,
+    SYSTEM_SCHEMAS,
+    TEXT_TYPES,
+    VALUE_OPERATORS,
+)
 from dbgov.sql.model import Column, Use
 from dbgov.sql.nodes import func_name, names, type_name
 from dbgov.sql.scopes import NOTHING, Item, Output, Scope, Unresolvable, Val, union
-
-# Binary operators that compute a value; every other binary operator (=, <, ~~, @>,
-# &&, ?, ...) is taken as a comparison: recording a predicate is the safe side.
-_VALUE_OPERATORS = frozenset(
-    {
-        "+",
-        "-",
-        "*",
-        "/",
-        "%",
-        "^",
-        "||",
-        "->",
-        "->>",
-        "#>",
-        "#>>",
-        "#-",
-        "&",
-        "|",
-        "#",
-        "<->",
-        "<#>",
-        "<=>",
-    }
-)
-_DIVISION = frozenset({"/", "%"})
-
-# Casts to these cannot fail, whatever the value.
-_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "char", "name", "citext", "unknown"})
-
-# Functions that raise on some input values, so their errors reveal the value.
-_ERROR_PRONE_FUNCTIONS = frozenset(
-    {
-        "to_number",
-        "to_date",
-        "to_timestamp",
-        "make_date",
-        "make_time",
-        "make_timestamp",
-        "make_timestamptz",
-        "make_interval",
-        "div",
-        "mod",
-        "sqrt",
-        "ln",
-        "log",
-        "log10",
-        "power",
-        "acos",
-        "asin",
-        "int2",
-        "int4",
-        "int8",
-        "float4",
-        "float8",
-        "numeric",
-        "date",
-        "time",
-        "timestamp",
-        "timestamptz",
-        "interval",
-        "bool",
-        "json",
-        "jsonb",
-        "xml",
-        "inet",
-        "cidr",
-        "uuid",
-    }
-)
-
-# Whose value does not contain the values of their arguments.
-_COUNTING = frozenset({"count"})
-
-_SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 
 _Handler = Callable[["Expressions", Any, Scope], Val]
 
@@ -107,9 +43,6 @@ class Expressions:
         self.search_path = tuple(search_path)
         self.uses: set[tuple[Column, Use]] = set()
         self.eq_pairs: set[tuple[Column, Column]] = set()
-        self._user_function_names = {
-            name for schema, name in catalog.user_functions if schema in self.search_path
-        }
 
     # -- hooks for queries.py ---------------------------------------------------------
 
@@ -235,7 +168,7 @@ class Expressions:
 
     def _a_expr(self, node: ast.A_Expr, scope: Scope) -> Val:
         op_parts = names(node.name)
-        if len(op_parts) > 1 and op_parts[0] not in _SYSTEM_SCHEMAS:
+        if len(op_parts) > 1 and op_parts[0] not in SYSTEM_SCHEMAS:
             raise Unresolvable(f"operator {'.'.join(op_parts)} is user-defined")
         op = op_parts[-1] if op_parts else ""
         left = self.expr(node.lexpr, scope)
@@ -243,9 +176,9 @@ class Expressions:
         rights = [self.expr(r, scope) for r in right_nodes]
         vals = [left, *rights] if node.lexpr is not None else rights
         if node.kind == enums.A_Expr_Kind.AEXPR_OP:
-            if op in _DIVISION:
+            if op in ARITHMETIC_OPERATORS:  # overflow, division by zero
                 self.use(union(vals).sources, Use.ERROR_PRONE)
-            if node.lexpr is None or op in _VALUE_OPERATORS:
+            if node.lexpr is None or op in VALUE_OPERATORS:
                 return union(vals)
             return self.compared(vals, op)
         # ANY/ALL, IN, LIKE, SIMILAR, BETWEEN, IS DISTINCT FROM, NULLIF: all compare.
@@ -259,7 +192,7 @@ class Expressions:
 
     def _type_cast(self, node: ast.TypeCast, scope: Scope) -> Val:
         v = self.expr(node.arg, scope)
-        if type_name(node.typeName) not in _TEXT_TYPES:
+        if type_name(node.typeName) not in TEXT_TYPES:
             self.use(v.sources, Use.ERROR_PRONE)
         return v.derived()
 
@@ -295,10 +228,12 @@ class Expressions:
         schema, name = func_name(node)
         lname = name.lower()
         if (schema, name) in self.catalog.user_functions or (
-            schema is not None and schema not in _SYSTEM_SCHEMAS
+            schema is not None and schema not in SYSTEM_SCHEMAS
         ):
             raise Unresolvable(f"function {schema}.{name} is user-defined: its body is not traced")
-        if schema is None and name in self._user_function_names:
+        if schema is None and any(
+            (s, name) in self.catalog.user_functions for s in self.search_path
+        ):
             raise Unresolvable(f"function {name} may resolve to a user-defined function")
         args = self.exprs(node.args, scope)
         vals = list(args)
@@ -310,12 +245,23 @@ class Expressions:
         self.predicate(node.agg_filter, scope)
         if node.over is not None:
             self.window(node.over, scope)
-        if lname in _ERROR_PRONE_FUNCTIONS:
-            self.use(union(args).sources, Use.ERROR_PRONE)
+        safe = None if lname in ERROR_PRONE_FUNCTIONS else SAFE_ARGUMENTS.get(lname)
+        for i, arg in enumerate(args):
+            if not _safe_position(safe, i):  # an error (or none) would tell the value
+                self.use(arg.sources, Use.ERROR_PRONE)
+        if lname in SET_RETURNING_FUNCTIONS:  # the row count depends on the values
+            self.use(union(args).sources, Use.PREDICATE)
         if lname == "pg_notify":
             self.use(union(args).sources, Use.NOTIFY)
-        if lname in _COUNTING:
-            return NOTHING  # count(x) is a number, not x; its args' uses are recorded
+        if lname in STORING_FUNCTIONS:  # read back later: SHOW, currval, ParameterStatus
+            self.use(union(args).sources, Use.WRITE)
+        if lname in COUNTING_FUNCTIONS and all(
+            isinstance(a, ast.ColumnRef) for a in node.args or ()
+        ):
+            # count(col) is a number, not col: NULL-ness of a column is no secret. Of a
+            # computed value it is (count(substring(ssn from '^9'))): that count keeps
+            # its sources, and is masked like the value.
+            return NOTHING
         return union(vals)
 
     def _sublink(self, node: ast.SubLink, scope: Scope) -> Val:
@@ -431,6 +377,19 @@ _HANDLERS: dict[type[Any], _Handler] = {
     ast.JsonArrayQueryConstructor: Expressions._json_array_query,
     ast.ResTarget: Expressions._res_target,
 }
+
+
+def _safe_position(safe: str | None, i: int) -> bool:
+    """May argument `i` of a function with `SAFE_ARGUMENTS` entry `safe` be any value?"""
+    if safe is None:
+        return False
+    if safe == "first":
+        return i == 0
+    if safe == "rest":
+        return i > 0
+    if safe == "values":
+        return i % 2 == 1
+    return True
 
 
 def figure_colname(node: Any) -> str:

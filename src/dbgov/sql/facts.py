@@ -23,72 +23,20 @@ from typing import Any
 
 from pglast import ast, enums
 
+from dbgov.sql.functions import (
+    DYNAMIC_SQL_FUNCTIONS,
+    DYNAMIC_SQL_PREFIXES,
+    NAME_ARG_FUNCTIONS,
+    NAME_ARG_PREFIXES,
+    REG_TYPES,
+)
 from dbgov.sql.kinds import CATEGORY_OF_KIND, ROLE_SETTINGS, kind_of
 from dbgov.sql.model import Category, Relation, Statement
-from dbgov.sql.nodes import func_name, names, option_on, string_const, type_name
+from dbgov.sql.nodes import func_name, names, option_on, string_const, type_name, walk
 from dbgov.sql.predicates import always_true
 from dbgov.sql.settings import LEXING_SETTINGS, set_value
 
-# Functions that run SQL text, or read a relation or cursor named by a string: the
-# analyzer cannot see what they touch.
-DYNAMIC_SQL_FUNCTIONS = frozenset(
-    {
-        "query_to_xml",
-        "query_to_xmlschema",
-        "query_to_xml_and_xmlschema",
-        "table_to_xml",
-        "table_to_xmlschema",
-        "table_to_xml_and_xmlschema",
-        "schema_to_xml",
-        "schema_to_xmlschema",
-        "schema_to_xml_and_xmlschema",
-        "database_to_xml",
-        "database_to_xmlschema",
-        "database_to_xml_and_xmlschema",
-        "cursor_to_xml",
-        "cursor_to_xmlschema",
-        "ts_stat",
-        "ts_rewrite",
-    }
-)
-
-# Functions whose string arguments name settings, files, sequences or relations, so
-# their facts (or what policy may want to know) depend on literal values.
-_NAME_ARG_FUNCTIONS = frozenset(
-    {
-        "set_config",
-        "current_setting",
-        "pg_notify",
-        "nextval",
-        "currval",
-        "setval",
-        "pg_stat_file",
-        "pg_file_write",
-        "pg_relation_size",
-        "pg_total_relation_size",
-        "pg_table_size",
-        "pg_indexes_size",
-        "pg_get_serial_sequence",
-    }
-)
-_NAME_ARG_PREFIXES = ("has_", "pg_has_", "to_reg", "pg_read_", "pg_ls_", "lo_", "dblink")
-
-# Casts that look a name up in the catalog: '...'::regclass names a relation.
-_REG_TYPES = frozenset(
-    {
-        "regclass",
-        "regproc",
-        "regprocedure",
-        "regoper",
-        "regoperator",
-        "regtype",
-        "regnamespace",
-        "regrole",
-        "regconfig",
-        "regdictionary",
-        "regcollation",
-    }
-)
+__all__ = ["DYNAMIC_SQL_FUNCTIONS", "Malformed", "object_type_name", "statement_facts"]
 
 # DROP/COMMENT object types whose names are relations.
 _RELATION_OBJECTS = frozenset(
@@ -186,8 +134,9 @@ _Handler = Callable[["_Walker", Any, Ctes, bool], None]
 class _Walker:
     """Collects facts for one top-level statement (and everything nested in it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, top: ast.Node) -> None:
         self.f = _Facts()
+        self.top = top  # the statement itself; nested SETs are not session changes
 
     # -- recording ---------------------------------------------------------
 
@@ -202,6 +151,16 @@ class _Walker:
     def write(self, rel: Relation, run: bool) -> None:
         (self.f.writes if run else self.f.reads).add(rel)
 
+    def create(self, rv: ast.RangeVar | None, run: bool) -> None:
+        """A relation this statement creates: written; flagged when temporary, since a
+        temporary relation shadows a table of the same name for the session and the
+        proxy's catalog snapshot does not list it."""
+        self.write(_relation(rv), run)
+        if rv is not None and (
+            rv.relpersistence == "t" or (rv.schemaname or "").startswith("pg_temp")
+        ):
+            self.flag("temp_object", run)
+
     def flag(self, name: str, run: bool = True) -> None:
         if run:
             self.f.flags.add(name)
@@ -209,24 +168,26 @@ class _Walker:
     # -- generic descent -------------------------------------------------------
 
     def walk(self, value: Any, ctes: Ctes, run: bool) -> None:
-        if isinstance(value, tuple):
-            for item in value:
-                self.walk(item, ctes, run)
-            return
-        if not isinstance(value, ast.Node):
-            return
-        handler = _EXPRESSIONS.get(type(value))
-        if handler is not None:
-            handler(self, value, ctes, run)
-        elif type(value) in _STATEMENTS or type(value).__name__.endswith("Stmt"):
-            self.statement(value, ctes, run)
-        else:
-            self.walk_attrs(value, ctes, run)
+        # An explicit stack, not recursion: `a || b || ...` nests one node per
+        # operator, and a long chain must not exhaust Python's recursion limit.
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, tuple):
+                stack.extend(item)
+                continue
+            if not isinstance(item, ast.Node):
+                continue
+            handler = _EXPRESSIONS.get(type(item))
+            if handler is not None:
+                handler(self, item, ctes, run)
+            elif type(item) in _STATEMENTS or type(item).__name__.endswith("Stmt"):
+                self.statement(item, ctes, run)
+            else:
+                stack.extend(getattr(item, attr) for attr in item)
 
     def walk_attrs(self, node: ast.Node, ctes: Ctes, run: bool, skip: tuple[str, ...] = ()) -> None:
-        for attr in node:
-            if attr not in skip:
-                self.walk(getattr(node, attr), ctes, run)
+        self.walk(tuple(getattr(node, a) for a in node if a not in skip), ctes, run)
 
     def statement(self, node: ast.Node, ctes: Ctes, run: bool) -> None:
         handler = _STATEMENTS.get(type(node))
@@ -252,12 +213,12 @@ class _Walker:
         name = name.lower()
         self.f.functions.add(name)
         if (
-            name in _NAME_ARG_FUNCTIONS
+            name in NAME_ARG_FUNCTIONS
             or name in DYNAMIC_SQL_FUNCTIONS
-            or name.startswith(_NAME_ARG_PREFIXES)
+            or name.startswith(NAME_ARG_PREFIXES)
         ):
             self.f.literal_sensitive = True
-        if name in DYNAMIC_SQL_FUNCTIONS or name.startswith("dblink"):
+        if name in DYNAMIC_SQL_FUNCTIONS or name.startswith(DYNAMIC_SQL_PREFIXES):
             self.f.flags.add("dynamic_sql")
         if name == "pg_notify":
             self.f.flags.add("notify_payload")
@@ -282,7 +243,7 @@ class _Walker:
             self.f.flags.add("set_config_search_path")
 
     def type_cast(self, node: ast.TypeCast, ctes: Ctes, run: bool) -> None:
-        if type_name(node.typeName) in _REG_TYPES:
+        if type_name(node.typeName) in REG_TYPES:
             self.f.literal_sensitive = True
         self.walk_attrs(node, ctes, run)
 
@@ -321,12 +282,16 @@ class _Walker:
             self.kind("create_table_as", run)
             self.flag("into_table", run)
             if node.intoClause.rel is not None:
-                self.write(_relation(node.intoClause.rel), run)
+                self.create(node.intoClause.rel, run)
         for item in node.fromClause or ():
             self.from_item(item, ctes, run)
         for positional in (node.groupClause, node.distinctClause):
-            if any(isinstance(i, ast.A_Const) for i in positional or ()):
-                self.f.literal_sensitive = True  # GROUP BY 1 names an output column
+            # GROUP BY 1, ROLLUP (1), DISTINCT ON (1) name an output column by number.
+            if any(
+                isinstance(n, ast.A_Const) and not isinstance(n.val, ast.String)
+                for n in walk(positional)
+            ):
+                self.f.literal_sensitive = True
         if any(
             isinstance(s, ast.SortBy) and isinstance(s.node, ast.A_Const)
             for s in node.sortClause or ()
@@ -367,7 +332,10 @@ class _Walker:
         target = _relation(node.relation)
         self.write(target, run)
         source = node.selectStmt
-        if source is not None and not _is_values_only(source):
+        # VALUES ((SELECT ...)) copies table data too, like INSERT ... SELECT.
+        if source is not None and (
+            not _is_values_only(source) or any(isinstance(n, ast.SubLink) for n in walk(source))
+        ):
             self.flag("insert_select", run)
             self.flag("into_table", run)
         conflict = node.onConflictClause
@@ -460,6 +428,8 @@ class _Walker:
         self.kind("declare", run)
         self.f.literal_sensitive = True
         self.f.cursor_name = node.portalname
+        if (node.options or 0) & enums.CURSOR_OPT_HOLD:
+            self.flag("with_hold", run)  # the cursor outlives its transaction
         self.walk(node.query, ctes, run)
 
     def fetch(self, node: ast.FetchStmt, ctes: Ctes, run: bool) -> None:
@@ -476,7 +446,7 @@ class _Walker:
         self.kind(kind_of(node)[0], run)
         self.flag("into_table", run)
         if node.into is not None and node.into.rel is not None:
-            self.write(_relation(node.into.rel), run)
+            self.create(node.into.rel, run)
         self.walk(node.query, ctes, run)
         self.walk_attrs(node, ctes, run, skip=("query", "into"))
 
@@ -501,7 +471,7 @@ class _Walker:
 
     def create_table(self, node: ast.CreateStmt, ctes: Ctes, run: bool) -> None:
         self.kind("create_table", run)
-        self.write(_relation(node.relation), run)
+        self.create(node.relation, run)
         # INHERITS / PARTITION OF / LIKE / REFERENCES name other relations: reads.
         # DEFAULT and CHECK expressions run later, invisibly: record their functions.
         self.walk_attrs(node, ctes, False, skip=("relation",))
@@ -509,12 +479,12 @@ class _Walker:
     def create_foreign_table(self, node: ast.CreateForeignTableStmt, ctes: Ctes, run: bool) -> None:
         self.kind("create_foreign_table", run)
         if node.base is not None and node.base.relation is not None:
-            self.write(_relation(node.base.relation), run)
+            self.create(node.base.relation, run)
             self.walk_attrs(node.base, ctes, False, skip=("relation",))
 
     def view(self, node: ast.ViewStmt, ctes: Ctes, run: bool) -> None:
         self.kind("create_view", run)
-        self.write(_relation(node.view), run)
+        self.create(node.view, run)
         self.walk(node.query, ctes, False)  # stored, not run: its tables are reads
 
     def index(self, node: ast.IndexStmt, ctes: Ctes, run: bool) -> None:
@@ -592,7 +562,10 @@ class _Walker:
         for attr in ("relation", "sequence", "table"):
             if attr in node.__slots__ and isinstance(getattr(node, attr), ast.RangeVar):
                 target = attr
-                self.write(_relation(getattr(node, attr)), run)
+                if isinstance(node, ast.CreateSeqStmt):
+                    self.create(node.sequence, run)
+                else:
+                    self.write(_relation(getattr(node, attr)), run)
         self.walk_attrs(node, ctes, run, skip=(target,) if target else ())
 
     def stored_code(self, node: Any, ctes: Ctes, run: bool) -> None:
@@ -679,15 +652,16 @@ class _Walker:
             self.stored_setting(node.setstmt, run)
 
     def stored_setting(self, setstmt: ast.VariableSetStmt | None, run: bool) -> None:
-        """ALTER ROLE/DATABASE ... SET and ALTER SYSTEM: a setting for later sessions."""
+        """ALTER ROLE/DATABASE/FUNCTION ... SET, ALTER SYSTEM: a setting for later."""
         if setstmt is None:
             return
         self.f.literal_sensitive = True
         name = (setstmt.name or "").lower()
+        # Recorded even when not run now: the setting takes effect later, unseen.
         if name in ROLE_SETTINGS:
-            self.flag("set_role", run)
+            self.f.flags.add("set_role")
         if name in LEXING_SETTINGS:
-            self.flag("unsafe_setting", run)
+            self.f.flags.add("unsafe_setting")
 
     def alter_system(self, node: ast.AlterSystemStmt, ctes: Ctes, run: bool) -> None:
         self.kind("alter_system", run)
@@ -701,6 +675,9 @@ class _Walker:
     # -- session ------------------------------------------------------------------------
 
     def set(self, node: ast.VariableSetStmt, ctes: Ctes, run: bool) -> None:
+        if node is not self.top:  # CREATE/ALTER FUNCTION ... SET x = y: applies later
+            self.stored_setting(node, run)
+            return
         kind, category = kind_of(node)
         self.kind(kind, run, category)
         self.f.literal_sensitive = True
@@ -752,7 +729,13 @@ class _Walker:
         if isinstance(node, ast.CallStmt):
             self.walk(node.funccall, ctes, run)
         elif isinstance(node, ast.CreateFunctionStmt):
-            self.walk(node.sql_body, ctes, False)  # BEGIN ATOMIC ... END runs later
+            # BEGIN ATOMIC bodies, parameter DEFAULTs and SET clauses apply later.
+            self.walk_attrs(node, ctes, False)
+
+    def event_trigger(self, node: ast.CreateEventTrigStmt, ctes: Ctes, run: bool) -> None:
+        self.kind("create_trigger", run)
+        if node.funcname:  # runs on every matching DDL command from now on
+            self.f.functions.add(names(node.funcname)[-1].lower())
 
 
 _EXPRESSIONS: dict[type[ast.Node], _Handler] = {
@@ -799,6 +782,7 @@ _STATEMENTS: dict[type[ast.Node], _Handler] = {
     ast.AlterPolicyStmt: _Walker.stored_code,
     ast.RuleStmt: _Walker.stored_code,
     ast.CreateTrigStmt: _Walker.stored_code,
+    ast.CreateEventTrigStmt: _Walker.event_trigger,
     ast.CommentStmt: _Walker.comment,
     ast.RenameStmt: _Walker.rename,
     ast.CreateSchemaStmt: _Walker.create_schema,
@@ -844,7 +828,7 @@ def _returns_rows(node: ast.Node) -> bool:
 
 def statement_facts(node: ast.Node) -> tuple[Statement, bool]:
     """The `Statement` for one top-level node, and whether its facts read literal values."""
-    walker = _Walker()
+    walker = _Walker(node)
     walker.statement(node, frozenset(), True)
     f = walker.f
     kind, category = kind_of(node)

@@ -103,8 +103,8 @@ CATEGORY_OF_KIND: dict[str, Category] = {
     "other": Category.UTILITY,
 }
 
-# Node types whose kind needs no look inside.
-_SIMPLE: dict[type[ast.Node], str] = {
+# Node types whose kind needs no look inside (the others are decided in `kind_of`).
+NODE_KINDS: dict[type[ast.Node], str] = {
     ast.InsertStmt: "insert",
     ast.UpdateStmt: "update",
     ast.DeleteStmt: "delete",
@@ -229,7 +229,7 @@ _RESETS = (enums.VariableSetKind.VAR_RESET, enums.VariableSetKind.VAR_RESET_ALL)
 
 def kind_of(node: ast.Node) -> tuple[str, Category]:
     """The kind and category of one statement node; ("other", UTILITY) if unknown."""
-    kind = _SIMPLE.get(type(node))
+    kind = NODE_KINDS.get(type(node))
     if kind is not None:
         return kind, CATEGORY_OF_KIND[kind]
     if isinstance(node, ast.SelectStmt):

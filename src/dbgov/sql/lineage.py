@@ -74,6 +74,8 @@ def compute_lineage(node: Any, catalog: Catalog, search_path: Sequence[str]) -> 
         return _incomplete(tracer, str(exc))
     except RecursionError:
         return _incomplete(tracer, "statement nests too deeply to trace")
+    except Exception as exc:  # a bug here MUST NOT let a value through unmasked
+        return _incomplete(tracer, f"lineage failed: {type(exc).__name__}: {exc}")
     return Lineage(
         outputs=tuple(OutputColumn(v.sources, v.direct) for _, v in outputs),
         uses=frozenset(tracer.uses),

@@ -66,6 +66,10 @@ class Statement:
     # "copy_server_file", "set_role", "set_session_authorization", "reset_role",
     # "set_config_role", "alter_system", "role_ddl", "grant", "revoke",
     # "dynamic_sql", "explain", "explain_analyze", "into_table", "notify_payload".
+    # Also: "copy_stdio", "insert_select", "listen", "where_current_of", "returning",
+    # "unsafe_setting", "set_config_search_path" (set_config() may change the
+    # search_path), "row_lock" (FOR UPDATE/SHARE), "with_hold" (DECLARE WITH HOLD),
+    # "temp_object" (creates a temporary relation, which shadows tables by name).
     flags: frozenset[str] = frozenset()
     dropped: frozenset[str] = frozenset()  # object types: "table", "index", "schema", ...
     # SET / RESET: lower-case parameter name and its value as the server would see it

@@ -13,6 +13,8 @@ from typing import Any
 
 from pglast import ast
 
+from dbgov.sql.functions import TEXT_TYPES
+
 # Attributes that only record where something was written; ignored by `canon`.
 POSITIONAL = frozenset(
     {
@@ -75,14 +77,11 @@ def func_name(node: ast.FuncCall) -> tuple[str | None, str]:
 
 def string_const(node: Any) -> str | None:
     """The value of a string constant, also through a cast to a text type; else None."""
-    if isinstance(node, ast.TypeCast) and type_name(node.typeName) in _TEXT_TYPES:
+    if isinstance(node, ast.TypeCast) and type_name(node.typeName) in TEXT_TYPES:
         return string_const(node.arg)
     if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
         return node.val.sval
     return None
-
-
-_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name", "char"})
 
 
 def type_name(node: ast.TypeName | None) -> str:

@@ -94,9 +94,12 @@ class _Check:
 
     def _is_target_column(self, ref: ast.ColumnRef) -> bool:
         fields = names(ref.fields)
-        if len(ref.fields or ()) == 1:
+        count = len(ref.fields or ())
+        if count == 1:
             return True  # unqualified (or a whole-row reference)
-        # t.col, schema.t.col, t.col.field: the table is one of the first two names.
+        if count == 2:
+            return fields[0] == self.target  # t.col, t.*
+        # schema.t.col or t.col.field: the table is one of the first two names.
         return self.target in fields[:2]
 
     def true(self, expr: Any) -> bool:

@@ -18,37 +18,11 @@ from pglast.parser import ParseError
 
 from dbgov.sql.catalog import Catalog, CatalogRelation
 from dbgov.sql.expressions import Expressions, figure_colname
+from dbgov.sql.functions import RECORD_FUNCTIONS, SCALAR_FUNCTIONS, SYSTEM_SCHEMAS
+from dbgov.sql.kinds import NODE_KINDS
 from dbgov.sql.model import Column, Relation, Use
 from dbgov.sql.nodes import bare_name, func_name, int_const, names, option_on
 from dbgov.sql.scopes import NOTHING, Item, Output, Scope, Unresolvable, Val, merge, rename, union
-
-_SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
-
-# Set-returning functions whose output columns are named by OUT parameters.
-_RECORD_FUNCTIONS: dict[str, tuple[str, ...]] = {
-    "json_each": ("key", "value"),
-    "jsonb_each": ("key", "value"),
-    "json_each_text": ("key", "value"),
-    "jsonb_each_text": ("key", "value"),
-    "json_array_elements": ("value",),
-    "jsonb_array_elements": ("value",),
-    "json_array_elements_text": ("value",),
-    "jsonb_array_elements_text": ("value",),
-}
-# Functions returning a base type: one column, named like the alias or the function.
-_SCALAR_FUNCTIONS = frozenset(
-    {
-        "generate_series",
-        "generate_subscripts",
-        "unnest",
-        "regexp_split_to_table",
-        "string_to_table",
-        "regexp_matches",
-        "json_object_keys",
-        "jsonb_object_keys",
-        "jsonb_path_query",
-    }
-)
 
 _SETOP_NONE = enums.SetOperation.SETOP_NONE
 _MAX_RECURSION_ROUNDS = 50
@@ -140,8 +114,9 @@ class Queries(Expressions):
                 self.window(w, scope)
             self._distinct(node.distinctClause, scope, outputs)
             self._sort(node.sortClause, scope, outputs)
-        self.expr(node.limitCount, scope)
-        self.expr(node.limitOffset, scope)
+        # How many rows come back is visible: LIMIT (SELECT length(ssn) ...) tells it.
+        self.use(self.expr(node.limitCount, scope).sources, Use.PREDICATE)
+        self.use(self.expr(node.limitOffset, scope).sources, Use.PREDICATE)
         self.finish(ctes)
         return outputs
 
@@ -157,8 +132,15 @@ class Queries(Expressions):
         if node.op != enums.SetOperation.SETOP_UNION:
             self.use(sources, Use.PREDICATE)  # INTERSECT/EXCEPT compare rows across arms
         elif not node.all:
-            self.use(sources, Use.DISTINCT)  # UNION removes duplicate rows
+            self._deduplicated([v for _, v in outputs])  # UNION removes duplicate rows
         return outputs
+
+    def _deduplicated(self, vals: list[Val]) -> None:
+        """Rows made distinct over `vals`: equality of a column itself is what
+        DISTINCT is for; equality of computed values (a literal merged in by UNION,
+        substr(email, 1, 1)) answers questions about the values, like a predicate."""
+        for v in vals:
+            self.use(v.sources, Use.DISTINCT if v.direct is not None else Use.PREDICATE)
 
     def targets(self, target_list: Any, scope: Scope) -> list[Output]:
         outputs: list[Output] = []
@@ -211,7 +193,7 @@ class Queries(Expressions):
         if not clause:
             return
         if clause == (None,):  # plain DISTINCT: the whole row
-            self.use(union(v for _, v in outputs).sources, Use.DISTINCT)
+            self._deduplicated([v for _, v in outputs])
             return
         for item in clause:
             self.use(self._output_ref(item, scope, outputs).sources, Use.DISTINCT_ON)
@@ -231,7 +213,9 @@ class Queries(Expressions):
                 val = self._output_ref(item, scope, outputs)  # an output name
             else:
                 val = self.expr(item, scope)
-            self.use(val.sources, Use.GROUP)
+            # Groups of a computed value (substr(email, 1, 1)) and their counts are
+            # classes of the values: a predicate. Only a column itself groups.
+            self.use(val.sources, Use.GROUP if val.direct is not None else Use.PREDICATE)
 
     def window(self, node: ast.WindowDef, scope: Scope) -> None:
         for item in node.partitionClause or ():
@@ -393,7 +377,7 @@ class Queries(Expressions):
         rel = self.catalog.resolve(Relation(rv.schemaname, relname), self.search_path)
         schema = None if alias is not None else (rel.schema if rel else rv.schemaname)
         if rel is None:
-            if rv.schemaname in _SYSTEM_SCHEMAS:
+            if rv.schemaname in SYSTEM_SCHEMAS:
                 # A system relation the catalog snapshot does not list: its columns are
                 # reported as themselves (not user data, but policy may still name them).
                 system = rv.schemaname
@@ -408,9 +392,10 @@ class Queries(Expressions):
         return Item(refname, rename(self.relation_columns(rel), aliases, label), label, schema)
 
     def relation_columns(self, rel: CatalogRelation) -> list[Output]:
-        if rel.kind in ("v", "m") and rel.schema not in _SYSTEM_SCHEMAS:
+        if rel.kind in ("v", "m") and rel.schema not in SYSTEM_SCHEMAS:
             return self._view_columns(rel)
-        return [(c.name, Val.of(Column(rel.schema, rel.name, c.name))) for c in rel.columns]
+        columns = sorted(rel.columns, key=lambda c: c.attnum)
+        return [(c.name, Val.of(Column(rel.schema, rel.name, c.name))) for c in columns]
 
     def _view_columns(self, rel: CatalogRelation) -> list[Output]:
         label = f"view {rel.schema}.{rel.name}"
@@ -419,9 +404,11 @@ class Queries(Expressions):
         if rel.oid in self._views_in_progress:
             raise Unresolvable(f"{label} refers to itself")
         self._views_in_progress.add(rel.oid)
+        session_path, self.search_path = self.search_path, self.catalog.view_search_path
         try:
             outputs = self.query(_parse_view(rel.view_sql), None, {})
         finally:
+            self.search_path = session_path
             self._views_in_progress.discard(rel.oid)
         column_names = rel.column_names()
         if len(outputs) != len(column_names):
@@ -436,16 +423,17 @@ class Queries(Expressions):
         refname: str | None = alias.aliasname if alias is not None else None
         for fn, coldefs in ((e[0], e[1] if len(e) > 1 else None) for e in entries):
             value = self.expr(fn, lateral).derived()
+            self.use(value.sources, Use.PREDICATE)  # its row count depends on the values
             fname = func_name(fn)[1].lower() if isinstance(fn, ast.FuncCall) else ""
             refname = refname or fname or None
             coldefs = coldefs or (node.coldeflist if len(entries) == 1 else None)
             if coldefs:
                 known.extend((cd.colname, value) for cd in coldefs)
-            elif fname in _RECORD_FUNCTIONS:
-                known.extend((n, value) for n in _RECORD_FUNCTIONS[fname])
+            elif fname in RECORD_FUNCTIONS:
+                known.extend((n, value) for n in RECORD_FUNCTIONS[fname])
             elif fname == "unnest" and len(fn.args or ()) > 1:
                 known.extend((fname, self.expr(a, lateral).derived()) for a in fn.args)
-            elif fname in _SCALAR_FUNCTIONS:
+            elif fname in SCALAR_FUNCTIONS:
                 single = alias is not None and len(entries) == 1 and not alias.colnames
                 known.append(((alias.aliasname if single and alias else None) or fname, value))
             else:
@@ -517,13 +505,16 @@ class Queries(Expressions):
         self, node: ast.InsertStmt, outer: Scope | None, env: dict[str, Cte]
     ) -> list[Output]:
         env, ctes = self.with_clause(node.withClause, env, outer)
-        target = self._target(node.relation)
         source: list[Output] = []
         if node.selectStmt is not None:
             source = self.query(node.selectStmt, outer, env)
             self.use(union(v for _, v in source).sources, Use.WRITE)
-        scope = Scope([target], outer, env)
         conflict = node.onConflictClause
+        if conflict is None and node.returningClause is None:
+            self.finish(ctes)
+            return []  # the target's columns are not needed: it may be unknown
+        target = self._target(node.relation)
+        scope = Scope([target], outer, env)
         if conflict is not None:
             # EXCLUDED is the row proposed for insertion.
             cols = [rt.name for rt in node.cols or ()] or [n for n, _ in target.columns]
@@ -698,53 +689,18 @@ def _combine_opaque(
 
 _Handler = Callable[[Queries, Any, Scope | None, dict[str, Cte]], list[Output]]
 
+# Statements that move no column values to the client or between columns: every
+# statement kind the analyzer knows that has no handler here (DDL, privileges,
+# session and transaction control, maintenance). The ones that do move values
+# (CREATE TABLE AS, ALTER TABLE ... USING, DML, COPY) have handlers.
 _NO_DATA = (
+    *NODE_KINDS,
     ast.TransactionStmt,
     ast.VariableSetStmt,
-    ast.DiscardStmt,
-    ast.DeallocateStmt,
-    ast.ClosePortalStmt,
-    ast.ListenStmt,
-    ast.UnlistenStmt,
-    ast.NotifyStmt,
-    ast.LockStmt,
-    ast.VacuumStmt,
-    ast.CheckPointStmt,
-    ast.ConstraintsSetStmt,
-    ast.LoadStmt,
-    ast.CreateStmt,
-    ast.CreateForeignTableStmt,
-    ast.ViewStmt,
-    ast.IndexStmt,
-    ast.ReindexStmt,
-    ast.ClusterStmt,
-    ast.RefreshMatViewStmt,
-    ast.CreateSchemaStmt,
-    ast.CreateSeqStmt,
-    ast.AlterSeqStmt,
-    ast.CreateExtensionStmt,
-    ast.CreateFunctionStmt,
-    ast.CreateTrigStmt,
-    ast.CreatePolicyStmt,
-    ast.AlterPolicyStmt,
-    ast.RuleStmt,
-    ast.DropStmt,
-    ast.DropdbStmt,
-    ast.DropRoleStmt,
-    ast.DropOwnedStmt,
-    ast.TruncateStmt,
-    ast.CommentStmt,
-    ast.RenameStmt,
-    ast.AlterObjectSchemaStmt,
-    ast.AlterOwnerStmt,
     ast.GrantStmt,
     ast.GrantRoleStmt,
-    ast.CreateRoleStmt,
-    ast.AlterRoleStmt,
-    ast.AlterRoleSetStmt,
-    ast.AlterSystemStmt,
-    ast.AlterDefaultPrivilegesStmt,
-    ast.CreatedbStmt,
+    ast.VacuumStmt,
+    ast.CreateFunctionStmt,
 )
 
 _STATEMENTS: dict[type[Any], _Handler] = {
@@ -763,5 +719,6 @@ _STATEMENTS: dict[type[Any], _Handler] = {
     ast.FetchStmt: Queries.unknowable,
     ast.CallStmt: Queries.unknowable,
     ast.DoStmt: Queries.unknowable,
-    **{t: Queries.no_data for t in _NO_DATA},
 }
+for _type in _NO_DATA:
+    _STATEMENTS.setdefault(_type, Queries.no_data)

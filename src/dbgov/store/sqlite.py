@@ -8,6 +8,10 @@ events, so ingestion is exactly-once across crashes.
 Rows keep the canonical event bytes (`body`, the Merkle leaf data) plus a few
 columns copied out of them for searching. Verification never trusts those
 columns: it re-hashes `body`.
+
+`checkpoints` holds each signed checkpoint note; `cosignatures` the witness
+cosignature lines returned for them (c2sp.org/tlog-witness), one per
+(size, witness key), appended to the note when a receipt or bundle is made.
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ CREATE TABLE IF NOT EXISTS tiles (
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value BLOB
+);
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size    INTEGER NOT NULL,
+    witness TEXT NOT NULL,
+    line    BLOB NOT NULL,
+    ts      TEXT NOT NULL,
+    PRIMARY KEY (size, witness)
 );
 """
 
@@ -217,6 +228,23 @@ class LedgerStore:
         rows = self.conn.execute("SELECT size, root, note, ts FROM checkpoints ORDER BY size")
         return [(int(r[0]), bytes(r[1]), bytes(r[2]), str(r[3])) for r in rows]
 
+    def put_cosignatures(self, size: int, lines: Iterable[tuple[str, bytes]], ts: str) -> None:
+        """Witness cosignature lines for the checkpoint at ``size``, keyed by witness key."""
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO cosignatures(size, witness, line, ts) VALUES (?, ?, ?, ?)",
+            [(size, witness, line, ts) for witness, line in lines],
+        )
+
+    def cosignatures(self, size: int) -> list[bytes]:
+        """Cosignature lines stored for the checkpoint at ``size`` (none in an older store)."""
+        try:
+            rows = self.conn.execute(
+                "SELECT line FROM cosignatures WHERE size = ? ORDER BY witness", (size,)
+            ).fetchall()
+        except sqlite3.OperationalError:  # a read-only store created before the table
+            return []
+        return [bytes(r[0]) for r in rows]
+
     def checkpoint_covering(self, index: int) -> tuple[int, bytes, bytes, str] | None:
         row = self.conn.execute(
             "SELECT size, root, note, ts FROM checkpoints WHERE size > ? ORDER BY size LIMIT 1",
@@ -258,7 +286,8 @@ class LedgerStore:
         limit: int = 100,
         newest_first: bool = False,
     ) -> list[EventRow]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for col, val in (("user", user), ("target", target), ("ref", ref), ("decision", decision)):
             if val is not None:
                 where.append(f"{col} = ?")

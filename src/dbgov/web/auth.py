@@ -36,6 +36,7 @@ from dbgov.web.types import Viewer
 
 SESSION_COOKIE: Final = "dbgov_session"
 VIEWER_KEY: Final = "dbgov.viewer"
+BEARER_KEY: Final = "dbgov.bearer"
 MAX_SESSION_S: Final = 12 * 3600
 """A session ends at the token's expiry, and at the latest after this long."""
 
@@ -88,13 +89,21 @@ class SessionCodec:
         expires = now + MAX_SESSION_S
         if identity.expires_at is not None:
             expires = min(expires, identity.expires_at)
-        return Viewer(identity.user, identity.groups, expires, secrets.token_urlsafe(24))
+        # Only the token's own groups: just-in-time grants never reach the dashboard.
+        groups = identity.groups - {g for g, _ in identity.grants}
+        return Viewer(identity.user, groups, expires, secrets.token_urlsafe(24), identity.issuer)
 
     def encode(self, viewer: Viewer) -> str:
         payload = json.dumps(
-            {"u": viewer.user, "g": sorted(viewer.groups), "e": viewer.expires_at,
-             "c": viewer.csrf},
-            separators=(",", ":"), sort_keys=True,
+            {
+                "u": viewer.user,
+                "g": sorted(viewer.groups),
+                "e": viewer.expires_at,
+                "c": viewer.csrf,
+                "i": viewer.issuer,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
         ).encode()
         return f"{_b64(payload)}.{_b64(self._mac(payload))}"
 
@@ -111,8 +120,13 @@ class SessionCodec:
             return None
         try:
             data = json.loads(payload)
-            viewer = Viewer(str(data["u"]), frozenset(str(g) for g in data["g"]),
-                            float(data["e"]), str(data["c"]))
+            viewer = Viewer(
+                str(data["u"]),
+                frozenset(str(g) for g in data["g"]),
+                float(data["e"]),
+                str(data["c"]),
+                str(data["i"]),
+            )
         except (ValueError, KeyError, TypeError):
             return None
         if viewer.expires_at <= (time.time() if now is None else now):
@@ -121,8 +135,11 @@ class SessionCodec:
 
     def csrf_token(self, viewer: Viewer) -> str:
         """The token pages embed and requests echo: bound to this session's secret."""
-        return _b64(hmac.new(self._key, b"dbgov-web-csrf\x00" + viewer.csrf.encode(),
-                             hashlib.sha256).digest())
+        return _b64(
+            hmac.new(
+                self._key, b"dbgov-web-csrf\x00" + viewer.csrf.encode(), hashlib.sha256
+            ).digest()
+        )
 
 
 async def verify_login_token(verifier: TokenVerifier, token: str) -> Identity:
@@ -142,20 +159,37 @@ async def verify_login_token(verifier: TokenVerifier, token: str) -> Identity:
 
 
 class SessionMiddleware:
-    """Attach the viewer named by a valid session cookie to the scope; never refuse.
+    """Attach the viewer to the scope; never refuse.
 
-    Refusing is the views' business (`viewer_of` raises `LoginRequired`), so public
-    routes (login, health, metrics, static files) need no list here.
+    The viewer comes from a valid session cookie (browsers) or, for scripts, from
+    an ``Authorization: Bearer <token>`` header verified like a login on every
+    request. Bearer requests carry no ambient credential, so CSRF does not apply
+    to them (`BEARER_KEY`). Refusing is the views' business (`viewer_of` raises
+    `LoginRequired`), so public routes need no list here.
     """
 
-    def __init__(self, app: ASGIApp, codec: SessionCodec) -> None:
+    def __init__(self, app: ASGIApp, codec: SessionCodec, verifier: TokenVerifier) -> None:
         self.app = app
         self.codec = codec
+        self.verifier = verifier
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            cookie = HTTPConnection(scope).cookies.get(SESSION_COOKIE)
-            scope[VIEWER_KEY] = self.codec.decode(cookie) if cookie else None
+            conn = HTTPConnection(scope)
+            viewer: Viewer | None = None
+            auth = conn.headers.get("authorization", "")
+            if auth[:7].lower() == "bearer ":
+                try:
+                    identity = await verify_login_token(self.verifier, auth[7:])
+                except AuthError:
+                    identity = None
+                if identity is not None:
+                    viewer = self.codec.new_session(identity)
+                    scope[BEARER_KEY] = True
+            else:
+                cookie = conn.cookies.get(SESSION_COOKIE)
+                viewer = self.codec.decode(cookie) if cookie else None
+            scope[VIEWER_KEY] = viewer
         await self.app(scope, receive, send)
 
 
@@ -174,4 +208,3 @@ def optional_viewer(conn: HTTPConnection) -> Viewer | None:
 def is_secure(conn: HTTPConnection) -> bool:
     """Whether the browser reached us over TLS (directly or via a trusted proxy header)."""
     return conn.url.scheme in ("https", "wss")
-

@@ -25,6 +25,7 @@ class Viewer:
     groups: frozenset[str]
     expires_at: float  # unix seconds; the token's exp: the session ends with it
     csrf: str  # per-session secret that CSRF tokens must match
+    issuer: str = ""  # who signed the login token (approvals record it with a vote)
 
     @property
     def sees_all(self) -> bool:
@@ -34,9 +35,11 @@ class Viewer:
         """The user whose events this viewer may read; None means everyone."""
         return None if self.sees_all else self.user
 
-    def may_see(self, user: str | None) -> bool:
-        return self.sees_all or (user is not None and user == self.user)
-
     def as_json(self) -> JSON:
-        return {"user": self.user, "groups": sorted(self.groups), "sees_all": self.sees_all,
-                "expires_at": self.expires_at}
+        return {
+            "user": self.user,
+            "groups": sorted(self.groups),
+            "sees_all": self.sees_all,
+            "issuer": self.issuer,
+            "expires_at": self.expires_at,
+        }

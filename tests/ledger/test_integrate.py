@@ -1,0 +1,62 @@
+"""Leftover journals are folded in before the CLI reads, with the log's own key only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dbgov.layout import Layout
+from dbgov.ledger.canonical import canonical_json
+from dbgov.ledger.integrate import integrate_if_idle
+from dbgov.ledger.note import generate_signer
+from dbgov.ledger.sequencer import SequencerLock
+from ledger.kit import LedgerKit, run_cli, synthetic_events
+
+
+def _leftover(layout: Layout, n: int, seed: int) -> None:
+    lines = b"".join(canonical_json(e) + b"\n" for e in synthetic_events(n, seed))
+    (layout.journal / "99999999-left.00000000.jsonl").write_bytes(lines)
+
+
+def test_leftovers_are_integrated_and_signed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kit = LedgerKit(tmp_path / "data")
+    kit.build(100, 100)
+    kit.close()
+    _leftover(kit.layout, 40, seed=2)
+    code = run_cli("audit", "verify", "--data-dir", str(kit.layout.root), "--json")
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["events"] == 140
+    assert report["checkpoints"]["latest"]["size"] == 140
+    assert not list(kit.layout.journal.glob("*.jsonl"))
+
+
+def test_nothing_while_a_sequencer_runs(tmp_path: Path) -> None:
+    kit = LedgerKit(tmp_path / "data")
+    kit.build(10, 10)
+    _leftover(kit.layout, 5, seed=3)
+    lock = SequencerLock(kit.layout.root)
+    assert lock.acquire()
+    try:
+        assert integrate_if_idle(kit.layout) == 0
+    finally:
+        lock.release()
+    assert integrate_if_idle(kit.layout) == 5
+
+
+def test_never_signs_with_a_key_the_log_does_not_use(tmp_path: Path) -> None:
+    kit = LedgerKit(tmp_path / "data")
+    kit.build(10, 10)
+    kit.close()
+    skey, vkey = generate_signer(kit.origin)
+    kit.layout.ledger_key.write_text(skey)  # not the key that signed the log
+    kit.layout.ledger_pub.write_text(vkey)
+    _leftover(kit.layout, 5, seed=4)
+    assert integrate_if_idle(kit.layout) == 5
+    again = LedgerKit(kit.layout.root, signer=kit.signer)
+    assert again.seq.tree.size == 15
+    assert again.seq.store.latest_checkpoint()[0] == 10, "left uncovered, not signed"
+    again.close()
