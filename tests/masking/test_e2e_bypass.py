@@ -587,6 +587,7 @@ def test_returning_is_masked(dbgov: Any, raw: RawData) -> None:
         ("staging", "ALTER TABLE customers RENAME TO people"),
         ("staging", "ALTER TABLE customers ADD COLUMN s2 text GENERATED ALWAYS AS (ssn) STORED"),
         ("staging", "CREATE INDEX masking_idx ON customers ((1 / length(ssn)))"),
+        ("staging", "CLUSTER customers USING customers_email_key"),  # rows in email order
         ("staging", "ALTER TABLE customers ADD CONSTRAINT c CHECK (ssn NOT LIKE '9%')"),
         ("staging", "CREATE TABLE masking_fk (e text REFERENCES customers (email))"),
         ("staging", "CREATE RULE masking_rule AS ON INSERT TO training_runs DO ALSO "
@@ -641,3 +642,14 @@ def test_view_created_through_the_proxy_is_masked(dbgov: Any, raw: RawData) -> N
             assert all(tel is None or tel.startswith("****") for _, _, tel in rows)
     finally:
         dbgov.app("DROP VIEW IF EXISTS v_staging_contacts", target="staging")
+
+
+def test_planner_settings_that_sort_by_masked_values_are_refused(conns: dict[str, Any],
+                                                                 raw: RawData) -> None:
+    """Without hash aggregation, GROUP BY email would come back in raw email order."""
+    conn = conns["alice"]
+    for sql in ("SET enable_hashagg = off", "SET LOCAL enable_hashjoin TO off",
+                "SET work_mem = '64kB'", "SELECT set_config('enable_hashagg', 'off', false)"):
+        assert run_psycopg(conn, sql, False, raw.forbidden).denied, sql
+    for sql in ("RESET enable_hashagg", "SET statement_timeout = '1min'", "RESET ALL"):
+        assert run_psycopg(conn, sql, False, raw.forbidden).sqlstate is None, sql

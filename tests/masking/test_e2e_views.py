@@ -229,15 +229,27 @@ def test_statement_done_lists_masked_columns(dbgov: Any) -> None:
                                       types=["statement.done"])[0].get("masked") is None
 
 
-def test_row_limited_portal_audits_masks_per_execute(dbgov: Any) -> None:
-    with psycopg.connect(dbgov.dsn("alice")) as conn, \
-            conn.cursor(name="audit_cursor") as cur:
-        cur.itersize = 1000
-        cur.execute("SELECT email AS audit_probe_5 FROM customers")
-        assert len(cur.fetchall()) == 5000
-    stmt = dbgov.wait_events(lambda e: "audit_probe_5" in (e.get("sql") or ""),
-                             types=["statement"], user="alice")
-    assert stmt
+def test_each_fetch_of_a_cursor_audits_its_masks(dbgov: Any) -> None:
+    with psycopg.connect(dbgov.dsn("alice")) as conn, conn.cursor(name="audit_cursor") as cur:
+        cur.execute("SELECT email AS audit_probe_5, ssn FROM customers")
+        got = 0
+        while batch := cur.fetchmany(1000):
+            got += len(batch)
+        assert got == 5000
+    declare = dbgov.wait_events(lambda e: "audit_probe_5" in (e.get("sql") or ""),
+                                types=["statement"], user="alice")
+    assert len(declare) == 1
+    session = declare[0]["session"]
+    fetches = dbgov.wait_events(lambda e: (e.get("sql") or "").startswith("FETCH"),
+                                types=["statement"], session=session)
+    assert len(fetches) >= 5
+    for fetch_event in fetches:
+        done = dbgov.wait_events(lambda e, ref=fetch_event["id"]: e.get("ref") == ref,
+                                 types=["statement.done"])
+        assert done[0]["masked"] == [
+            {"column": "public.customers.email", "mask": "pseudonym"},
+            {"column": "public.customers.ssn", "mask": "redact"},
+        ], done[0]
 
 
 # ---------------------------------------------------------------------------

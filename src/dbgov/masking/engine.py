@@ -55,11 +55,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pglast.ast import FuncCall
+
 from dbgov.durable import write_private
 from dbgov.gate import ColumnMask, Decision, ResultPlan, SessionContext, Verdict
 from dbgov.masking.maskers import Mask, Masker, MaskKind, validate
 from dbgov.sql.lineage import compute_lineage, lineage
 from dbgov.sql.model import Analysis, Column, Lineage, Relation, Statement, Use
+from dbgov.sql.nodes import func_name, string_const, walk
 
 if TYPE_CHECKING:
     from dbgov.sql.catalog import Catalog
@@ -106,9 +109,27 @@ _OUTFLOW_KINDS = frozenset(
 )
 _OUTFLOW_FLAGS = frozenset({"notify_payload", "into_table"})
 _WRITE_KINDS = frozenset({"insert", "update", "merge", "copy_from"})
-# DDL that removes data discloses none; DDL that copies a query is traced by lineage.
-_DDL_NO_DISCLOSURE = frozenset({"drop", "truncate"})
+# DDL and maintenance that disclose nothing of a table's values: removing data,
+# vacuuming, re-indexing, locking. (CLUSTER is not among them: it stores the rows in
+# index order, which later scans return.) DDL that copies a query is traced by lineage.
+_SCHEMA_CATEGORIES = frozenset({"ddl", "utility"})
+_DDL_NO_DISCLOSURE = frozenset({"drop", "truncate", "vacuum", "analyze", "reindex", "lock"})
 _DDL_TRACED_READS = frozenset({"create_view", "create_table_as", "create_matview"})
+# Planner settings: with hash aggregation or hash joins off (or too little memory for
+# them), GROUP BY, DISTINCT and joins on a pseudonymized column come back sorted by
+# the raw values.
+_PLANNER_SETTINGS = frozenset(
+    {
+        "work_mem",
+        "hash_mem_multiplier",
+        "random_page_cost",
+        "seq_page_cost",
+        "cpu_tuple_cost",
+        "cpu_index_tuple_cost",
+        "cpu_operator_cost",
+        "effective_cache_size",
+    }
+)
 RULE = "masking"
 _REDACT = Mask(MaskKind.REDACT)
 _NULL = Mask(MaskKind.NULL)
@@ -285,6 +306,10 @@ class MaskingEngine:
         for rel in stmt.reads:
             if rel.name in STATS_RELATIONS and rel.schema in (None, "pg_catalog"):
                 return ("planner statistics can reveal masked values", None)
+        if groups & self.inference_guards:
+            why = _planner(stmt)
+            if why is not None:
+                return why
         masked = self.masked_tables(groups)
         reads = _qualified(stmt.reads, ctx, catalog)
         writes = _qualified(stmt.writes, ctx, catalog)
@@ -329,7 +354,7 @@ class MaskingEngine:
         return self._inference(lin, groups)
 
     def _ddl(self, stmt: Statement, reads: set[str], writes: set[str]) -> _Why | None:
-        if "ddl" not in stmt.categories:
+        if not stmt.categories & _SCHEMA_CATEGORIES:
             return None
         if writes and not stmt.kinds <= _DDL_NO_DISCLOSURE:
             return (
@@ -476,6 +501,36 @@ class MaskingEngine:
                 for i, f in enumerate(fields)
             )
         )
+
+
+def _planner(stmt: Statement) -> _Why | None:
+    """Planner settings that would return masked columns in their raw order."""
+    hint = "grouping and joining pseudonymized columns relies on the default plans"
+    if stmt.set_param is not None:
+        name, value = stmt.set_param
+        if value != "DEFAULT" and _is_planner_setting(name):
+            return (
+                f"changing {name} is not allowed for you: plans it favours can return "
+                "masked values in their raw order",
+                hint,
+            )
+    if "set_config" in stmt.functions:
+        for node in walk(stmt.node):
+            if not isinstance(node, FuncCall) or func_name(node)[1].lower() != "set_config":
+                continue
+            args = node.args or ()
+            setting = string_const(args[0]) if args else None
+            if setting is None or _is_planner_setting(setting.lower()):
+                return (
+                    f"set_config({setting or '...'}) is not allowed for you: planner settings "
+                    "can return masked values in their raw order",
+                    hint,
+                )
+    return None
+
+
+def _is_planner_setting(name: str) -> bool:
+    return name.startswith("enable_") or name in _PLANNER_SETTINGS
 
 
 def _qualified(rels: Iterable[Relation], ctx: SessionContext, catalog: Catalog | None) -> set[str]:

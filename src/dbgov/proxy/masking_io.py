@@ -85,52 +85,53 @@ class RowRewriter:
 
     def __call__(self, buf: bytearray, start: int, end: int) -> bytes:
         """The DataRow frame at buf[start:end] (type byte included), rewritten."""
+        row = bytes(buf[start:end])  # one copy; every slice below is of immutable bytes
         try:
-            return self._rewrite(bytes(buf[start:end]))
+            size = len(row)
+            n = _unpack_i16(row, 5)[0]
+            if n != self._count and self._count:
+                raise RemoteProtocolError("DataRow and RowDescription disagree on the column count")
+            pos = 7
+            last = 5
+            i = 0
+            grown = 0  # bytes the values grew by (negative: shrank)
+            parts: list[bytes] = [b""]  # the header goes first, once the length is known
+            append = parts.append
+            for index, fn, fixed, constant in self._columns:
+                if index >= n:
+                    raise RemoteProtocolError("DataRow has fewer columns than its RowDescription")
+                while i < index:  # unmasked columns before this one: step over
+                    ln = _unpack_i32(row, pos)[0]
+                    if ln < -1:
+                        raise RemoteProtocolError("malformed DataRow")
+                    pos += 4 + ln if ln > 0 else 4
+                    i += 1
+                ln = _unpack_i32(row, pos)[0]
+                i += 1
+                value_end = pos + 4 + ln if ln > 0 else pos + 4
+                if value_end > size or ln < -1:
+                    raise RemoteProtocolError("malformed DataRow")
+                if ln == -1 and not constant:
+                    pos = value_end  # NULL stays NULL
+                    continue
+                new = fixed if constant else fn(row[pos + 4 : value_end])
+                if last != pos:
+                    append(row[last:pos])
+                if new is None:
+                    append(_NULL_WORD)
+                    grown -= value_end - pos - 4
+                else:
+                    append(_pack_i32(len(new)))
+                    append(new)
+                    grown += len(new) - (value_end - pos - 4)
+                pos = last = value_end
+            if pos > size:
+                raise RemoteProtocolError("malformed DataRow")
+            append(row[last:])
+            parts[0] = _pack_hdr(b"D", size - 1 + grown)
+            return b"".join(parts)
         except struct.error:  # a length word past the end of the message
             raise RemoteProtocolError("malformed DataRow") from None
-
-    def _rewrite(self, row: bytes) -> bytes:
-        size = len(row)
-        n = _unpack_i16(row, 5)[0]
-        if n != self._count and self._count:
-            raise RemoteProtocolError("DataRow and RowDescription disagree on the column count")
-        pos = 7
-        last = 5
-        i = 0
-        parts: list[bytes] = [b""]  # the header goes first, once the length is known
-        append = parts.append
-        for index, fn, fixed, constant in self._columns:
-            if index >= n:
-                raise RemoteProtocolError("DataRow has fewer columns than its RowDescription")
-            while i < index:  # unmasked columns before this one: step over
-                ln = _unpack_i32(row, pos)[0]
-                if ln < -1:
-                    raise RemoteProtocolError("malformed DataRow")
-                pos += 4 + ln if ln > 0 else 4
-                i += 1
-            ln = _unpack_i32(row, pos)[0]
-            i += 1
-            value_end = pos + 4 + ln if ln > 0 else pos + 4
-            if value_end > size or ln < -1:
-                raise RemoteProtocolError("malformed DataRow")
-            if ln == -1 and not constant:
-                pos = value_end  # NULL stays NULL
-                continue
-            new = fixed if constant else fn(row[pos + 4 : value_end])
-            if last != pos:
-                append(row[last:pos])
-            if new is None:
-                append(_NULL_WORD)
-            else:
-                append(_pack_i32(len(new)))
-                append(new)
-            pos = last = value_end
-        if pos > size:
-            raise RemoteProtocolError("malformed DataRow")
-        append(row[last:])
-        parts[0] = _pack_hdr(b"D", sum(map(len, parts)) + 4)
-        return b"".join(parts)
 
 
 def rewrite_datarow(

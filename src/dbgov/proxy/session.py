@@ -607,11 +607,16 @@ class Session(asyncio.Protocol):
     # -- decisions -------------------------------------------------------------------------
 
     def _context(self) -> SessionContext:
+        """The gate's view of this session now: search path, transaction, time zone, and
+        the identity with its just-in-time grants (which end mid-session on expiry)."""
         ctx = self.sctx
-        assert ctx is not None
+        assert ctx is not None and self.identity is not None
+        identity = self.identity
+        if self.ctx.approvals is not None and self.target is not None:
+            identity = self.ctx.approvals.identity_with_grants(self.identity, self.target.name)
         if ctx.search_path != self.search_path or ctx.in_transaction != (self.txn != "I") \
-                or ctx.time_zone != self.time_zone:
-            ctx = SessionContext(ctx.identity, ctx.target, ctx.target_env, self.search_path,
+                or ctx.time_zone != self.time_zone or ctx.identity is not identity:
+            ctx = SessionContext(identity, ctx.target, ctx.target_env, self.search_path,
                                  self.id, self.txn != "I", self.time_zone)
             self.sctx = ctx
         return ctx
