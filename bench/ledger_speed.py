@@ -53,6 +53,12 @@ _YIELD_EVERY = 256
 _TABLES = ("public.customers", "public.prompts", "public.feature_store", "public.inference_log")
 
 
+def _ts(k: int) -> str:
+    """A timestamp that advances one microsecond-ish step per statement."""
+    return (f"2026-03-01T{(k // 3_600_000) % 24:02d}:{(k // 60_000) % 60:02d}:"
+            f"{(k // 1000) % 60:02d}.{k % 1_000_000:06d}Z")
+
+
 def synthetic_events(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
     """`n` events shaped like the proxy's: a session opens, runs statements, closes."""
     rng = random.Random(seed)
@@ -63,12 +69,8 @@ def synthetic_events(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
                                    ("carol", ["dba"]), ("etl", ["pipelines"])])
         common = {"v": 1, "session": session, "user": user, "target": "prod"}
 
-        def ts() -> str:
-            return (f"2026-03-01T{(k // 3_600_000) % 24:02d}:{(k // 60_000) % 60:02d}:"
-                    f"{(k // 1000) % 60:02d}.{k % 1_000_000:06d}Z")
-
         batch: list[dict[str, Any]] = [{
-            **common, "type": "connection.open", "id": f"{session}:0", "ts": ts(),
+            **common, "type": "connection.open", "id": f"{session}:0", "ts": _ts(k),
             "groups": groups, "client": f"10.0.{rng.randint(0, 255)}.{rng.randint(1, 254)}:"
             f"{rng.randint(1024, 65535)}", "auth": "token", "tls": True, "protocol": "3.0",
             "application_name": "bench",
@@ -80,7 +82,7 @@ def synthetic_events(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
             deny = rng.random() < 0.05
             stmt_id = f"{session}:{2 * i - 1}"
             batch.append({
-                **common, "type": "statement", "id": stmt_id, "ts": ts(),
+                **common, "type": "statement", "id": stmt_id, "ts": _ts(k),
                 "sql": f"SELECT * FROM {table} WHERE id = {aid}", "kinds": ["select"],
                 "reads": [table], "fingerprint": f"{rng.getrandbits(64):016x}",
                 "decision": {"verdict": "deny", "rule": "not-granted",
@@ -88,12 +90,12 @@ def synthetic_events(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
                 else {"verdict": "allow", "grant": "analysts-read"},
             })
             batch.append({
-                **common, "type": "statement.done", "id": f"{session}:{2 * i}", "ts": ts(),
+                **common, "type": "statement.done", "id": f"{session}:{2 * i}", "ts": _ts(k),
                 "ref": stmt_id, "sqlstate": "42501" if deny else "00000",
                 "rows": 0 if deny else rng.randint(0, 50), "duration_us": rng.randint(80, 9000),
             })
         k += 1
-        batch.append({**common, "type": "connection.close", "id": f"{session}:c", "ts": ts(),
+        batch.append({**common, "type": "connection.close", "id": f"{session}:c", "ts": _ts(k),
                       "reason": "client", "bytes_in": rng.randint(100, 10_000),
                       "bytes_out": rng.randint(100, 90_000)})
         for ev in batch:

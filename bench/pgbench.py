@@ -16,6 +16,7 @@ is not asked to decide maintenance statements during a benchmark).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import re
 import shutil
@@ -99,7 +100,7 @@ def read_latencies(files: list[Path], cycle: bool) -> list[int]:
     deltas: list[int] = []
     for stamps in ends.values():
         stamps.sort()
-        deltas.extend(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+        deltas.extend(b - a for a, b in itertools.pairwise(stamps))
     return deltas
 
 

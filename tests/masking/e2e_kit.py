@@ -93,8 +93,9 @@ def load_raw(dbgov: Any) -> RawData:
     for kind in ("emails", "phones", "ssns", "cards", "names"):
         for value in samples[kind]:
             forbidden.add(value)
-    texts = dbgov.app("SELECT coalesce(prompt_text, '') || ' ' || coalesce(response_text, '') "
-                      "FROM prompts")
+    texts = dbgov.app(
+        "SELECT coalesce(prompt_text, '') || ' ' || coalesce(response_text, '') FROM prompts"
+    )
     corpus = "\n".join(t for (t,) in texts).lower()
     names_in_prompts = [n for n in samples["names"] if n.lower() in corpus]
     return RawData(forbidden, forbidden.without(names_in_prompts), customers)
@@ -108,9 +109,19 @@ def error_text(exc: BaseException) -> str:
     if diag is None or diag.message_primary is None:
         parts.append(str(exc))
     else:
-        for name in ("message_primary", "message_detail", "message_hint", "context",
-                     "internal_query", "statement_position", "schema_name", "table_name",
-                     "column_name", "datatype_name", "constraint_name"):
+        for name in (
+            "message_primary",
+            "message_detail",
+            "message_hint",
+            "context",
+            "internal_query",
+            "statement_position",
+            "schema_name",
+            "table_name",
+            "column_name",
+            "datatype_name",
+            "constraint_name",
+        ):
             value = getattr(diag, name, None)
             if value:
                 parts.append(str(value))

@@ -27,8 +27,6 @@ from typing import Any
 import asyncpg
 import psycopg
 import pytest
-from masking.e2e_kit import Forbidden, RawData, error_text, load_raw, pgresult_bytes
-from pgwire import RawClient, error_of, rows_of, types_of
 
 from dbgov.wire.postgres.messages import (
     Bind,
@@ -39,6 +37,8 @@ from dbgov.wire.postgres.messages import (
     RowDescription,
     Sync,
 )
+from masking.e2e_kit import Forbidden, RawData, error_text, load_raw, pgresult_bytes
+from pgwire import RawClient, error_of, rows_of, types_of
 
 pytestmark = pytest.mark.usefixtures("dbgov")
 
@@ -346,18 +346,24 @@ def test_declare_and_fetch_in_one_query_string(conns: dict[str, Any], raw: RawDa
     assert out.sqlstate is None and out.rows == 5000 - 5
 
 
-def test_declare_then_fetch_across_queries_and_with_hold(conns: dict[str, Any],
-                                                         raw: RawData) -> None:
+def test_declare_then_fetch_across_queries_and_with_hold(
+    conns: dict[str, Any], raw: RawData
+) -> None:
     conn = conns["alice"]
-    run_psycopg(conn, "DECLARE c2 CURSOR WITH HOLD FOR SELECT c FROM customers c", False,
-                raw.forbidden)
+    run_psycopg(
+        conn, "DECLARE c2 CURSOR WITH HOLD FOR SELECT c FROM customers c", False, raw.forbidden
+    )
     for binary in (False, True):
         out = run_psycopg(conn, "FETCH 50 FROM c2", binary, raw.forbidden)
         assert out.sqlstate is None and out.rows == 50
     run_psycopg(conn, "CLOSE c2", False, raw.forbidden)
     # a cursor over an inference is refused when declared
-    out = run_psycopg(conn, "BEGIN; DECLARE c3 CURSOR FOR SELECT id FROM customers "
-                      "ORDER BY ssn; FETCH 1 FROM c3", False, raw.forbidden)
+    out = run_psycopg(
+        conn,
+        "BEGIN; DECLARE c3 CURSOR FOR SELECT id FROM customers ORDER BY ssn; FETCH 1 FROM c3",
+        False,
+        raw.forbidden,
+    )
     assert out.denied
     run_psycopg(conn, "ROLLBACK", False, raw.forbidden)
 
@@ -374,11 +380,19 @@ def test_psycopg_server_side_cursor(dbgov: Any, raw: RawData) -> None:
 
 
 def test_prepare_and_execute(conns: dict[str, Any], raw: RawData) -> None:
-    out = run_psycopg(conns["alice"], "PREPARE p1 AS SELECT ssn, email, upper(phone) FROM "
-                      "customers; EXECUTE p1; DEALLOCATE p1", False, raw.forbidden)
+    out = run_psycopg(
+        conns["alice"],
+        "PREPARE p1 AS SELECT ssn, email, upper(phone) FROM customers; EXECUTE p1; DEALLOCATE p1",
+        False,
+        raw.forbidden,
+    )
     assert out.sqlstate is None and out.rows == 5000
-    out = run_psycopg(conns["alice"], "PREPARE p2 AS SELECT id FROM customers WHERE ssn = $1",
-                      False, raw.forbidden)
+    out = run_psycopg(
+        conns["alice"],
+        "PREPARE p2 AS SELECT id FROM customers WHERE ssn = $1",
+        False,
+        raw.forbidden,
+    )
     assert out.denied
 
 
@@ -394,8 +408,9 @@ SECRET_QUERY = "SELECT id, email, ssn, phone, full_name, upper(email) FROM custo
 
 @pytest.mark.parametrize("fmt", [0, 1], ids=["text", "binary"])
 @pytest.mark.parametrize("describe", [False, True], ids=["no-describe", "describe"])
-def test_row_limited_execute_keeps_the_plan(dbgov: Any, raw: RawData, fmt: int,
-                                            describe: bool) -> None:
+def test_row_limited_execute_keeps_the_plan(
+    dbgov: Any, raw: RawData, fmt: int, describe: bool
+) -> None:
     """Execute with a row limit suspends the portal; every later Execute of the same
     portal (no new RowDescription) must still be masked."""
     c = _login(dbgov)
@@ -441,8 +456,11 @@ def test_portal_described_by_statement_only(dbgov: Any, raw: RawData) -> None:
 def test_simple_query_raw_bytes(dbgov: Any, raw: RawData) -> None:
     c = _login(dbgov)
     try:
-        c.send(Query("SELECT * FROM customers; SELECT * FROM v_contacts; "
-                     "SELECT prompt_text FROM prompts").encode())
+        c.send(
+            Query(
+                "SELECT * FROM customers; SELECT * FROM v_contacts; SELECT prompt_text FROM prompts"
+            ).encode()
+        )
         msgs = c.until_ready()
         assert error_of(msgs) is None
         assert len(rows_of(msgs)) == 5000 + 5000 + 20000
@@ -456,19 +474,24 @@ def test_simple_query_raw_bytes(dbgov: Any, raw: RawData) -> None:
 @pytest.mark.parametrize("options", ["", "(FORMAT csv, HEADER)", "(FORMAT binary)"])
 def test_copy_to_stdout(conns: dict[str, Any], raw: RawData, options: str) -> None:
     conn = conns["alice"]
-    for sql in (f"COPY customers TO STDOUT {options}",
-                f"COPY (SELECT id, upper(email) FROM customers) TO STDOUT {options}",
-                f"COPY (SELECT * FROM v_contacts) TO STDOUT {options}",
-                f"COPY customers (id, ssn) TO STDOUT {options}",
-                f"COPY (SELECT prompt_text FROM prompts) TO STDOUT {options}"):
-        with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
-            with conn.cursor().copy(sql) as copy:
-                for _ in copy:
-                    pass
+    for sql in (
+        f"COPY customers TO STDOUT {options}",
+        f"COPY (SELECT id, upper(email) FROM customers) TO STDOUT {options}",
+        f"COPY (SELECT * FROM v_contacts) TO STDOUT {options}",
+        f"COPY customers (id, ssn) TO STDOUT {options}",
+        f"COPY (SELECT prompt_text FROM prompts) TO STDOUT {options}",
+    ):
+        with (
+            pytest.raises(psycopg.errors.InsufficientPrivilege) as info,
+            conn.cursor().copy(sql) as copy,
+        ):
+            for _ in copy:
+                pass
         assert "COPY TO of masked columns" in str(info.value)
     data = b""
-    with conn.cursor().copy(f"COPY (SELECT id, country FROM customers) TO STDOUT {options}") \
-            as copy:
+    with conn.cursor().copy(
+        f"COPY (SELECT id, country FROM customers) TO STDOUT {options}"
+    ) as copy:
         for chunk in copy:
             data += bytes(chunk)
     assert len(data) > 5000
@@ -479,8 +502,14 @@ def test_asyncpg_binary_results(dbgov: Any, raw: RawData) -> None:
     """asyncpg asks for binary results of every type it knows."""
 
     async def main() -> list[Any]:
-        conn = await asyncpg.connect(host=dbgov.host, port=dbgov.port, user="alice",
-                                     password=dbgov.token("alice"), database="prod", ssl=False)
+        conn = await asyncpg.connect(
+            host=dbgov.host,
+            port=dbgov.port,
+            user="alice",
+            password=dbgov.token("alice"),
+            database="prod",
+            ssl=False,
+        )
         try:
             out: list[Any] = []
             out += await conn.fetch("SELECT * FROM customers")
@@ -519,8 +548,10 @@ def test_errors_do_not_echo_values(dbgov: Any, conns: dict[str, Any], raw: RawDa
     assert out.sqlstate == "22P02" and "value removed" in out.message
     with psycopg.connect(dbgov.dsn("bob", "staging"), autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS masking_probe")
-        conn.execute("CREATE TABLE masking_probe (k text PRIMARY KEY, n int, "
-                     "v text NOT NULL CHECK (v <> 'forbidden'))")
+        conn.execute(
+            "CREATE TABLE masking_probe (k text PRIMARY KEY, n int, "
+            "v text NOT NULL CHECK (v <> 'forbidden'))"
+        )
         conn.execute("INSERT INTO masking_probe VALUES (%s, 1, 'x')", (secret,))
         for sql, state in (
             (f"INSERT INTO masking_probe VALUES ('{secret}', 2, 'y')", "23505"),
@@ -539,17 +570,21 @@ def test_returning_is_masked(dbgov: Any, raw: RawData) -> None:
             "INSERT INTO training_runs (model, started_at, rows_used) VALUES "
             "('masking-probe', now(), 1) RETURNING id, model, "
             "(SELECT email FROM customers WHERE id = 1) AS e, "
-            "(SELECT ssn FROM customers WHERE id = 2) AS s")
+            "(SELECT ssn FROM customers WHERE id = 2) AS s"
+        )
         run_id, model, e, s = cur.fetchone()
         assert model == "masking-probe" and s == "[REDACTED]"
         assert e == conn.execute("SELECT email FROM customers WHERE id = 1").fetchone()[0]
         assert_clean(raw.forbidden, pgresult_bytes(cur) + repr((e, s)).encode(), "RETURNING")
     dbgov.app("DELETE FROM training_runs WHERE id = %s", (run_id,))
     # A customer of our own on staging (nothing references it), deleted by bob.
-    probe = ("Zed Probe-Masking", "zed.probe.masking@example.org", "+1 555-0199-777",
-             "999-12-3456")
-    dbgov.app("INSERT INTO customers (id, full_name, email, phone, ssn, country, created_at) "
-              "VALUES (900001, %s, %s, %s, %s, 'US', now())", probe, target="staging")
+    probe = ("Zed Probe-Masking", "zed.probe.masking@example.org", "+1 555-0199-777", "999-12-3456")
+    dbgov.app(
+        "INSERT INTO customers (id, full_name, email, phone, ssn, country, created_at) "
+        "VALUES (900001, %s, %s, %s, %s, 'US', now())",
+        probe,
+        target="staging",
+    )
     forbidden = Forbidden()
     for value in probe:
         forbidden.add(value)
@@ -572,16 +607,31 @@ def test_returning_is_masked(dbgov: Any, raw: RawData) -> None:
         ("staging", "SELECT ssn INTO masking_copy FROM customers"),
         ("staging", "SELECT phone INTO TEMP masking_tmp FROM customers"),
         ("staging", "CREATE MATERIALIZED VIEW masking_mv AS SELECT full_name FROM customers"),
-        ("staging", "INSERT INTO feature_store (customer_id, feature, value, updated_at) "
-                    "SELECT id, email, 1, now() FROM customers"),
-        ("prod", "INSERT INTO feature_store (customer_id, feature, value, updated_at) "
-                 "SELECT id, left(email, 3), 1, now() FROM customers"),
-        ("prod", "INSERT INTO training_runs (model, started_at, rows_used) "
-                 "SELECT full_name, now(), 1 FROM customers"),
-        ("prod", "WITH x AS (SELECT ssn FROM customers) "
-                 "INSERT INTO training_runs (model, started_at) SELECT ssn, now() FROM x"),
-        ("prod", "UPDATE training_runs SET model = (SELECT email FROM customers LIMIT 1) "
-                 "WHERE id = -1 RETURNING model"),
+        (
+            "staging",
+            "INSERT INTO feature_store (customer_id, feature, value, updated_at) "
+            "SELECT id, email, 1, now() FROM customers",
+        ),
+        (
+            "prod",
+            "INSERT INTO feature_store (customer_id, feature, value, updated_at) "
+            "SELECT id, left(email, 3), 1, now() FROM customers",
+        ),
+        (
+            "prod",
+            "INSERT INTO training_runs (model, started_at, rows_used) "
+            "SELECT full_name, now(), 1 FROM customers",
+        ),
+        (
+            "prod",
+            "WITH x AS (SELECT ssn FROM customers) "
+            "INSERT INTO training_runs (model, started_at) SELECT ssn, now() FROM x",
+        ),
+        (
+            "prod",
+            "UPDATE training_runs SET model = (SELECT email FROM customers LIMIT 1) "
+            "WHERE id = -1 RETURNING model",
+        ),
         # DDL on a table with masked columns
         ("staging", "ALTER TABLE customers RENAME COLUMN email TO contact"),
         ("staging", "ALTER TABLE customers RENAME TO people"),
@@ -590,11 +640,17 @@ def test_returning_is_masked(dbgov: Any, raw: RawData) -> None:
         ("staging", "CLUSTER customers USING customers_email_key"),  # rows in email order
         ("staging", "ALTER TABLE customers ADD CONSTRAINT c CHECK (ssn NOT LIKE '9%')"),
         ("staging", "CREATE TABLE masking_fk (e text REFERENCES customers (email))"),
-        ("staging", "CREATE RULE masking_rule AS ON INSERT TO training_runs DO ALSO "
-                    "INSERT INTO feature_store SELECT id, email, 1, now() FROM customers"),
+        (
+            "staging",
+            "CREATE RULE masking_rule AS ON INSERT TO training_runs DO ALSO "
+            "INSERT INTO feature_store SELECT id, email, 1, now() FROM customers",
+        ),
         # a chosen value written into a pseudonymized column becomes a comparable token
-        ("staging", "INSERT INTO customers (id, full_name, email, country, created_at) "
-                    "VALUES (99999, 'David Patel', 'guess@example.org', 'US', now())"),
+        (
+            "staging",
+            "INSERT INTO customers (id, full_name, email, country, created_at) "
+            "VALUES (99999, 'David Patel', 'guess@example.org', 'US', now())",
+        ),
         ("staging", "UPDATE customers SET full_name = 'David Patel' WHERE id = 1"),
     ],
 )
@@ -621,8 +677,10 @@ def test_copy_without_masked_columns_is_allowed(dbgov: Any) -> None:
 def test_set_config_does_not_leak_through_parameter_status(dbgov: Any, raw: RawData) -> None:
     with psycopg.connect(dbgov.dsn("alice"), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SELECT set_config('application_name', full_name, false) "
-                         "FROM customers WHERE id = 2")
+            conn.execute(
+                "SELECT set_config('application_name', full_name, false) "
+                "FROM customers WHERE id = 2"
+            )
         value = conn.info.parameter_status("application_name") or ""
         assert_clean(raw.forbidden, value, "application_name")
 
@@ -630,8 +688,10 @@ def test_set_config_does_not_leak_through_parameter_status(dbgov: Any, raw: RawD
 def test_view_created_through_the_proxy_is_masked(dbgov: Any, raw: RawData) -> None:
     """DDL through the proxy reloads the target's catalog: the view is traced."""
     with psycopg.connect(dbgov.dsn("bob", "staging"), autocommit=True) as conn:
-        conn.execute("CREATE OR REPLACE VIEW v_staging_contacts AS "
-                     "SELECT id, full_name AS who, phone AS tel FROM customers")
+        conn.execute(
+            "CREATE OR REPLACE VIEW v_staging_contacts AS "
+            "SELECT id, full_name AS who, phone AS tel FROM customers"
+        )
     try:
         wait_until_visible(dbgov, "alice", "SELECT who FROM v_staging_contacts LIMIT 1", "staging")
         with psycopg.connect(dbgov.dsn("alice", "staging"), autocommit=True) as conn:
@@ -644,12 +704,17 @@ def test_view_created_through_the_proxy_is_masked(dbgov: Any, raw: RawData) -> N
         dbgov.app("DROP VIEW IF EXISTS v_staging_contacts", target="staging")
 
 
-def test_planner_settings_that_sort_by_masked_values_are_refused(conns: dict[str, Any],
-                                                                 raw: RawData) -> None:
+def test_planner_settings_that_sort_by_masked_values_are_refused(
+    conns: dict[str, Any], raw: RawData
+) -> None:
     """Without hash aggregation, GROUP BY email would come back in raw email order."""
     conn = conns["alice"]
-    for sql in ("SET enable_hashagg = off", "SET LOCAL enable_hashjoin TO off",
-                "SET work_mem = '64kB'", "SELECT set_config('enable_hashagg', 'off', false)"):
+    for sql in (
+        "SET enable_hashagg = off",
+        "SET LOCAL enable_hashjoin TO off",
+        "SET work_mem = '64kB'",
+        "SELECT set_config('enable_hashagg', 'off', false)",
+    ):
         assert run_psycopg(conn, sql, False, raw.forbidden).denied, sql
     for sql in ("RESET enable_hashagg", "SET statement_timeout = '1min'", "RESET ALL"):
         assert run_psycopg(conn, sql, False, raw.forbidden).sqlstate is None, sql

@@ -15,12 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 import struct
+import time
 from collections import Counter
 from typing import Any
 
 import psycopg
 import pytest
-from masking.e2e_kit import RawData, load_raw
 
 from dbgov.demo.dataset import pii_samples
 from dbgov.gate import SessionContext
@@ -29,6 +29,7 @@ from dbgov.masking.engine import MaskingEngine, _Col
 from dbgov.masking.maskers import Mask, MaskKind
 from dbgov.sql import Catalog, CatalogColumn, CatalogRelation, analyze
 from dbgov.wire.postgres.messages import FieldDescription
+from masking.e2e_kit import RawData, load_raw
 
 pytestmark = pytest.mark.usefixtures("dbgov")
 
@@ -41,8 +42,14 @@ TABLES = {  # table -> (ORDER BY key, masked columns and their check)
     "feature_store": "customer_id, feature",
     "training_runs": "id",
 }
-MASKED = {"full_name": "pseudonym", "email": "pseudonym", "phone": "partial", "ssn": "redact",
-          "prompt_text": "pii_text", "response_text": "pii_text"}
+MASKED = {
+    "full_name": "pseudonym",
+    "email": "pseudonym",
+    "phone": "partial",
+    "ssn": "redact",
+    "prompt_text": "pii_text",
+    "response_text": "pii_text",
+}
 LIMIT = 2000
 
 
@@ -56,8 +63,9 @@ def samples() -> dict[str, list[str]]:
     return pii_samples()
 
 
-def fetch(dbgov: Any, user: str, sql: str, target: str = "prod") -> tuple[list[str],
-                                                                          list[tuple[Any, ...]]]:
+def fetch(
+    dbgov: Any, user: str, sql: str, target: str = "prod"
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     with psycopg.connect(dbgov.dsn(user, target), autocommit=True) as conn:
         cur = conn.execute(sql)
         assert cur.description is not None
@@ -81,8 +89,12 @@ def check_masked(column: str, raw_value: Any, seen: Any, samples: dict[str, list
     elif kind == "redact":
         assert seen == "[REDACTED]"
     else:  # pii_text: the same text with PII spans replaced by labels
-        pii = [v for k in ("emails", "phones", "ssns", "cards", "ips", "api_keys")
-               for v in samples[k] if v in raw_value]
+        pii = [
+            v
+            for k in ("emails", "phones", "ssns", "cards", "ips", "api_keys")
+            for v in samples[k]
+            if v in raw_value
+        ]
         if not pii:
             assert seen == raw_value, (raw_value, seen)
         else:
@@ -94,8 +106,9 @@ def check_masked(column: str, raw_value: Any, seen: Any, samples: dict[str, list
 
 @pytest.mark.parametrize("user", ["alice", "bob"])
 @pytest.mark.parametrize("table", list(TABLES))
-def test_masked_identities_see(dbgov: Any, samples: dict[str, list[str]], user: str,
-                               table: str) -> None:
+def test_masked_identities_see(
+    dbgov: Any, samples: dict[str, list[str]], user: str, table: str
+) -> None:
     sql = f"SELECT * FROM {table} ORDER BY {TABLES[table]} LIMIT {LIMIT}"
     names, rows = fetch(dbgov, user, sql)
     expected = raw_rows(dbgov, sql)
@@ -116,9 +129,11 @@ def test_carol_sees_raw_values(dbgov: Any, table: str) -> None:
 
 @pytest.mark.parametrize("table", list(TABLES))
 def test_etl_reads_no_table(dbgov: Any, table: str) -> None:
-    with psycopg.connect(dbgov.dsn("etl"), autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(f"SELECT * FROM {table} LIMIT 1")
+    with (
+        psycopg.connect(dbgov.dsn("etl"), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute(f"SELECT * FROM {table} LIMIT 1")
 
 
 def test_dave_cannot_connect(dbgov: Any) -> None:
@@ -149,8 +164,11 @@ def test_pseudonyms_are_deterministic_across_queries_sessions_and_identities(
     again = fetch(dbgov, "alice", sql)[1]
     bobs = fetch(dbgov, "bob", sql)[1]
     assert first == again == bobs
-    by_query = dict(fetch(dbgov, "alice", "SELECT id, e FROM (SELECT id, email AS e "
-                                         "FROM customers) s ORDER BY 1")[1])
+    by_query = dict(
+        fetch(
+            dbgov, "alice", "SELECT id, e FROM (SELECT id, email AS e FROM customers) s ORDER BY 1"
+        )[1]
+    )
     assert by_query == {i: e for i, e, _ in first}
     # equal names, equal tokens: the token classes are the raw name classes
     raw = raw_rows(dbgov, sql)
@@ -162,13 +180,13 @@ def test_pseudonyms_are_deterministic_across_queries_sessions_and_identities(
 
 
 def test_join_on_pseudonymized_columns(dbgov: Any) -> None:
-    rows = fetch(dbgov, "alice", "SELECT a.id, b.id FROM customers a JOIN customers b "
-                                 "ON a.email = b.email")[1]
+    rows = fetch(
+        dbgov, "alice", "SELECT a.id, b.id FROM customers a JOIN customers b ON a.email = b.email"
+    )[1]
     assert len(rows) == 5000 and all(a == b for a, b in rows)
     sql = "SELECT count(*) FROM customers a JOIN customers b ON a.full_name = b.full_name"
     assert fetch(dbgov, "alice", sql)[1] == raw_rows(dbgov, sql)
-    sql = ("SELECT count(*) FROM customers a JOIN customers b USING (full_name) "
-           "WHERE a.id < b.id")
+    sql = "SELECT count(*) FROM customers a JOIN customers b USING (full_name) WHERE a.id < b.id"
     assert fetch(dbgov, "bob", sql)[1] == raw_rows(dbgov, sql)
 
 
@@ -186,8 +204,12 @@ def test_group_by_and_count_distinct_match_raw_counts(dbgov: Any) -> None:
 def test_computed_values_are_constant(dbgov: Any) -> None:
     """A value computed from a masked column is the same for every row, NULL
     included, so neither its content nor its NULL-ness answers a question."""
-    names, rows = fetch(dbgov, "alice", "SELECT id, substring(ssn from '^5'), upper(ssn), "
-                                        "length(email), to_jsonb(phone) FROM customers")
+    _, rows = fetch(
+        dbgov,
+        "alice",
+        "SELECT id, substring(ssn from '^5'), upper(ssn), "
+        "length(email), to_jsonb(phone) FROM customers",
+    )
     assert {r[1] for r in rows} == {r[2] for r in rows} == {"[REDACTED]"}
     assert {r[3] for r in rows} == {None}
     assert {r[4] for r in rows} == {"[REDACTED]"}
@@ -198,8 +220,9 @@ def test_computed_values_are_constant(dbgov: Any) -> None:
 
 
 def _done_event(dbgov: Any, marker: str) -> dict[str, Any]:
-    stmt = dbgov.wait_events(lambda e: marker in (e.get("sql") or ""), types=["statement"],
-                             user="alice")
+    stmt = dbgov.wait_events(
+        lambda e: marker in (e.get("sql") or ""), types=["statement"], user="alice"
+    )
     assert len(stmt) == 1, stmt
     done = dbgov.wait_events(lambda e: e.get("ref") == stmt[0]["id"], types=["statement.done"])
     assert len(done) == 1
@@ -207,8 +230,12 @@ def _done_event(dbgov: Any, marker: str) -> dict[str, Any]:
 
 
 def test_statement_done_lists_masked_columns(dbgov: Any) -> None:
-    fetch(dbgov, "alice", "SELECT id, email AS audit_probe_1, ssn, phone, upper(full_name), "
-                          "country FROM customers LIMIT 5")
+    fetch(
+        dbgov,
+        "alice",
+        "SELECT id, email AS audit_probe_1, ssn, phone, upper(full_name), "
+        "country FROM customers LIMIT 5",
+    )
     done = _done_event(dbgov, "audit_probe_1")
     assert done["masked"] == [
         {"column": "public.customers.email", "mask": "pseudonym"},
@@ -223,10 +250,12 @@ def test_statement_done_lists_masked_columns(dbgov: Any) -> None:
     fetch(dbgov, "alice", "SELECT id AS audit_probe_3, model FROM prompts LIMIT 5")
     assert _done_event(dbgov, "audit_probe_3").get("masked") is None
     fetch(dbgov, "carol", "SELECT email AS audit_probe_4 FROM customers LIMIT 5")
-    done = dbgov.wait_events(lambda e: "audit_probe_4" in (e.get("sql") or ""),
-                             types=["statement"], user="carol")
-    assert done and dbgov.wait_events(lambda e: e.get("ref") == done[0]["id"],
-                                      types=["statement.done"])[0].get("masked") is None
+    done = dbgov.wait_events(
+        lambda e: "audit_probe_4" in (e.get("sql") or ""), types=["statement"], user="carol"
+    )
+    assert done
+    carols = dbgov.wait_events(lambda e: e.get("ref") == done[0]["id"], types=["statement.done"])
+    assert carols[0].get("masked") is None
 
 
 def test_each_fetch_of_a_cursor_audits_its_masks(dbgov: Any) -> None:
@@ -236,16 +265,24 @@ def test_each_fetch_of_a_cursor_audits_its_masks(dbgov: Any) -> None:
         while batch := cur.fetchmany(1000):
             got += len(batch)
         assert got == 5000
-    declare = dbgov.wait_events(lambda e: "audit_probe_5" in (e.get("sql") or ""),
-                                types=["statement"], user="alice")
+    declare = dbgov.wait_events(
+        lambda e: "audit_probe_5" in (e.get("sql") or ""), types=["statement"], user="alice"
+    )
     assert len(declare) == 1
     session = declare[0]["session"]
-    fetches = dbgov.wait_events(lambda e: (e.get("sql") or "").startswith("FETCH"),
-                                types=["statement"], session=session)
-    assert len(fetches) >= 5
+    deadline = time.monotonic() + 10
+    while True:  # events are integrated into the ledger in the background
+        fetches = dbgov.wait_events(
+            lambda e: (e.get("sql") or "").startswith("FETCH"), types=["statement"], session=session
+        )
+        if len(fetches) >= 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(fetches) == 6  # five batches of 1000, then the empty one
     for fetch_event in fetches:
-        done = dbgov.wait_events(lambda e, ref=fetch_event["id"]: e.get("ref") == ref,
-                                 types=["statement.done"])
+        done = dbgov.wait_events(
+            lambda e, ref=fetch_event["id"]: e.get("ref") == ref, types=["statement.done"]
+        )
         assert done[0]["masked"] == [
             {"column": "public.customers.email", "mask": "pseudonym"},
             {"column": "public.customers.ssn", "mask": "redact"},
@@ -261,7 +298,9 @@ def test_bucket_mask_uses_the_session_time_zone() -> None:
     year bucket of a Berlin July timestamp starts at Berlin midnight (+01)."""
     engine = MaskingEngine(
         {"public.t.at": _Col(Mask(MaskKind.BUCKET, granularity="year"), frozenset())},
-        "deny", frozenset(), b"k" * 32,
+        "deny",
+        frozenset(),
+        b"k" * 32,
     )
     catalog = Catalog.of([CatalogRelation(1, "public", "t", "r", (CatalogColumn("at", 1, 1184),))])
     stmt = analyze("SELECT at FROM t").statements[0]
@@ -269,8 +308,12 @@ def test_bucket_mask_uses_the_session_time_zone() -> None:
     value = b"2024-07-15 10:00:00+02"
     out = {}
     for zone in ("Europe/Berlin", "America/New_York", None):
-        ctx = SessionContext(Identity("alice", frozenset({"analysts"}), "token", "test"), "prod", "production",
-                             time_zone=zone)
+        ctx = SessionContext(
+            Identity("alice", frozenset({"analysts"}), "token", "test"),
+            "prod",
+            "production",
+            time_zone=zone,
+        )
         plan = engine.plan(stmt, (field,), ctx, catalog)
         out[zone] = plan.columns[0].text(value)  # type: ignore[union-attr]
     assert out["Europe/Berlin"] == b"2024-01-01 00:00:00+01"
@@ -278,8 +321,12 @@ def test_bucket_mask_uses_the_session_time_zone() -> None:
     assert out[None] == b"2024-01-01 00:00:00+02"
     epoch = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
     usec = int((dt.datetime(2024, 7, 15, 8, tzinfo=dt.UTC) - epoch).total_seconds() * 1e6)
-    ctx = SessionContext(Identity("alice", frozenset(), "token", "test"), "prod", "production",
-                         time_zone="Europe/Berlin")
+    ctx = SessionContext(
+        Identity("alice", frozenset(), "token", "test"),
+        "prod",
+        "production",
+        time_zone="Europe/Berlin",
+    )
     plan = engine.plan(stmt, (field,), ctx, catalog)
     got = struct.unpack(">q", plan.columns[0].binary(struct.pack(">q", usec)))[0]  # type: ignore[union-attr]
     start = dt.datetime(2023, 12, 31, 23, tzinfo=dt.UTC)

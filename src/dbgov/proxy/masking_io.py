@@ -134,13 +134,6 @@ class RowRewriter:
             raise RemoteProtocolError("malformed DataRow") from None
 
 
-def rewrite_datarow(
-    buf: bytearray, start: int, end: int, plan: ResultPlan, formats: tuple[int, ...]
-) -> bytes:
-    """One DataRow rewritten (builds a RowRewriter; sessions keep one per result)."""
-    return RowRewriter(plan, formats)(buf, start, end)
-
-
 def _redact(_: bytes) -> bytes | None:
     return REDACTED
 

@@ -1,0 +1,1 @@
+"""dbgov's benchmarks: `python -m bench` (`make bench`) and the modules it runs."""

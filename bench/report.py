@@ -1,0 +1,319 @@
+"""What a bench run prints and writes: the table, the targets, results.json, one chart.
+
+Ratios are throughput ratios (TPS, rows/s). A ratio to direct uses the direct
+row of the same phase (see `scenarios.py`); a ratio to PgBouncer the PgBouncer
+row of the same load and phase. The "base" ratio is the comparison a scenario
+exists for: policy = demo policy / allow-all, ledger-mode = strict / async.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.scenarios import Results, Row
+
+BASE = {"policy": "dbgov-allow-all", "ledger-mode": "dbgov-async"}
+SCENARIO_ORDER = ("select", "tpcb", "churn", "policy", "ledger-mode")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)
+
+
+def _find(rows: list[Row], scenario: str, label: str, system: str,
+          phase: str | None = None) -> Row | None:
+    for r in rows:
+        if (r.scenario, r.label, r.system) == (scenario, label, system) and (
+                phase is None or r.phase == phase):
+            return r
+    return None
+
+
+def enrich(results: Results) -> list[dict[str, Any]]:
+    """Every row as JSON with its ratios."""
+    out = []
+    for r in results.rows:
+        d = r.to_json()
+        direct = _find(results.rows, r.scenario, r.label, "direct", r.phase)
+        bouncer = _find(results.rows, r.scenario, r.label, "pgbouncer", r.phase)
+        d["ratio_to_direct"] = _ratio(r.result.tps, direct.result.tps if direct else None)
+        d["ratio_to_pgbouncer"] = _ratio(r.result.tps, bouncer.result.tps if bouncer else None)
+        base = BASE.get(r.scenario)
+        if base and r.system == "dbgov":
+            other = _find(results.rows, r.scenario, r.label, base)
+            d["ratio_to_base"] = _ratio(r.result.tps, other.result.tps if other else None)
+            d["base"] = base
+        out.append(d)
+    return out
+
+
+def latency_added(results: Results) -> list[dict[str, Any]]:
+    """p50/p99 added over direct at 1 client, per query mode and ledger mode (µs)."""
+    out = []
+    for mode in ("simple", "prepared"):
+        label = f"-S {mode} c=1"
+        for system, phase, ledger in (("dbgov", "A", "strict"), ("dbgov-async", "C", "async")):
+            row = _find(results.rows, "select", label, system, phase)
+            direct = _find(results.rows, "select", label, "direct", phase)
+            if not row or not direct or None in (row.result.p50_ms, direct.result.p50_ms):
+                continue
+            assert row.result.p50_ms is not None and direct.result.p50_ms is not None
+            assert row.result.p99_ms is not None and direct.result.p99_ms is not None
+            out.append({
+                "mode": mode, "ledger": ledger,
+                "p50_added_us": round((row.result.p50_ms - direct.result.p50_ms) * 1000),
+                "p99_added_us": round((row.result.p99_ms - direct.result.p99_ms) * 1000),
+                "direct_p50_ms": direct.result.p50_ms, "dbgov_p50_ms": row.result.p50_ms,
+            })
+    return out
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Target:
+    issue: int
+    what: str
+    value: float | None
+    limit: float
+    unit: str = "x"
+    higher_is_better: bool = True
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
+            return "N/A"
+        ok = self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+        return "PASS" if ok else "MISS"
+
+    def line(self) -> str:
+        op = ">=" if self.higher_is_better else "<="
+        if self.value is None:
+            shown = "not measured"
+        elif self.unit == "x":
+            shown = f"{self.value:.2f}x"
+        else:
+            shown = f"{self.value:,.0f} {self.unit}"
+        limit = f"{self.limit:g}x" if self.unit == "x" else f"{self.limit:,.0f} {self.unit}"
+        return f"  [{self.verdict:<4}] issue {self.issue}: {self.what} {op} {limit}: {shown}"
+
+
+def targets(results: Results, rows: list[dict[str, Any]]) -> list[Target]:
+    def ratio(scenario: str, label: str, key: str, system: str = "dbgov") -> float | None:
+        for d in rows:
+            if (d["scenario"], d["label"], d["system"]) == (scenario, label, system) and (
+                    d["phase"] == "A"):
+                v = d.get(key)
+                return float(v) if v is not None else None
+        return None
+
+    def masked(user: str, key: str) -> float | None:
+        v = results.masked.get(user, {}).get(key, {}).get("ratio")
+        return float(v) if v is not None else None
+
+    out: list[Target] = []
+    for mode in ("simple", "prepared"):
+        out.append(Target(2, f"-S {mode} 8 clients, dbgov / direct",
+                          ratio("select", f"-S {mode} c=8", "ratio_to_direct"), 0.6))
+    for mode in ("simple", "prepared"):
+        out.append(Target(3, f"-S {mode} 8 clients, demo policy / allow-all",
+                          ratio("policy", f"-S {mode} c=8", "ratio_to_base"), 0.9))
+    led = results.ledger or {}
+    out.append(Target(5, "journal append (strict, one process)", led.get("append_per_s"),
+                      50_000, "events/s"))
+    out.append(Target(5, "full verification", led.get("verify_per_s"), 200_000, "events/s"))
+    for mode in ("simple", "prepared"):
+        out.append(Target(5, f"-S {mode} 8 clients, strict / async",
+                          ratio("ledger-mode", f"-S {mode} c=8", "ratio_to_base"), 0.8))
+    out.append(Target(4, "masked scan customers (column masks, wire), dbgov / direct",
+                      masked("alice", "customers/wire"), 0.5))
+    out.append(Target(4, "masked scan prompts (pii_text, wire), dbgov / direct",
+                      masked("alice", "prompts/wire"), 0.25))
+    for mode in ("simple", "prepared"):
+        v = ratio("select", f"-S {mode} c=8", "ratio_to_pgbouncer")
+        out.append(Target(8, f"-S {mode} 8 clients, dbgov / PgBouncer (first step)", v, 0.8))
+        out.append(Target(8, f"-S {mode} 8 clients, dbgov / PgBouncer", v, 1.0))
+    for la in latency_added(results):
+        limit = 60 if la["ledger"] == "async" else 120
+        out.append(Target(8, f"p50 latency added at 1 client, {la['mode']}, {la['ledger']}",
+                          la["p50_added_us"], limit, "µs", higher_is_better=False))
+    for key in ("customers/wire", "prompts/wire"):
+        out.append(Target(8, f"masked scan {key.split('/')[0]} (wire), dbgov / direct",
+                          masked("alice", key), 0.5))
+    sc = results.scale or {}
+    out.append(Target(8, f"errors with {sc.get('connections', 2000):,} connections",
+                      sc.get("errors"), 0, "errors", higher_is_better=False))
+    out.append(Target(8, "dbgov workers' RSS per idle connection",
+                      sc.get("rss_per_connection_kib"), 64, "KiB", higher_is_better=False))
+    return out
+
+
+# ---------------------------------------------------------------------------- text
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def table(results: Results, rows: list[dict[str, Any]]) -> str:
+    head = (f"{'scenario':<12} {'load':<24} {'system':<16} {'ph':<2} {'TPS':>10} "
+            f"{'p50 ms':>8} {'p99 ms':>8} {'x direct':>8} {'x pgb':>6} {'x base':>7}")
+    lines = [head, "-" * len(head)]
+    order = {s: i for i, s in enumerate(SCENARIO_ORDER)}
+    seen: list[tuple[str, str]] = []
+    for d in rows:
+        key = (d["scenario"], d["label"])
+        if key not in seen:
+            seen.append(key)
+    seen.sort(key=lambda k: order.get(k[0], 99))
+    for scenario, label in seen:
+        group = [d for d in rows if (d["scenario"], d["label"]) == (scenario, label)]
+        group.sort(key=lambda d: (d["phase"], d["system"] != "direct"))
+        for i, d in enumerate(group):
+            tps = _f(d["tps"], ",.0f") if not d["error"] else "FAILED"
+            base = _f(d.get("ratio_to_base"), ".2f")
+            lines.append(
+                f"{scenario if i == 0 else '':<12} {label if i == 0 else '':<24} "
+                f"{d['system']:<16} {d['phase']:<2} {tps:>10} {_f(d['p50_ms'], '.3f'):>8} "
+                f"{_f(d['p99_ms'], '.3f'):>8} {_f(d['ratio_to_direct'], '.2f'):>8} "
+                f"{_f(d['ratio_to_pgbouncer'], '.2f'):>6} {base:>7}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def details(results: Results) -> str:
+    out: list[str] = []
+    la = latency_added(results)
+    if la:
+        out.append("Latency added over direct at 1 client (-S), same phase:")
+        for d in la:
+            out.append(f"  {d['mode']:<8} {d['ledger']:<6} p50 +{d['p50_added_us']} µs  "
+                       f"p99 +{d['p99_added_us']} µs  (direct p50 {d['direct_p50_ms']:.3f} ms,"
+                       f" dbgov p50 {d['dbgov_p50_ms']:.3f} ms)")
+    if results.masked:
+        out.append("Full scans, rows/s (best of runs; wire = libpq only, fetch = to Python):")
+        for user, data in results.masked.items():
+            path = "masked" if user == "alice" else "unmasked"
+            for key, v in data.items():
+                out.append(f"  {key:<16} {user} ({path}) {v['masked_rows_per_s']:>10,}  direct "
+                           f"{v['direct_rows_per_s']:>10,}  x{v['ratio']:.2f}")
+    if results.ledger:
+        led = results.ledger
+        ver = ", ".join(f"{k} {v['events_per_s']:,}/s" for k, v in led["verify"].items())
+        out.append(f"Ledger ({led['events']:,} events, mean {led['mean_event_bytes']} bytes): "
+                   f"append {led['append_per_s']:,}/s (strict, durable per event), "
+                   f"encode {led['encode_per_s']:,}/s, encode+append "
+                   f"{led['encode_and_append_per_s']:,}/s, sequencer integration "
+                   f"{led['integrate_per_s']:,}/s, verify {ver}")
+    if results.scale:
+        s = results.scale
+        out.append(
+            f"Scale: {s['opened']:,}/{s['connections']:,} connections open in "
+            f"{s['open_seconds']} s ({s['logins_per_s']}/s), errors {s['errors']}; busy "
+            f"{s['busy_connections']} conns {s['busy_qps']:,} q/s p50 {_f(s['busy_p50_ms'], '.3f')}"
+            f" ms p99 {_f(s['busy_p99_ms'], '.3f')} ms; {s['workers']} workers' RSS "
+            f"{s['workers_rss_before_kib']:,} -> {s['workers_rss_after_kib']:,} KiB = "
+            f"{s['rss_per_connection_kib']} KiB per connection")
+        if s["error_samples"]:
+            out.append("  first errors: " + " | ".join(s["error_samples"]))
+    drift = _drift(results)
+    if drift:
+        out.append("Direct PostgreSQL across phases (noise between phases): " + drift)
+    return "\n".join(out)
+
+
+def _drift(results: Results) -> str:
+    parts = []
+    for r in results.rows:
+        if r.system != "direct" or r.phase == "A" or r.result.tps is None:
+            continue
+        ref = _find(results.rows, "select", r.label, "direct", "A") or _find(
+            results.rows, r.scenario, r.label, "direct", "A")
+        if ref and ref.result.tps:
+            parts.append(f"{r.label} {r.phase}/A {r.result.tps / ref.result.tps:.2f}")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def write_json(path: Path, meta: dict[str, Any], results: Results, rows: list[dict[str, Any]],
+               goals: list[Target]) -> None:
+    doc = {
+        **meta,
+        "rows": rows,
+        "latency_added_1_client": latency_added(results),
+        "masked_scan": results.masked,
+        "ledger": results.ledger,
+        "scale": results.scale,
+        "phases": results.phases,
+        "targets": [{"issue": t.issue, "what": t.what, "value": t.value, "limit": t.limit,
+                     "unit": t.unit, "verdict": t.verdict} for t in goals],
+        "errors": results.errors,
+    }
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def chart(path: Path, results: Results, rows: list[dict[str, Any]], title: str) -> None:
+    """One PNG: every throughput ratio, grouped by load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars: list[tuple[str, str, float]] = []  # (category, series, value)
+    for d in rows:
+        if d["phase"] != "A" or d["scenario"] not in ("select", "tpcb", "churn"):
+            continue
+        cat = f"{d['scenario']}: {d['label']}"
+        if d["system"] == "pgbouncer" and d["ratio_to_direct"] is not None:
+            bars.append((cat, "PgBouncer / direct", d["ratio_to_direct"]))
+        if d["system"] == "dbgov":
+            if d["ratio_to_direct"] is not None:
+                bars.append((cat, "dbgov / direct", d["ratio_to_direct"]))
+            if d["ratio_to_pgbouncer"] is not None:
+                bars.append((cat, "dbgov / PgBouncer", d["ratio_to_pgbouncer"]))
+    for d in rows:
+        if d["system"] == "dbgov-async" and d["scenario"] == "select" and d["ratio_to_direct"]:
+            bars.append((f"select: {d['label']} (async)", "dbgov / direct", d["ratio_to_direct"]))
+        if d.get("ratio_to_base") is not None:
+            what = "demo / allow-all" if d["scenario"] == "policy" else "strict / async"
+            bars.append((f"{d['scenario']}: {d['label']}", what, d["ratio_to_base"]))
+    for user, data in results.masked.items():
+        for key, v in data.items():
+            bars.append((f"scan {key} as {user}", "dbgov / direct", v["ratio"]))
+    if not bars:
+        return
+    cats = list(dict.fromkeys(c for c, _, _ in bars))
+    series = list(dict.fromkeys(s for _, s, _ in bars))
+    height = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(cats) * max(1, len(series) / 2) + 1.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for si, s in enumerate(series):
+        ys, xs = [], []
+        for c, s2, v in bars:
+            if s2 == s:
+                ys.append(cats.index(c) + si * height - 0.4 + height / 2)
+                xs.append(v)
+        ax.barh(ys, xs, height=height, label=s, color=colors[si % len(colors)])
+        for y, x in zip(ys, xs, strict=True):
+            ax.text(x, y, f" {x:.2f}", va="center", fontsize=7)
+    ax.set_yticks(range(len(cats)))
+    ax.set_yticklabels(cats, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    for limit, style in ((0.6, ":"), (0.8, "--")):
+        ax.axvline(limit, color="grey", linewidth=0.6, linestyle=style)
+    ax.set_xlabel("throughput ratio (1.0 = parity; dotted 0.6, dashed 0.8)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
