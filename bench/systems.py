@@ -366,8 +366,9 @@ class PgBouncer:
 
     def _write(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
-        password = self.world.app_password
-        conn = f"host=127.0.0.1 port={self.world.port} user={APP_ROLE}"
+        # Server logins (pooled, rare) use the password; client logins the SCRAM secret.
+        conn = (f"host=127.0.0.1 port={self.world.port} user={APP_ROLE} "
+                f"password={self.world.app_password}")
         ini = self.home / "pgbouncer.ini"
         ini.write_text(
             "[databases]\n"
@@ -382,7 +383,11 @@ class PgBouncer:
             f"pidfile = {self.home / 'pgbouncer.pid'}\n"
             "log_connections = 0\nlog_disconnections = 0\n"
         )
-        (self.home / "userlist.txt").write_text(f'"{APP_ROLE}" "{password}"\n')
+        # Clients are checked against the role's SCRAM secret, not its password, so
+        # PgBouncer runs no PBKDF2 per client login (the recommended set-up).
+        secret = self.world.admin(
+            f"SELECT rolpassword FROM pg_authid WHERE rolname = '{APP_ROLE}'")[0][0]
+        (self.home / "userlist.txt").write_text(f'"{APP_ROLE}" "{secret}"\n')
         return ini
 
     def start(self) -> None:

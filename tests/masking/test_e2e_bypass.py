@@ -159,6 +159,24 @@ ALICE_CASES = [
     Q("SELECT email FROM customers WHERE email IN (SELECT feature FROM feature_store)", DENY),
     Q("SELECT x, count(*) FROM (SELECT full_name AS x FROM customers UNION ALL "
       "SELECT 'David Patel') s GROUP BY x", DENY),
+    Q(
+        "SELECT count(*) OVER (ORDER BY id ROWS BETWEEN "
+        "(SELECT strpos(ssn, '9') FROM customers WHERE id = 2) PRECEDING AND CURRENT ROW) "
+        "FROM customers",
+        DENY,
+    ),
+    Q("SELECT count(*) FROM (SELECT DISTINCT substr(email, 1, 1) FROM customers) s", DENY),
+    Q(
+        "SELECT count(*) FROM customers c "
+        "JOIN LATERAL generate_series(1, strpos(c.ssn, '9')) g ON true",
+        DENY,
+    ),
+    Q("SELECT avg(length(email)) FROM customers", DENY),
+    Q("SELECT pg_column_size(ssn) FROM customers", DENY),
+    Q("SELECT (email, ssn) = (email, ssn) FROM customers", DENY),
+    Q("SELECT count(DISTINCT substr(email, 1, 1)) FROM customers", MASK),
+    Q("SELECT ARRAY(SELECT ssn FROM customers), (ARRAY[email])[1] FROM customers LIMIT 5", MASK),
+    Q('SELECT U&"\\0065mail" FROM customers', MASK),
     # pseudonyms keep equality: these work, and show no raw value
     Q("SELECT count(*) FROM customers a JOIN customers b ON a.email = b.email", MASK),
     Q("SELECT full_name, count(*) FROM customers GROUP BY full_name", MASK),

@@ -27,7 +27,10 @@ masking cannot make safe:
   and DDL that reads one other than CREATE VIEW (views are traced when queried);
 - writes into a table whose pseudonymized columns the identity sees masked: a
   chosen value written there would come back as a token comparable with every
-  other row's (a dictionary attack on names and emails).
+  other row's (a dictionary attack on names and emails);
+- for guarded groups, planner settings (enable_*, work_mem, costs) that would make
+  GROUP BY, DISTINCT and joins on a pseudonymized column return rows sorted by
+  the raw values.
 
 After it runs (`plan`), each output column gets its mask. An output that IS a
 masked column (lineage `direct`, confirmed by the RowDescription origin) gets the
@@ -42,6 +45,8 @@ unmasked leaves on a guess.
 
 Pseudonym keys are per target (HMAC of the master key in the data dir), so the
 same input gives the same token within a target and different tokens across.
+Masked values are memoized per masker (bounded): repeated scans and joins see the
+same values again, and a lookup costs a fraction of an HMAC or a PII scan.
 """
 
 from __future__ import annotations

@@ -222,8 +222,9 @@ class Queries(Expressions):
             self.use(self.expr(item, scope).sources, Use.WINDOW)
         for sort in node.orderClause or ():
             self.use(self.expr(sort.node, scope).sources, Use.ORDER)
-        self.expr(node.startOffset, scope)
-        self.expr(node.endOffset, scope)
+        # A frame offset decides which rows count(*) OVER (...) sees: a predicate.
+        self.use(self.expr(node.startOffset, scope).sources, Use.PREDICATE)
+        self.use(self.expr(node.endOffset, scope).sources, Use.PREDICATE)
 
     # -- WITH -----------------------------------------------------------------------
 

@@ -1,0 +1,134 @@
+"""Write-ahead audit through the real proxy: nothing runs unaudited.
+
+- When the ledger journal cannot be written (the worker's file-size limit is hit,
+  as on a full disk), statements are refused with 58000 and do not run; the proxy
+  recovers by itself once writing works again.
+- After a kill -9 of every dbgov process in the middle of an INSERT load, every row
+  that reached the database has its statement event in the ledger, and after a
+  restart the ledger verifies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import ROOT, Dbgov, start_dbgov, stop_dbgov
+from psycopg import errors
+
+
+def _worker_pids(d: Dbgov) -> list[int]:
+    return [int(p) for p in json.loads((d.data_dir / "state.json").read_text())["workers"]]
+
+
+def _journal_size(d: Dbgov, pid: int) -> int:
+    segs = sorted((d.data_dir / "ledger" / "journal").glob(f"{pid}-*.jsonl"))
+    assert segs, "the worker has a journal segment"
+    return segs[-1].stat().st_size
+
+
+@pytest.fixture
+def own_dbgov(tmp_root: Path):
+    d = start_dbgov(tmp_root / f"dur-{uuid.uuid4().hex[:6]}")
+    yield d
+    stop_dbgov(d)
+
+
+def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> None:
+    d = own_dbgov
+    marker = f"58k-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+        conn.execute("SELECT 1")
+        (pid,) = _worker_pids(d)
+        size = _journal_size(d, pid)
+        old = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, old[1]))
+        try:
+            with pytest.raises(errors.SystemError) as exc:  # SQLSTATE 58000
+                conn.execute(f"INSERT INTO training_runs (model, started_at) "
+                             f"VALUES ('{marker}', now())")
+            assert exc.value.sqlstate == "58000"
+            assert str(exc.value).startswith("dbgov: the audit ledger cannot be written")
+            # New sessions are refused too (their connection event cannot be written).
+            with pytest.raises(psycopg.OperationalError, match="audit ledger"):
+                psycopg.connect(d.dsn("carol", "staging"))
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, old)
+        assert d.app("SELECT count(*) FROM training_runs WHERE model = %s", (marker,),
+                     target="staging") == [(0,)]
+        # Writing works again: the same session recovers without a restart.
+        conn.execute(f"INSERT INTO training_runs (model, started_at) VALUES ('{marker}', now())")
+    assert d.app("SELECT count(*) FROM training_runs WHERE model = %s", (marker,),
+                 target="staging") == [(1,)]
+    evs = d.wait_events(lambda e: marker in e.get("sql", ""), types=["statement"])
+    assert len(evs) == 2  # the refused attempt and the one that ran
+    done = d.wait_events(lambda e: e.get("ref") == evs[0]["id"], types=["statement.done"])
+    assert done and done[0]["sqlstate"] == "58000"
+
+
+def test_kill_9_during_inserts_loses_no_audit_event(tmp_root: Path) -> None:
+    data = tmp_root / f"crash-{uuid.uuid4().hex[:6]}"
+    d = start_dbgov(data, workers=2)
+    run = uuid.uuid4().hex[:8]
+    stop = threading.Event()
+    errors_seen: list[str] = []
+
+    def load(n: int) -> None:
+        try:
+            with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+                i = 0
+                while not stop.is_set():
+                    conn.execute(f"INSERT INTO training_runs (model, started_at, rows_used) "
+                                 f"VALUES ('crash-{run}-{n}-{i}', now(), {i})")
+                    i += 1
+        except psycopg.Error as exc:
+            errors_seen.append(str(exc))
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        n = d.app("SELECT count(*) FROM training_runs WHERE model LIKE %s", (f"crash-{run}-%",),
+                  target="staging")[0][0]
+        if n >= 50:
+            break
+        time.sleep(0.1)
+    # kill -9 every dbgov process at once, mid-load: the supervisor and its workers.
+    victims = [d.proc.pid, *_worker_pids(d)] if d.proc else _worker_pids(d)
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    for t in threads:
+        t.join(10)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert errors_seen, "the load should have been cut off by the crash"
+    # The embedded server died with dbgov (fast shutdown); restart everything.
+    time.sleep(1)
+    d2 = start_dbgov(data, workers=1)
+    try:
+        rows = {r[0] for r in d2.app("SELECT model FROM training_runs WHERE model LIKE %s",
+                                     (f"crash-{run}-%",), target="staging")}
+        assert len(rows) > 10, f"some inserts committed before the crash: {errors_seen[:3]}"
+        evs = d2.wait_events(lambda e: f"crash-{run}-" in e.get("sql", ""), types=["statement"],
+                             timeout=20)
+        audited = {e["sql"].split("'")[1] for e in evs}
+        missing = rows - audited
+        assert not missing, f"{len(missing)} committed rows have no ledger event, e.g. {sorted(missing)[:3]}"
+        verify = subprocess.run([sys.executable, "-m", "dbgov", "audit", "verify",
+                                 "--data-dir", str(data), "--key", str(data / "keys" / "ledger.pub")],
+                                capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        stop_dbgov(d2)
