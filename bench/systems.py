@@ -302,7 +302,10 @@ class DbgovInstance:
                                     "key_file": str(self.world.data_dir / "keys" / "issuer.key")}
         config = {
             "data_dir": str(self.home / "data"),
-            "listen": {"proxy": "127.0.0.1:0", "web": None, "workers": self.workers},
+            # An explicit port: with port 0 every worker binds its own ephemeral port
+            # and only the last one is advertised (see the bench report).
+            "listen": {"proxy": f"127.0.0.1:{free_port()}", "web": None,
+                       "workers": self.workers},
             "tls": base["tls"],
             "targets": targets,
             "identity": identity,

@@ -119,11 +119,13 @@ class Dbgov:
         finally:
             store.close()
 
-    def wait_events(self, pred: Any, timeout: float = 10.0, **filters: Any) -> list[dict[str, Any]]:
+    def wait_events(self, pred: Any, timeout: float = 10.0, count: int = 1,
+                    **filters: Any) -> list[dict[str, Any]]:
+        """Integrated events matching `pred`, once at least `count` are there (or timeout)."""
         deadline = time.monotonic() + timeout
         while True:
             evs = [e for e in self.events(**filters) if pred(e)]
-            if evs or time.monotonic() > deadline:
+            if len(evs) >= count or time.monotonic() > deadline:
                 return evs
             time.sleep(0.05)
 

@@ -42,7 +42,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     layout.root.mkdir(parents=True, exist_ok=True)
     if args.config:
         return cmd_proxy(args)
-    server = EmbeddedPostgres(layout.root, fast=args.fast)
+    server = EmbeddedPostgres(layout.root, fast=args.fast, max_connections=args.max_connections)
     try:
         info = server.start()
         seeded_in = None if server.is_seeded() else world.seed(server, info)
@@ -267,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--config", default=None, help="run a config file instead of the demo")
     up.add_argument("--workers", type=int, default=0, help="proxy processes (default: cores)")
     up.add_argument("--ledger-mode", choices=["strict", "fsync", "async"], default="strict")
+    up.add_argument("--max-connections", type=int, default=None,
+                    help="the embedded server's max_connections (default 300)")
     up.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)  # tests: fsync off
     up.set_defaults(func=cmd_up)
 

@@ -123,13 +123,15 @@ class ServerInfo:
 class EmbeddedPostgres:
     """One embedded server under `<data_dir>/pg`."""
 
-    def __init__(self, data_dir: Path, *, fast: bool = False) -> None:
+    def __init__(self, data_dir: Path, *, fast: bool = False,
+                 max_connections: int | None = None) -> None:
         self.root = data_dir.resolve()
         self.pgdata = self.root / "pg" / "data"
         self.meta_path = self.root / "pg" / "embedded.json"
         self.password_path = self.root / "keys" / "upstream.password"
         self.log_path = self.root / "pg" / "server.log"
         self.fast = fast  # tests: fsync off, no durability needed
+        self.max_connections = max_connections
         self.proc: subprocess.Popen[bytes] | None = None
         self.user = _run_as()
         self.info: ServerInfo | None = None
@@ -208,9 +210,10 @@ class EmbeddedPostgres:
         if self.user:
             shutil.chown(self.log_path, self.user, self.user)
         log = self.log_path.open("ab")
+        extra = ["-c", f"max_connections={self.max_connections}"] if self.max_connections else []
         self.proc = subprocess.Popen(
             [str(bin_path("postgres")), "-D", str(self.pgdata), "-h", "127.0.0.1",
-             "-p", str(port), "-k", str(sock)],
+             "-p", str(port), "-k", str(sock), *extra],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, user=self.user,
             preexec_fn=_die_with_parent, start_new_session=True,  # noqa: PLW1509
         )

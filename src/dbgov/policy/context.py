@@ -13,7 +13,12 @@ write against it:
     stmt.has_where     bool          false when an UPDATE/DELETE/MERGE changes rows with
                                      no WHERE or an always-true one; true otherwise
     stmt.flags         list(string)  analyzer facts: "drop_cascade", "returning", ...
-    stmt.models        list(string)  models fed by the tables (empty until the registry)
+    stmt.models        list(string)  declared models (policy `models:`) whose inputs this
+                                     statement changes on this target: INSERT, DELETE,
+                                     MERGE, COPY FROM, TRUNCATE and DDL of an input, and
+                                     UPDATEs that set one of the model's columns
+    stmt.tags          list(string)  `table_tags` of every table read or written (model
+                                     inputs also carry "model_input")
     target.name        string        "prod"
     target.env         string        "production"
     identity.user      string        "bob"
@@ -44,7 +49,7 @@ import cel
 FIELDS: Mapping[str, frozenset[str]] = {
     "stmt": frozenset(
         {"kind", "kinds", "tables", "reads", "writes", "functions", "has_where", "flags",
-         "models"}
+         "models", "tags"}
     ),
     "target": frozenset({"name", "env"}),
     "identity": frozenset({"user", "groups"}),
@@ -148,6 +153,8 @@ def build_context(
     groups: Iterable[str],
     now: datetime,
     in_transaction: bool,
+    models: Iterable[str] = (),
+    tags: Iterable[str] = (),
 ) -> dict[str, Any]:
     reads_l = sorted(reads)
     writes_l = sorted(writes)
@@ -161,7 +168,8 @@ def build_context(
             "functions": sorted(functions),
             "has_where": has_where,
             "flags": sorted(flags),
-            "models": [],
+            "models": sorted(models),
+            "tags": sorted(tags),
         },
         "target": {"name": target, "env": env},
         "identity": {"user": user, "groups": sorted(groups)},
@@ -186,4 +194,6 @@ def sample_context() -> dict[str, Any]:
         groups=("analysts",),
         now=datetime(2024, 1, 1, 12, 0, tzinfo=UTC),
         in_transaction=False,
+        models=("churn-v2",),
+        tags=("model_input",),
     )

@@ -18,7 +18,10 @@ For one statement, in order:
    require_approval cover the needs inside the rule's own scope (its kinds and
    tables); whatever else the statement needs still goes to the grants, so a rule
    for `UPDATE feature_store` does not let a CTE in the same statement delete
-   from another table.
+   from another table. `match.models` selects statements that change a declared
+   model's inputs (dbgov.models.registry); it is not a scope: a rule with
+   `models` and no `tables` covers no need, so it adds a hold or a denial to
+   what the grants allow and never widens them.
 4. Grants: every (kind, table) the statement needs must be covered by a grant of
    one of the identity's groups on this target, else it is denied
    ("not-granted", naming what is missing).
@@ -59,6 +62,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dbgov.gate import ALLOW, ApprovalSpec, Decision, SessionContext, Verdict
+from dbgov.models.registry import ModelRegistry
 from dbgov.policy.context import CelCondition, build_context
 from dbgov.policy.guardrails import BY_NAME, GUARDRAILS, PRODUCTION_ENVS, Guardrail
 from dbgov.policy.model import Approval, ColumnMask, Masking, PolicyFile, Rule
@@ -155,10 +159,15 @@ class _Rule:
     targets: frozenset[str]
     envs: frozenset[str]
     kinds: frozenset[str]
+    models: frozenset[str] = frozenset()  # match.models ("*": any declared model)
 
     @property
     def name(self) -> str:
         return self.rule.name
+
+    def models_match(self, affected: frozenset[str]) -> bool:
+        """The `models` part of `match`, given the models the statement changes."""
+        return bool(affected) and ("*" in self.models or bool(self.models & affected))
 
     def scope_matches(self, ctx: SessionContext) -> bool:
         """The identity and target part of `match` (the statement part is `matches`)."""
@@ -191,6 +200,8 @@ class _Rule:
         if self.kinds and need.right not in self.kinds and need.category.value not in self.kinds:
             return False
         tables = self.rule.match.tables
+        if self.models and not tables:
+            return False  # `models` selects statements; it never grants (module docstring)
         return not tables or (need.table is not None and _glob_any(need.table, tables))
 
 
@@ -282,6 +293,7 @@ class PolicyEngine:
         self.source = source
         self.admin_groups = frozenset(policy.admin_groups)
         self.masking_config = MaskingConfig.of(policy.masking)
+        self.models = ModelRegistry.of(policy)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._grants = tuple(
             _Grant(
@@ -298,7 +310,7 @@ class PolicyEngine:
             _Rule(
                 i, r, frozenset(r.match.groups), frozenset(r.match.users),
                 frozenset() if "*" in r.match.targets else frozenset(r.match.targets),
-                frozenset(r.match.envs), frozenset(r.match.kinds),
+                frozenset(r.match.envs), frozenset(r.match.kinds), frozenset(r.match.models),
             )
             for i, r in enumerate(policy.rules)
         )
@@ -508,14 +520,24 @@ class PolicyEngine:
         # 3. rules
         matched: _Rule | None = None
         context: dict[str, Any] | None = None
+        affected: frozenset[str] | None = None  # models the statement changes, when asked
         for rule in self._rules:
             if not rule.matches(view, ctx):
                 continue
+            if rule.models:
+                if affected is None:
+                    affected = frozenset(self.models.affected(view, ctx.target))
+                if not rule.models_match(affected):
+                    run.step(trace, f"rule {rule.name}: matches, but changes no input of "
+                             f"{', '.join(sorted(rule.models))}")
+                    continue
             cond: CelCondition | None = rule.rule.when
             if cond is not None:
                 run.volatile = run.volatile or cond.uses_time
                 if context is None:
-                    context = self._context(view, ctx)
+                    if affected is None:
+                        affected = frozenset(self.models.affected(view, ctx.target))
+                    context = self._context(view, ctx, affected)
                 try:
                     holds = cond.evaluate(context)
                 except ValueError as exc:
@@ -609,14 +631,16 @@ class PolicyEngine:
             return _Setting("deny", None, None, (), "built-in; no admin_groups to approve")
         return _Setting(g.default, default_approval, None, (), "built-in")
 
-    def _context(self, view: StatementView, ctx: SessionContext) -> dict[str, Any]:
+    def _context(self, view: StatementView, ctx: SessionContext,
+                 affected: frozenset[str]) -> dict[str, Any]:
         stmt = view.stmt
         return build_context(
             kind=stmt.kind, kinds=stmt.kinds, reads=view.read_names(),
             writes=view.write_names(), functions=stmt.functions,
             has_where=not stmt.unfiltered_writes, flags=stmt.flags, target=ctx.target,
             env=ctx.target_env, user=ctx.identity.user, groups=ctx.identity.groups,
-            now=self._clock(), in_transaction=ctx.in_transaction,
+            now=self._clock(), in_transaction=ctx.in_transaction, models=affected,
+            tags=self.models.tags_of(view.table_names()),
         )
 
     def _needs(self, view: StatementView) -> list[Need]:

@@ -164,6 +164,12 @@ def _semantic_problems(policy: PolicyFile, targets: Mapping[str, str] | None) ->
             problems.append(f'guardrails[{i}] "{ov.guardrail}": approval.approvers: '
                             "require_approval needs approvers (there are no admin_groups to "
                             "default to)")
+    declared = sorted(policy.models)
+    for i, rule in enumerate(policy.rules):
+        for name in rule.match.models:
+            if name != "*" and name not in policy.models:
+                problems.append(f'rules[{i}] "{rule.name}": match.models: unknown model {name!r} '
+                                f"(declared: {', '.join(declared) or 'none'})")
     if policy.jit_grants:
         from dbgov.approvals.jit import JitError, parse_jit_grants
 
@@ -199,4 +205,6 @@ def _target_problems(policy: PolicyFile, targets: Mapping[str, str]) -> list[str
         label = f'guardrails[{i}] "{ov.guardrail}"'
         check(label, "targets", ov.targets, names, "target")
         check(label, "envs", ov.envs, envs, "env")
+    for name, model in policy.models.items():
+        check(f"models.{name}", "targets", model.targets, names, "target")
     return out

@@ -30,6 +30,10 @@ security setting cannot silently weaken it. Every key:
           kinds: [update, delete]   # statement kinds or categories, against Statement.kinds
           tables: [public.feature_store]  # globs; matches if ANY table touched matches
           functions: ["dblink*"]    # globs on lower-case function names
+          models: [churn-v2]        # declared models whose inputs the statement changes
+                                    # (see `models:`); "*" for any model. A rule matched
+                                    # through `models` never widens rights by itself: with
+                                    # no `tables`, every need still goes to the grants
         when: "stmt.has_where"      # optional CEL over the context in policy/context.py
         action: require_approval    # allow | deny | require_approval
         message: "..."              # the reason shown (deny) or given to approvers
@@ -61,7 +65,20 @@ security setting cannot silently weaken it. Every key:
         # plus that mask's options (see dbgov.masking.maskers); exempt: groups that
         # see the value unmasked.
 
-    models: {}                      # model registry: kept as raw data for a later issue
+    models:                         # model registry (dbgov.models): which tables feed which model
+      churn-v2:                     # model name (letters, digits, - _ . : @)
+        description: "..."          # optional, for people
+        owners: [ml-engineers]      # groups that own it: they (and admin_groups) mark retrains
+        targets: [prod]             # where its inputs live: target names or "*" (required)
+        inputs:                     # exact schema.table names, no globs (required)
+          - public.feature_store    # the whole row feeds the model
+          - table: public.customers # only these columns feed it: an UPDATE setting none
+            columns: [country, created_at]  # of them does not change the model's inputs
+        large_rows: 1000            # optional: reports flag changes of this many rows
+
+    table_tags:                     # labels rules (stmt.tags) and reports use; every model
+      public.prompts: [prompt_store, pii]   # input also carries model_input. One of
+                                    # model_input, inference_log, prompt_store, pii.
 
 How they combine is the engine's business (policy/engine.py): fail closed, then
 guardrails, then the first matching rule, then grants.
@@ -200,11 +217,20 @@ class Match(_Model):
     kinds: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
     functions: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()  # declared model names, or "*"; checked in load.py
 
     @field_validator("kinds")
     @classmethod
     def _kinds(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _check_rights(v, allow_star=False)
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if name != "*" and not _NAME.match(name):
+                raise ValueError(f"bad model name {name!r}")
+        return v
 
     @field_validator("tables")
     @classmethod
@@ -330,6 +356,78 @@ class Masking(_Model):
         return v
 
 
+# --- the model registry (dbgov.models owns what it means) ---------------------------
+
+TABLE_TAGS = ("model_input", "inference_log", "prompt_store", "pii")
+TableTag = Literal["model_input", "inference_log", "prompt_store", "pii"]
+_QUALIFIED = re.compile(r"^[^.\s*?\[\]()]+\.[^.\s*?\[\]()]+$")
+# "public.customers(country, created_at)": the short form of a column-narrowed input.
+_SHORT_INPUT = re.compile(r"^\s*([^\s(]+)\s*\(([^)]*)\)\s*$")
+
+
+def _check_table(name: str) -> str:
+    """Model inputs and tags name real tables: exact schema.table, no globs."""
+    if not _QUALIFIED.match(name):
+        raise ValueError(
+            f"bad table {name!r}: write the exact schema.table (e.g. public.customers); "
+            "globs are not allowed here"
+        )
+    return name
+
+
+class ModelInput(_Model):
+    """One table feeding a model; `columns` narrows it (empty: the whole row)."""
+
+    table: str
+    columns: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, raw: object) -> object:
+        # `- public.feature_store` and `- public.customers(country, created_at)`.
+        if not isinstance(raw, str):
+            return raw
+        m = _SHORT_INPUT.match(raw)
+        if m is None:
+            return {"table": raw.strip()}
+        cols = tuple(c.strip() for c in m.group(2).split(","))
+        return {"table": m.group(1), "columns": cols}
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        return _check_table(v)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for c in v:
+            if not c or c != c.strip() or any(ch.isspace() for ch in c):
+                raise ValueError(f"bad column {c!r}: a column name as PostgreSQL stores it")
+        if len(set(v)) != len(v):
+            raise ValueError("a column is listed twice")
+        return v
+
+
+class ModelSpec(_Model):
+    """A model declared in the registry: its inputs, owners and targets."""
+
+    description: str = ""
+    owners: tuple[str, ...] = Field(min_length=1)
+    targets: tuple[str, ...] = Field(min_length=1)
+    inputs: tuple[ModelInput, ...] = Field(min_length=1)
+    large_rows: int | None = Field(default=None, ge=1)
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, v: tuple[ModelInput, ...]) -> tuple[ModelInput, ...]:
+        seen = [i.table for i in v]
+        dupes = sorted({t for t in seen if seen.count(t) > 1})
+        if dupes:
+            raise ValueError(f"table {dupes[0]!r} is listed twice; merge its columns")
+        return v
+
+
 class PolicyFile(_Model):
     version: Literal[1] = 1
     admin_groups: tuple[str, ...] = ()
@@ -337,6 +435,22 @@ class PolicyFile(_Model):
     rules: tuple[Rule, ...] = ()
     guardrails: tuple[GuardrailOverride, ...] = ()
     masking: Masking = Masking()
-    models: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    table_tags: dict[str, tuple[TableTag, ...]] = Field(default_factory=dict)
     # Just-in-time grant rules; validated by dbgov.approvals.jit, which owns their meaning.
     jit_grants: list[Any] = Field(default_factory=list)
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, v: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+        for name in v:
+            if not _NAME.match(name):
+                raise ValueError(f"bad model name {name!r}: letters, digits and - _ . : @")
+        return v
+
+    @field_validator("table_tags")
+    @classmethod
+    def _tag_tables(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for name in v:
+            _check_table(name)
+        return v

@@ -138,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         import ctypes
 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
+    # Every client costs two descriptors (client and upstream): use the hard limit.
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = load_config(args.config)
     try:
         import uvloop
