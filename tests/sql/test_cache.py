@@ -9,7 +9,7 @@ from pglast import parser
 
 from dbgov.sql import Catalog, analyze, analyze_cached, cache_info, clear_cache, lineage
 from dbgov.sql.analyze import MAX_CACHED_TEXT
-from dbgov.sql.cache import LRU, literal_key
+from dbgov.sql.cache import LRU, fast_literal_key, literal_key
 
 
 @pytest.fixture(autouse=True)
@@ -35,9 +35,32 @@ def test_level2_hit_shares_the_analysis_across_literals() -> None:
 
 
 def test_level2_ignores_whitespace_and_comments() -> None:
-    first = analyze_cached("SELECT a FROM t WHERE b = 'x'")
+    # Texts with comments take the scanner's key, which drops layout.
+    first = analyze_cached("SELECT a FROM t WHERE b = 'x' -- one")
     second = analyze_cached("SELECT  a /* hi */ FROM t\n WHERE b = 'y' -- bye")
     assert second is first
+
+
+def test_fast_key_shares_entries_across_literal_values() -> None:
+    first = analyze_cached("SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+    second = analyze_cached("SELECT abalance FROM pgbench_accounts WHERE aid = 98765")
+    assert second is first
+    assert fast_literal_key("SELECT a FROM t WHERE b = 'x'") == fast_literal_key(
+        "SELECT a FROM t WHERE b = 'it''s'")
+
+
+@pytest.mark.parametrize("text", [
+    'SELECT "t1" FROM t', "SELECT E'x'", "SELECT x'1f'", "SELECT b'101'", "SELECT N'x'",
+    "SELECT $1", "SELECT $$x$$", "SELECT 1 -- c", "SELECT /* c */ 1", "SELECT 'a\\b'",
+    "SELECT U&'d\\0061t'", "SELECT 'open",
+])
+def test_fast_key_refuses_what_only_the_scanner_can_read(text: str) -> None:
+    assert fast_literal_key(text) is None
+
+
+def test_fast_key_keeps_identifiers_with_digits() -> None:
+    assert fast_literal_key("SELECT c1 FROM t1") != fast_literal_key("SELECT c2 FROM t2")
+    assert fast_literal_key("SELECT é1 FROM t") != fast_literal_key("SELECT é2 FROM t")
 
 
 def test_aliases_swapped_do_not_share_an_entry() -> None:
@@ -68,7 +91,9 @@ def test_uescape_string_is_part_of_the_name() -> None:
 def test_literal_classes_keep_distinct_keys() -> None:
     assert literal_key("SELECT 1") != literal_key("SELECT '1'")
     assert literal_key("SELECT 1") == literal_key("SELECT 42")
-    assert literal_key("SELECT 'a'") == literal_key("SELECT $$b$$")
+    # Strings share a key within one spelling (the fast key needs no scanner).
+    assert literal_key("SELECT 'a'") == literal_key("SELECT 'bc'")
+    assert literal_key("SELECT $$a$$") == literal_key("SELECT $$bc$$")
 
 
 @pytest.mark.parametrize(

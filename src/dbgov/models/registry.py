@@ -141,10 +141,15 @@ class ModelRegistry:
         """Cheap pre-check: does a changing statement write any declared input?"""
         return bool(stmt.categories & _CHANGES) and any(t in self._by_table for t in tables)
 
-    def affected(self, view: StatementView, target: str) -> dict[str, tuple[str, ...]]:
-        """Models whose inputs this statement changes on `target`, with those tables."""
+    def affected(self, view: StatementView, target: str, *,
+                 executed: bool = False) -> dict[str, tuple[str, ...]]:
+        """Models whose inputs this statement changes on `target`, with those tables.
+
+        `executed`: the statement is a PREPARE being run by EXECUTE, so its query
+        counts as a change.
+        """
         stmt = view.stmt
-        if stmt.kind in _NOT_A_CHANGE or not self._by_table:
+        if (stmt.kind in _NOT_A_CHANGE and not executed) or not self._by_table:
             return {}
         writes = view.write_names()
         if not self.inputs_written(stmt, writes):
@@ -207,14 +212,15 @@ def model_links(
     paths: tuple[tuple[str, ...], ...] = (search_path,)
     for i, stmt in enumerate(analysis.statements):
         inner: tuple[Statement, ...] = (stmt,)
+        executed = False
         if stmt.execute_name is not None and prepared:
-            found = prepared.get(stmt.execute_name)
+            found = prepared.get(stmt.execute_name)  # the PREPARE statement it runs
             if found is not None:
-                inner = found.statements
+                inner, executed = found.statements, True
         for s in inner:
             view = StatementView.of(s, paths)
             try:
-                affected = registry.affected(view, target)
+                affected = registry.affected(view, target, executed=executed)
             except Exception:  # a parse-tree shape we did not expect
                 log.exception("model links: falling back to table-level links")
                 affected = registry.affected_coarse(view, target)

@@ -665,6 +665,11 @@ class Session(asyncio.Protocol):
         from dbgov.proxy.redact import redact_sql
 
         fields = self._statement_fields(analysis)
+        # Model provenance (dbgov.models): link changes of declared model inputs.
+        from dbgov.models.registry import model_links
+
+        fields["models"] = model_links(self.ctx.gate.policy, analysis, self.search_path,
+                                       self.target.name, self.sql_prepared)
         err = self.ctx.audit.write_ahead(
             "statement",
             event_id,

@@ -10,6 +10,7 @@ fingerprint gives those two the same value, which is why it is never a cache key
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from typing import Generic, TypeVar
@@ -24,8 +25,40 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+# The fast key handles the common shape of machine-generated SQL with two regular
+# expressions instead of the scanner (~2 us instead of ~13 us). It applies only when
+# the text has none of the constructs where a quote or digit might not be a
+# literal: dollar quotes and parameters ($), backslashes, quoted identifiers ("),
+# comments, and prefixed strings (E'', B'', X'', N'', U&''). Then every '...' is a
+# standard string (the proxy refuses standard_conforming_strings=off) and every
+# digit run not glued to an identifier character starts a numeric literal, so two
+# texts with the same fast key differ only in literal values.
+_FAST_REFUSE = ("$", "\\", '"', "&", "\x00", "--", "/*")
+_FAST_STRING = re.compile(r"'(?:[^']|'')*'")
+_FAST_NUMBER = re.compile(r"(?<!\w)\d+")
+
+
+def fast_literal_key(text: str) -> str | None:
+    """The literal-normalized key without the scanner, or None when not applicable."""
+    for marker in _FAST_REFUSE:
+        if marker in text:
+            return None
+    if "'" in text:
+        for m in _FAST_STRING.finditer(text):
+            before = text[m.start() - 1] if m.start() else " "
+            if before.isalnum() or before == "_":
+                return None  # E'..', B'..', X'..', N'..': not a plain string
+        text = _FAST_STRING.sub("'?'", text)
+        if "'" in text.replace("'?'", ""):
+            return None  # an unterminated string: let the scanner (and parser) decide
+    return "\x02" + _FAST_NUMBER.sub("0", text)
+
+
 def literal_key(text: str) -> str | None:
     """Tokens with literals replaced; None when the text does not scan (or has NUL)."""
+    fast = fast_literal_key(text)
+    if fast is not None:
+        return fast
     if "\x00" in text:
         return None
     try:
