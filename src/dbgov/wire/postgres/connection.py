@@ -239,6 +239,8 @@ class ClientConnection:
     }
 
     def _next_event(self) -> ClientEvent | _NeedData:
+        if self.phase is Phase.READY:
+            return NEED_DATA  # what follows ReadyForQuery belongs to the pump
         got = self._frames.next_frame()
         if got is None:
             return CONNECTION_CLOSED if self._eof else NEED_DATA
