@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.systems import Endpoint
+from bench.systems import Endpoint, cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class Result:
     failed: int = 0
     latency_basis: str = "transaction"
     error: str | None = None
+    # CPU time of the proxy's processes (dbgov: supervisor with the ledger sequencer, and
+    # workers; PgBouncer: its one process) per transaction, in microseconds.
+    proxy_cpu_us_per_tx: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +114,7 @@ def run(pgbench: str, endpoint: Endpoint, load: Load, workdir: Path) -> Result:
     logdir.mkdir(parents=True)
     argv = [pgbench, *load.argv(), "-l", f"--log-prefix={logdir / 'tx'}",
             "-h", endpoint.host, "-p", str(endpoint.port), "-U", endpoint.user, endpoint.dbname]
+    cpu_before = cpu_seconds(endpoint.cpu_pids)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=endpoint.env(), cwd=logdir, start_new_session=True)
     try:
@@ -120,6 +124,7 @@ def run(pgbench: str, endpoint: Endpoint, load: Load, workdir: Path) -> Result:
             proc.kill()
         proc.wait()
         raise
+    cpu = cpu_seconds(endpoint.cpu_pids) - cpu_before
     result = Result(latency_basis="connect+transaction" if load.connect else "transaction")
     if m := _FAILED.search(out):
         result.failed = int(m.group(1))
@@ -131,6 +136,8 @@ def run(pgbench: str, endpoint: Endpoint, load: Load, workdir: Path) -> Result:
         result.error = f"pgbench exit {proc.returncode}: " + " | ".join(lines[-3:])[:400]
     if tps is not None:
         result.tps = float(tps.group(1))
+    if endpoint.cpu_pids and result.transactions:
+        result.proxy_cpu_us_per_tx = round(cpu * 1e6 / result.transactions, 1)
     lat = sorted(read_latencies(sorted(logdir.glob("tx.*")), cycle=load.connect))
     if lat:
         result.p50_ms = percentile(lat, 0.50) / 1000

@@ -4,6 +4,9 @@ Ratios are throughput ratios (TPS, rows/s). A ratio to direct uses the direct
 row of the same phase (see `scenarios.py`); a ratio to PgBouncer the PgBouncer
 row of the same load and phase. The "base" ratio is the comparison a scenario
 exists for: policy = demo policy / allow-all, ledger-mode = strict / async.
+"cpu us/tx" is the proxy's own CPU time per transaction (dbgov: the supervisor,
+which runs the ledger sequencer, plus the workers; PgBouncer: its process): unlike
+throughput on a shared machine, it does not depend on what else is running.
 """
 
 from __future__ import annotations
@@ -164,7 +167,8 @@ def _f(v: float | None, fmt: str) -> str:
 
 def table(results: Results, rows: list[dict[str, Any]]) -> str:
     head = (f"{'scenario':<12} {'load':<24} {'system':<16} {'ph':<2} {'TPS':>10} "
-            f"{'p50 ms':>8} {'p99 ms':>8} {'x direct':>8} {'x pgb':>6} {'x base':>7}")
+            f"{'p50 ms':>8} {'p99 ms':>8} {'x direct':>8} {'x pgb':>6} {'x base':>7} "
+            f"{'cpu us/tx':>9}")
     lines = [head, "-" * len(head)]
     order = {s: i for i, s in enumerate(SCENARIO_ORDER)}
     seen: list[tuple[str, str]] = []
@@ -183,7 +187,8 @@ def table(results: Results, rows: list[dict[str, Any]]) -> str:
                 f"{scenario if i == 0 else '':<12} {label if i == 0 else '':<24} "
                 f"{d['system']:<16} {d['phase']:<2} {tps:>10} {_f(d['p50_ms'], '.3f'):>8} "
                 f"{_f(d['p99_ms'], '.3f'):>8} {_f(d['ratio_to_direct'], '.2f'):>8} "
-                f"{_f(d['ratio_to_pgbouncer'], '.2f'):>6} {base:>7}")
+                f"{_f(d['ratio_to_pgbouncer'], '.2f'):>6} {base:>7} "
+                f"{_f(d['proxy_cpu_us_per_tx'], '.0f'):>9}")
         lines.append("")
     return "\n".join(lines).rstrip()
 

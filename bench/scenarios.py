@@ -160,6 +160,8 @@ class Runner:
                if result.p50_ms is not None and result.p99_ms is not None else "")
         err = f"  ERROR {result.error}" if result.error else ""
         fail = f"  failed tx {result.failed}" if result.failed else ""
+        if result.proxy_cpu_us_per_tx is not None:
+            lat += f"  proxy cpu {result.proxy_cpu_us_per_tx:5.0f} us/tx"
         print(f"  {scenario:<11} {load.label:<24} {system:<16} {tps}  {lat}{fail}{err}",
               flush=True)
         return row

@@ -60,6 +60,8 @@ class Endpoint:
     user: str
     password: str
     dbname: str = BENCH_DB
+    # The proxy's own processes, whose CPU time is charged per transaction (none for direct).
+    cpu_pids: tuple[int, ...] = ()
 
     def dsn(self, dbname: str | None = None) -> str:
         return psycopg.conninfo.make_conninfo(
@@ -74,6 +76,16 @@ class Endpoint:
 
 
 # ---------------------------------------------------------------------------- processes
+
+
+def cpu_seconds(pids: tuple[int, ...]) -> float:
+    """User + system CPU time of `pids` (all their threads), from /proc/<pid>/stat."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Child:
@@ -341,7 +353,8 @@ class DbgovInstance:
         return [int(p) for p in self.state["workers"]]
 
     def endpoint(self, user: str, token: str, dbname: str = BENCH_DB) -> Endpoint:
-        return Endpoint(self.variant.name, "127.0.0.1", self.port, user, token, dbname)
+        pids = (int(self.state["pid"]), *self.worker_pids)  # supervisor (sequencer) + workers
+        return Endpoint(self.variant.name, "127.0.0.1", self.port, user, token, dbname, pids)
 
 
 # ---------------------------------------------------------------------------- PgBouncer
@@ -422,4 +435,6 @@ class PgBouncer:
             self.child = None
 
     def endpoint(self) -> Endpoint:
-        return Endpoint("pgbouncer", "127.0.0.1", self.port, APP_ROLE, self.world.app_password)
+        pids = (self.child.pid,) if self.child is not None else ()
+        return Endpoint("pgbouncer", "127.0.0.1", self.port, APP_ROLE, self.world.app_password,
+                        cpu_pids=pids)

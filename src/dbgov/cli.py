@@ -314,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from dbgov.approvals.commands import add_access_commands, add_approvals_commands
     from dbgov.ledger.commands import add_audit_commands, add_witness_command
+    from dbgov.models.commands import add_models_commands
     from dbgov.policy.commands import add_policy_commands
     from dbgov.report.commands import add_report_commands
 
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_approvals_commands(sub, common)
     add_access_commands(sub, common)
     add_report_commands(sub, common)
+    add_models_commands(sub, common)
     return ap
 
 

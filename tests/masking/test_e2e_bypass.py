@@ -260,9 +260,8 @@ def views(dbgov: Any) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def conns(dbgov: Any) -> Iterator[dict[str, psycopg.Connection[Any]]]:
     opened = {u: psycopg.connect(dbgov.dsn(u), autocommit=True) for u in ("alice", "bob")}
-    notices: list[str] = []
     for c in opened.values():
-        c.add_notice_handler(lambda d: notices.append(f"{d.message_primary} {d.message_detail}"))
+        c.add_notice_handler(collect_notice)
     yield opened
     for c in opened.values():
         c.close()
@@ -283,6 +282,13 @@ class Outcome:
         return self.sqlstate == "42501"
 
 
+NOTICES: list[str] = []  # notices received on the module's connections, checked per query
+
+
+def collect_notice(diag: psycopg.errors.Diagnostic) -> None:
+    NOTICES.append(f"{diag.message_primary} {diag.message_detail} {diag.context}")
+
+
 def assert_clean(forbidden: Forbidden, data: bytes | str, what: str) -> None:
     leaks = forbidden.find(data)
     assert not leaks, f"{what}: raw masked values reached the client: {leaks[:5]}"
@@ -291,7 +297,17 @@ def assert_clean(forbidden: Forbidden, data: bytes | str, what: str) -> None:
 def run_psycopg(
     conn: psycopg.Connection[Any], sql: str, binary: bool, forbidden: Forbidden
 ) -> Outcome:
-    """Execute; scan every wire value, decoded value and error field."""
+    """Execute; scan every wire value, decoded value, error and notice field."""
+    NOTICES.clear()
+    try:
+        return _run_psycopg(conn, sql, binary, forbidden)
+    finally:
+        assert_clean(forbidden, "\n".join(NOTICES), f"notices of {sql!r}")
+
+
+def _run_psycopg(
+    conn: psycopg.Connection[Any], sql: str, binary: bool, forbidden: Forbidden
+) -> Outcome:
     cur = conn.cursor(binary=binary)
     try:
         cur.execute(sql)

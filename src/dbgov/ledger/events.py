@@ -22,11 +22,13 @@ bind parameters before building events (see `redact.py`).
 
 from __future__ import annotations
 
-import datetime
 import secrets
 import struct
+import time
 import uuid
 from typing import Any
+
+import orjson
 
 from dbgov.ledger.canonical import canonical_json
 
@@ -34,17 +36,53 @@ SCHEMA_VERSION = 1
 MAX_TEXT = 64 * 1024  # longer SQL texts are cut, with their full hash kept
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, reused within it
+
+
 def utc_now_iso() -> str:
-    now = datetime.datetime.now(datetime.UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC now with microseconds, e.g. 2026-11-27T09:14:18.279185Z (hot path: the
+    date part is formatted once per second)."""
+    t = time.time()
+    sec = int(t)
+    if sec != _second[0]:
+        _second[0] = sec
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second[1]}.{int((t - sec) * 1_000_000):06d}Z"
 
 
 def new_session_id() -> str:
     return secrets.token_hex(6)
 
 
+_ORJSON_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+
+
 def encode(event: dict[str, Any]) -> bytes:
-    return canonical_json(event)
+    """RFC 8785 bytes of an event, fast.
+
+    Events have ASCII keys and no floats (durations are integer microseconds). On
+    that domain orjson with sorted keys and strict (53-bit) integers writes exactly
+    the JCS bytes: same key order, same string escapes, same integers
+    (tests/ledger/test_events.py checks it against `canonical_json`). Anything
+    outside it (a float, a non-ASCII key) goes through the reference encoder.
+    """
+    try:
+        out = orjson.dumps(event, option=_ORJSON_OPTS)
+    except orjson.JSONEncodeError:
+        return canonical_json(event)  # raises the precise error
+    if b"." in out and _has_float(event):
+        return canonical_json(event)
+    return out
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(not k.isascii() or _has_float(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_float(v) for v in value)
+    return False
 
 
 def base(type_: str, event_id: str, **fields: Any) -> dict[str, Any]:

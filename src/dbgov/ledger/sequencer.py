@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
+import orjson
 import logging
 import os
 import threading
@@ -229,7 +229,7 @@ class Sequencer:
     def _row(line: bytes) -> tuple[Any, ...]:
         leaf = hashlib.sha256(b"\x00" + line).digest()
         try:
-            ev = json.loads(line)
+            ev = orjson.loads(line)
             if not isinstance(ev, dict):
                 raise ValueError("not an object")
         except ValueError:

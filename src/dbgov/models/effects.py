@@ -46,9 +46,7 @@ def _set_columns(targets: tuple[Any, ...] | None) -> set[str]:
     return {t.name for t in targets or () if isinstance(t, ast.ResTarget) and t.name}
 
 
-def changed_columns(
-    stmt: Statement, is_table: Callable[[Relation], bool]
-) -> frozenset[str] | None:
+def changed_columns(stmt: Statement, is_table: Callable[[Relation], bool]) -> frozenset[str] | None:
     """The columns `stmt` may change in the table `is_table` recognises.
 
     None (`WHOLE_ROWS`) when rows may be inserted or deleted, or the change cannot

@@ -68,8 +68,12 @@ class TableDigest:
     digest: str  # 64 hex digits
 
     def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"target": self.target, "table": self.table, "rows": self.rows,
-                               "digest": self.digest}
+        out: dict[str, Any] = {
+            "target": self.target,
+            "table": self.table,
+            "rows": self.rows,
+            "digest": self.digest,
+        }
         if self.columns is not None:
             out["columns"] = list(self.columns)
         return out
@@ -100,8 +104,9 @@ def table_query(table: str, columns: Sequence[str] | None) -> sql.Composed:
     """One aggregate over the table: row count and the sum of each hash word."""
     schema, _, name = table.partition(".")
     words = sql.SQL(", ").join(
-        sql.SQL("coalesce(sum(('x' || lpad(substr(h, {}, 8), 16, '0'))::bit(64)::bigint), 0)")
-        .format(sql.Literal(1 + 8 * i))
+        sql.SQL(
+            "coalesce(sum(('x' || lpad(substr(h, {}, 8), 16, '0'))::bit(64)::bigint), 0)"
+        ).format(sql.Literal(1 + 8 * i))
         for i in range(WORDS)
     )
     return sql.SQL(
@@ -115,8 +120,9 @@ def _columns(inp: ModelInput) -> tuple[str, ...] | None:
     return None if inp.columns is None else tuple(sorted(inp.columns))
 
 
-async def _target_digests(conninfo: str, target: str,
-                          inputs: Sequence[ModelInput]) -> list[TableDigest]:
+async def _target_digests(
+    conninfo: str, target: str, inputs: Sequence[ModelInput]
+) -> list[TableDigest]:
     out: list[TableDigest] = []
     async with await psycopg.AsyncConnection.connect(conninfo) as conn:
         await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
@@ -129,8 +135,15 @@ async def _target_digests(conninfo: str, target: str,
                 cur = await conn.execute(table_query(inp.table, cols))
                 row = await cur.fetchone()
                 assert row is not None  # an aggregate always returns a row
-                out.append(TableDigest(target, inp.table, cols, int(row[0]),
-                                       combine_words([int(v) for v in row[1:]])))
+                out.append(
+                    TableDigest(
+                        target,
+                        inp.table,
+                        cols,
+                        int(row[0]),
+                        combine_words([int(v) for v in row[1:]]),
+                    )
+                )
     return out
 
 

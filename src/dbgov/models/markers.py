@@ -120,16 +120,26 @@ class Marker:
 def _marker(row: EventRow) -> Marker | None:
     try:
         ev = json.loads(row.body)
-        return Marker(row.idx, row.id, row.ts, str(ev["model"]), str(ev["version"]),
-                      int(ev["seal"]), str(ev.get("user", "")), ev)
+        return Marker(
+            row.idx,
+            row.id,
+            row.ts,
+            str(ev["model"]),
+            str(ev["version"]),
+            int(ev["seal"]),
+            str(ev.get("user", "")),
+            ev,
+        )
     except (ValueError, KeyError, TypeError):
         return None  # not ours to interpret; `dbgov audit verify` judges the bytes
 
 
 def markers(store: LedgerStore, model: str | None = None) -> list[Marker]:
     """Retrain markers in ledger order, of one model or of all."""
-    sql = ("SELECT idx, id, type, ts, session, user, target, ref, decision, body, leaf "
-           "FROM events WHERE type = ?")
+    sql = (
+        "SELECT idx, id, type, ts, session, user, target, ref, decision, body, leaf "
+        "FROM events WHERE type = ?"
+    )
     args: list[Any] = [RETRAIN]
     if model is not None:
         sql += " AND json_extract(CAST(body AS TEXT), '$.model') = ?"
@@ -137,8 +147,11 @@ def markers(store: LedgerStore, model: str | None = None) -> list[Marker]:
     rows = store.conn.execute(sql + " ORDER BY idx", args).fetchall()
     out = []
     for r in rows:
-        m = _marker(EventRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                             bytes(r[9]), bytes(r[10])))
+        m = _marker(
+            EventRow(
+                int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bytes(r[9]), bytes(r[10])
+            )
+        )
         if m is not None:
             out.append(m)
     return out
@@ -175,8 +188,9 @@ def _sealed_size(layout: Layout, sizes: Mapping[str, int]) -> int | None:
         return 0 if not sizes else None
     store = LedgerStore(layout.ledger_db, readonly=True)
     try:
-        offsets = {k[len(_OFFSET_PREFIX):]: int(v)
-                   for k, v in store.meta_items(_OFFSET_PREFIX).items()}
+        offsets = {
+            k[len(_OFFSET_PREFIX) :]: int(v) for k, v in store.meta_items(_OFFSET_PREFIX).items()
+        }
         for name, size in sizes.items():
             if offsets.get(name, 0) < size and (layout.journal / name).exists():
                 return None
@@ -212,8 +226,9 @@ def _find(layout: Layout, event_id: str) -> EventRow | None:
         store.close()
 
 
-async def wait_integrated(layout: Layout, event_id: str,
-                          timeout_s: float = SEAL_TIMEOUT_S) -> EventRow:
+async def wait_integrated(
+    layout: Layout, event_id: str, timeout_s: float = SEAL_TIMEOUT_S
+) -> EventRow:
     """The event once the sequencer has given it an index."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -262,19 +277,25 @@ async def mark_retrain(
     groups = identity.groups - {g for g, _ in identity.grants}
     if not model.may_mark(groups, admin_groups):
         allowed = sorted(model.owners | set(admin_groups))
-        raise RetrainRefused(f"{identity.user} may not mark retrains of {model.name}: only "
-                             f"members of {', '.join(allowed)} may")
+        raise RetrainRefused(
+            f"{identity.user} may not mark retrains of {model.name}: only "
+            f"members of {', '.join(allowed)} may"
+        )
     if not _VERSION.match(version):
-        raise RetrainRefused(f"bad version {version!r}: 1-64 letters, digits and . _ : + @ -, "
-                             "starting with a letter or digit")
+        raise RetrainRefused(
+            f"bad version {version!r}: 1-64 letters, digits and . _ : + @ -, "
+            "starting with a letter or digit"
+        )
     note = (note or "").strip() or None
     if note is not None and len(note) > MAX_NOTE:
         raise RetrainRefused(f"the note is longer than {MAX_NOTE} characters")
     layout = Layout(config.data_dir)
     earlier = await asyncio.to_thread(_existing, layout, model.name, version)
     if earlier is not None:
-        raise RetrainRefused(f"{model.name} version {version} is already marked (ledger event "
-                             f"#{earlier.index}, {earlier.ts}); use a new version")
+        raise RetrainRefused(
+            f"{model.name} version {version} is already marked (ledger event "
+            f"#{earlier.index}, {earlier.ts}); use a new version"
+        )
     fp = None
     if fingerprint:
         from dbgov.models.fingerprint import fingerprint as compute
@@ -284,8 +305,12 @@ async def mark_retrain(
     event_id = f"model:{model.name}:{version}:{secrets.token_hex(4)}"
     # A journal of its own, under a unique writer name: closing it marks the writer
     # finished (journal.py), which must never apply to a journal still in use.
-    journal = Journal(layout.journal, f"{os.getpid()}-models-{secrets.token_hex(3)}",
-                      config.ledger.mode, config.ledger.fsync_interval_ms)
+    journal = Journal(
+        layout.journal,
+        f"{os.getpid()}-models-{secrets.token_hex(3)}",
+        config.ledger.mode,
+        config.ledger.fsync_interval_ms,
+    )
     try:
         err = Audit(journal).write_ahead(
             RETRAIN,
@@ -310,8 +335,9 @@ async def mark_retrain(
     finally:
         journal.close()
     if err is not None:
-        raise RetrainRefused(f"the audit ledger cannot be written ({err.strerror or err}); "
-                             "nothing was marked")
+        raise RetrainRefused(
+            f"the audit ledger cannot be written ({err.strerror or err}); nothing was marked"
+        )
     row = await wait_integrated(layout, event_id)
     found = _marker(row)
     if found is None:  # pragma: no cover - we just wrote it

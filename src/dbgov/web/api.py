@@ -21,7 +21,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from dbgov import __name__ as _pkg
-from dbgov.web.views import approvals, audit, identities, live, login, policy, reports, tables
+from dbgov.web.views import (
+    approvals,
+    audit,
+    identities,
+    live,
+    login,
+    models,
+    policy,
+    reports,
+    tables,
+)
 
 _WINDOW: Final = {
     "name": "window",
@@ -76,11 +86,22 @@ QUERY_PARAMS: Final[dict[str, list[dict[str, Any]]]] = {
         _q("to", description="YYYY-MM-DD (inclusive) or ISO time"),
     ],
     "/api/stream": [_q("after", "integer", "resume after this ledger index")],
+    "/api/models/{name}": [_q("limit", "integer", "changes shown, newest first")],
+    "/api/models/{name}/report": [
+        _q("from", description="earlier version (default: the retrain before `to`)"),
+        _q("to", description="later version (default: the latest retrain)"),
+        _q("large_rows", "integer", "flag changes of at least this many rows"),
+    ],
 }
 
 REQUEST_BODIES: Final[dict[str, dict[str, Any]]] = {
     "/api/approvals/{id}/approve": {"reason": {"type": "string"}},
     "/api/approvals/{id}/deny": {"reason": {"type": "string"}},
+    "/api/models/{name}/retrain": {
+        "version": {"type": "string"},
+        "note": {"type": "string"},
+        "fingerprint": {"type": "boolean"},
+    },
     "/api/policy/explain": {
         "sql": {"type": "string"},
         "target": {"type": "string"},
@@ -94,7 +115,7 @@ _PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 
 def api_routes() -> list[BaseRoute]:
     routes: list[BaseRoute] = []
-    for module in (login, live, identities, tables, approvals, audit, policy, reports):
+    for module in (login, live, identities, tables, approvals, audit, policy, reports, models):
         routes.extend(module.api_routes)
     routes.append(Route("/api/openapi.json", openapi, methods=["GET"]))
     return routes

@@ -33,7 +33,17 @@ from dbgov.web.auth import Forbidden, LoginRequired, SessionMiddleware, optional
 from dbgov.web.csrf import CSRFMiddleware
 from dbgov.web.headers import SecurityHeadersMiddleware
 from dbgov.web.services import Services
-from dbgov.web.views import approvals, audit, identities, live, login, policy, reports, tables
+from dbgov.web.views import (
+    approvals,
+    audit,
+    identities,
+    live,
+    login,
+    models,
+    policy,
+    reports,
+    tables,
+)
 from dbgov.web.views.common import TEMPLATES, BadRequest, NotFound
 
 
@@ -117,7 +127,7 @@ async def _http(request: Request, exc: Exception) -> Response:
 
 def page_routes() -> list[BaseRoute]:
     routes: list[BaseRoute] = []
-    for module in (login, live, identities, tables, approvals, audit, policy, reports):
+    for module in (login, live, identities, tables, approvals, audit, policy, reports, models):
         routes.extend(module.routes)
     return routes
 

@@ -31,7 +31,7 @@ NAV: Final = (
     ("audit", "/audit", "Audit"),
     ("policy", "/policy", "Policy"),
     ("reports", "/reports/soc2", "SOC 2"),
-    # ("models", "/models", "Models"),  -- model provenance adds its page here
+    ("models", "/models", "Models"),
 )
 
 WINDOWS: Final = {
