@@ -60,29 +60,19 @@ _ORJSON_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 def encode(event: dict[str, Any]) -> bytes:
     """RFC 8785 bytes of an event, fast.
 
-    Events have ASCII keys and no floats (durations are integer microseconds). On
-    that domain orjson with sorted keys and strict (53-bit) integers writes exactly
-    the JCS bytes: same key order, same string escapes, same integers
-    (tests/ledger/test_events.py checks it against `canonical_json`). Anything
-    outside it (a float, a non-ASCII key) goes through the reference encoder.
+    Contract: events have ASCII keys and hold no floats below the top level
+    (durations are integer microseconds). On that domain orjson with sorted keys and
+    strict (53-bit) integers writes exactly the JCS bytes: same key order, string
+    escapes and integers (tests/ledger/test_events.py checks it against
+    `canonical_json`). A top-level float takes the reference encoder.
     """
+    for value in event.values():
+        if type(value) is float:
+            return canonical_json(event)
     try:
-        out = orjson.dumps(event, option=_ORJSON_OPTS)
+        return orjson.dumps(event, option=_ORJSON_OPTS)
     except orjson.JSONEncodeError:
         return canonical_json(event)  # raises the precise error
-    if b"." in out and _has_float(event):
-        return canonical_json(event)
-    return out
-
-
-def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(not k.isascii() or _has_float(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_float(v) for v in value)
-    return False
 
 
 def base(type_: str, event_id: str, **fields: Any) -> dict[str, Any]:

@@ -228,6 +228,7 @@ class MaskingEngine:
         self.inference_guards = inference_guards
         self._master = master_key
         self._keys: dict[str, bytes] = {}
+        self._active: dict[frozenset[str], bool] = {}
         self._maskers: dict[tuple[str, int, str, str | None], _Fns] = {}
         self._checks: OrderedDict[tuple[Any, ...], tuple[Any, Decision | None]] = OrderedDict()
 
@@ -249,7 +250,11 @@ class MaskingEngine:
 
     def active(self, ctx: SessionContext) -> bool:
         groups = ctx.identity.groups
-        return any(not (groups & c.exempt) for c in self.columns.values())
+        hit = self._active.get(groups)
+        if hit is None:
+            hit = any(not (groups & c.exempt) for c in self.columns.values())
+            self._active[groups] = hit
+        return hit
 
     def mask_of(self, col: Column, groups: frozenset[str]) -> Mask | None:
         spec = self.columns.get(str(col))

@@ -166,6 +166,23 @@ def find_marker(found: Iterable[Marker], version: str) -> Marker | None:
     return match
 
 
+def _complete_bytes(path: os.DirEntry[str]) -> int:
+    """Bytes of whole records in a segment now: up to its last newline. The sequencer
+    never consumes a torn tail (a writer killed mid-record), so neither do we wait on it."""
+    size = path.stat().st_size
+    with open(path.path, "rb") as f:
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            chunk = f.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            end = start
+    return 0
+
+
 def _journal_sizes(layout: Layout) -> dict[str, int]:
     sizes: dict[str, int] = {}
     try:
@@ -173,7 +190,7 @@ def _journal_sizes(layout: Layout) -> dict[str, int]:
             for entry in it:
                 if entry.name.endswith(".jsonl"):
                     try:
-                        sizes[entry.name] = entry.stat().st_size
+                        sizes[entry.name] = _complete_bytes(entry)
                     except FileNotFoundError:
                         continue
     except FileNotFoundError:
