@@ -116,11 +116,19 @@ def _running(instance: DbgovInstance) -> Iterator[DbgovInstance]:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a ~3 minute subset")
-    ap.add_argument("--only", action="append", default=[], metavar="NAME",
-                    help=f"run only these scenarios (repeatable or comma-separated): "
-                         f"{', '.join(ALL)}")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                    help="dbgov worker processes (default: CPU count)")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run only these scenarios (repeatable or comma-separated): {', '.join(ALL)}",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="dbgov worker processes (default: CPU count)",
+    )
     ap.add_argument("--seconds", type=int, default=None, help="seconds per pgbench run")
     ap.add_argument("--out", type=Path, default=HERE, help="where results.json/.png go")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -133,11 +141,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _run(settings: Settings, root: Path, results: Results, meta: dict[str, Any],
-         stack: contextlib.ExitStack) -> None:
+def _run(
+    settings: Settings,
+    root: Path,
+    results: Results,
+    meta: dict[str, Any],
+    stack: contextlib.ExitStack,
+) -> None:
     if settings.wants("ledger"):
+
         def ledger() -> None:
             results.ledger = run_ledger(settings, root / "ledger")
+
         print("\n== phase ledger: journal, sequencer, verification (no servers)", flush=True)
         guarded(results, "ledger", ledger)
     if not settings.only & SERVER_SCENARIOS:
@@ -173,28 +188,36 @@ def _run(settings: Settings, root: Path, results: Results, meta: dict[str, Any],
         return DbgovInstance(VARIANTS[name], world, settings.workers)
 
     if settings.only & {"select", "tpcb", "churn", "masked", "policy", "ledger-mode"}:
+
         def phase_a() -> None:
             with _running(instance("demo-strict")) as inst:
                 runner.phase("A", "dbgov = demo policy, ledger strict")
                 runner.phase_a(inst)
+
         guarded(results, "phase A (demo-strict)", phase_a)
-    for phase, name, system in (("B", "allow-all", "dbgov-allow-all"),
-                                ("C", "demo-async", "dbgov-async")):
+    for phase, name, system in (
+        ("B", "allow-all", "dbgov-allow-all"),
+        ("C", "demo-async", "dbgov-async"),
+    ):
         loads = variant_loads(runner, phase)
         if not loads:
             continue
 
-        def variant(phase: str = phase, name: str = name, system: str = system,
-                    loads: list[Any] = loads) -> None:
+        def variant(
+            phase: str = phase, name: str = name, system: str = system, loads: list[Any] = loads
+        ) -> None:
             with _running(instance(name)) as inst:
                 runner.phase(phase, f"dbgov = {name}")
                 runner.phase_variant(phase, inst, system, loads)
+
         guarded(results, f"phase {phase} ({name})", variant)
     if settings.wants("scale"):
+
         def phase_d() -> None:
             with _running(instance("demo-strict")) as inst:
                 runner.phase("D", "a fresh demo-strict instance: connection scale")
                 runner.scale(inst)
+
         guarded(results, "phase D (scale)", phase_d)
 
 
@@ -206,26 +229,40 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {
-            "hostname": platform.node(), "kernel": platform.release(), "cpu": _cpu_model(),
-            "cpus": os.cpu_count(), "memory_mib": _mem_total_mib(),
-            "loadavg_at_start": os.getloadavg(), "cpu_busy_at_start": cpu_busy(),
+            "hostname": platform.node(),
+            "kernel": platform.release(),
+            "cpu": _cpu_model(),
+            "cpus": os.cpu_count(),
+            "memory_mib": _mem_total_mib(),
+            "loadavg_at_start": os.getloadavg(),
+            "cpu_busy_at_start": cpu_busy(),
         },
         "versions": {
-            "python": platform.python_version(), "dbgov": _version("dbgov"),
-            "psycopg": _version("psycopg"), "asyncpg": _version("asyncpg"),
-            "uvloop": _version("uvloop"), "matplotlib": _version("matplotlib"),
+            "python": platform.python_version(),
+            "dbgov": _version("dbgov"),
+            "psycopg": _version("psycopg"),
+            "asyncpg": _version("asyncpg"),
+            "uvloop": _version("uvloop"),
+            "matplotlib": _version("matplotlib"),
         },
         "settings": {
-            "quick": settings.quick, "scenarios": sorted(settings.only),
-            "dbgov_workers": settings.workers, "seconds_per_run": settings.seconds,
-            "warmup_seconds": settings.warmup_seconds, "pgbench_scale": 10,
-            "ledger_events": settings.ledger_events, "nofile": nofile,
+            "quick": settings.quick,
+            "scenarios": sorted(settings.only),
+            "dbgov_workers": settings.workers,
+            "seconds_per_run": settings.seconds,
+            "warmup_seconds": settings.warmup_seconds,
+            "pgbench_scale": 10,
+            "ledger_events": settings.ledger_events,
+            "nofile": nofile,
             "client_sslmode": "disable",
         },
     }
-    print(f"bench: {', '.join(sorted(settings.only))}; {settings.seconds} s per run; dbgov "
-          f"{settings.workers} workers; {os.cpu_count()} CPUs (machine CPU busy "
-          f"{meta['machine']['cpu_busy_at_start']:.0%} before start)", flush=True)
+    print(
+        f"bench: {', '.join(sorted(settings.only))}; {settings.seconds} s per run; dbgov "
+        f"{settings.workers} workers; {os.cpu_count()} CPUs (machine CPU busy "
+        f"{meta['machine']['cpu_busy_at_start']:.0%} before start)",
+        flush=True,
+    )
     if nofile < NOFILE_WANTED and settings.wants("scale"):
         print(f"bench: open files limit is {nofile}; the scale scenario may fail", file=sys.stderr)
 
@@ -280,11 +317,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {e}")
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_json(args.out / "results.json", meta, results, rows, goals)
-    title = (f"dbgov bench {meta['started_at']} - {os.cpu_count()} CPUs, "
-             f"{settings.workers} dbgov workers, {settings.seconds} s per run")
+    title = (
+        f"dbgov bench {meta['started_at']} - {os.cpu_count()} CPUs, "
+        f"{settings.workers} dbgov workers, {settings.seconds} s per run"
+    )
     report.chart(args.out / "results.png", results, rows, title)
-    print(f"\nWrote {args.out / 'results.json'} and {args.out / 'results.png'}; "
-          f"total runtime {runtime / 60:.1f} min ({runtime:.0f} s)")
+    print(
+        f"\nWrote {args.out / 'results.json'} and {args.out / 'results.png'}; "
+        f"total runtime {runtime / 60:.1f} min ({runtime:.0f} s)"
+    )
     return 130 if interrupted else (1 if results.errors else 0)
 
 

@@ -55,8 +55,10 @@ _TABLES = ("public.customers", "public.prompts", "public.feature_store", "public
 
 def _ts(k: int) -> str:
     """A timestamp that advances one microsecond-ish step per statement."""
-    return (f"2026-03-01T{(k // 3_600_000) % 24:02d}:{(k // 60_000) % 60:02d}:"
-            f"{(k // 1000) % 60:02d}.{k % 1_000_000:06d}Z")
+    return (
+        f"2026-03-01T{(k // 3_600_000) % 24:02d}:{(k // 60_000) % 60:02d}:"
+        f"{(k // 1000) % 60:02d}.{k % 1_000_000:06d}Z"
+    )
 
 
 def synthetic_events(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
@@ -65,39 +67,80 @@ def synthetic_events(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
     k = 0
     while True:
         session = f"{rng.getrandbits(48):012x}"
-        user, groups = rng.choice([("alice", ["analysts"]), ("bob", ["ml-engineers"]),
-                                   ("carol", ["dba"]), ("etl", ["pipelines"])])
+        user, groups = rng.choice(
+            [
+                ("alice", ["analysts"]),
+                ("bob", ["ml-engineers"]),
+                ("carol", ["dba"]),
+                ("etl", ["pipelines"]),
+            ]
+        )
         common = {"v": 1, "session": session, "user": user, "target": "prod"}
 
-        batch: list[dict[str, Any]] = [{
-            **common, "type": "connection.open", "id": f"{session}:0", "ts": _ts(k),
-            "groups": groups, "client": f"10.0.{rng.randint(0, 255)}.{rng.randint(1, 254)}:"
-            f"{rng.randint(1024, 65535)}", "auth": "token", "tls": True, "protocol": "3.0",
-            "application_name": "bench",
-        }]
+        batch: list[dict[str, Any]] = [
+            {
+                **common,
+                "type": "connection.open",
+                "id": f"{session}:0",
+                "ts": _ts(k),
+                "groups": groups,
+                "client": f"10.0.{rng.randint(0, 255)}.{rng.randint(1, 254)}:"
+                f"{rng.randint(1024, 65535)}",
+                "auth": "token",
+                "tls": True,
+                "protocol": "3.0",
+                "application_name": "bench",
+            }
+        ]
         for i in range(1, rng.randint(2, 8)):
             k += 1
             table = rng.choice(_TABLES)
             aid = rng.randint(1, 1_000_000)
             deny = rng.random() < 0.05
             stmt_id = f"{session}:{2 * i - 1}"
-            batch.append({
-                **common, "type": "statement", "id": stmt_id, "ts": _ts(k),
-                "sql": f"SELECT * FROM {table} WHERE id = {aid}", "kinds": ["select"],
-                "reads": [table], "fingerprint": f"{rng.getrandbits(64):016x}",
-                "decision": {"verdict": "deny", "rule": "not-granted",
-                             "reason": f"{table} is not granted"} if deny
-                else {"verdict": "allow", "grant": "analysts-read"},
-            })
-            batch.append({
-                **common, "type": "statement.done", "id": f"{session}:{2 * i}", "ts": _ts(k),
-                "ref": stmt_id, "sqlstate": "42501" if deny else "00000",
-                "rows": 0 if deny else rng.randint(0, 50), "duration_us": rng.randint(80, 9000),
-            })
+            batch.append(
+                {
+                    **common,
+                    "type": "statement",
+                    "id": stmt_id,
+                    "ts": _ts(k),
+                    "sql": f"SELECT * FROM {table} WHERE id = {aid}",
+                    "kinds": ["select"],
+                    "reads": [table],
+                    "fingerprint": f"{rng.getrandbits(64):016x}",
+                    "decision": {
+                        "verdict": "deny",
+                        "rule": "not-granted",
+                        "reason": f"{table} is not granted",
+                    }
+                    if deny
+                    else {"verdict": "allow", "grant": "analysts-read"},
+                }
+            )
+            batch.append(
+                {
+                    **common,
+                    "type": "statement.done",
+                    "id": f"{session}:{2 * i}",
+                    "ts": _ts(k),
+                    "ref": stmt_id,
+                    "sqlstate": "42501" if deny else "00000",
+                    "rows": 0 if deny else rng.randint(0, 50),
+                    "duration_us": rng.randint(80, 9000),
+                }
+            )
         k += 1
-        batch.append({**common, "type": "connection.close", "id": f"{session}:c", "ts": _ts(k),
-                      "reason": "client", "bytes_in": rng.randint(100, 10_000),
-                      "bytes_out": rng.randint(100, 90_000)})
+        batch.append(
+            {
+                **common,
+                "type": "connection.close",
+                "id": f"{session}:c",
+                "ts": _ts(k),
+                "reason": "client",
+                "bytes_in": rng.randint(100, 10_000),
+                "bytes_out": rng.randint(100, 90_000),
+            }
+        )
         for ev in batch:
             yield ev
             n -= 1

@@ -46,8 +46,17 @@ class Load:
         return f"{name}{extra} {self.mode} c={self.clients}"
 
     def argv(self) -> list[str]:
-        args = ["-n", "-T", str(self.seconds), "-c", str(self.clients),
-                "-j", str(2 if self.clients >= 2 else 1), "-M", self.mode]
+        args = [
+            "-n",
+            "-T",
+            str(self.seconds),
+            "-c",
+            str(self.clients),
+            "-j",
+            str(2 if self.clients >= 2 else 1),
+            "-M",
+            self.mode,
+        ]
         if self.script == "select":
             args.append("-S")
         if self.connect:
@@ -112,11 +121,29 @@ def run(pgbench: str, endpoint: Endpoint, load: Load, workdir: Path) -> Result:
     logdir = workdir / "pgbench-logs"
     shutil.rmtree(logdir, ignore_errors=True)
     logdir.mkdir(parents=True)
-    argv = [pgbench, *load.argv(), "-l", f"--log-prefix={logdir / 'tx'}",
-            "-h", endpoint.host, "-p", str(endpoint.port), "-U", endpoint.user, endpoint.dbname]
+    argv = [
+        pgbench,
+        *load.argv(),
+        "-l",
+        f"--log-prefix={logdir / 'tx'}",
+        "-h",
+        endpoint.host,
+        "-p",
+        str(endpoint.port),
+        "-U",
+        endpoint.user,
+        endpoint.dbname,
+    ]
     cpu_before = cpu_seconds(endpoint.cpu_pids)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=endpoint.env(), cwd=logdir, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=endpoint.env(),
+        cwd=logdir,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=load.seconds + 120)
     except BaseException:

@@ -29,11 +29,13 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3)
 
 
-def _find(rows: list[Row], scenario: str, label: str, system: str,
-          phase: str | None = None) -> Row | None:
+def _find(
+    rows: list[Row], scenario: str, label: str, system: str, phase: str | None = None
+) -> Row | None:
     for r in rows:
         if (r.scenario, r.label, r.system) == (scenario, label, system) and (
-                phase is None or r.phase == phase):
+            phase is None or r.phase == phase
+        ):
             return r
     return None
 
@@ -52,6 +54,11 @@ def enrich(results: Results) -> list[dict[str, Any]]:
             other = _find(results.rows, r.scenario, r.label, base)
             d["ratio_to_base"] = _ratio(r.result.tps, other.result.tps if other else None)
             d["base"] = base
+            # The same comparison from the proxy's CPU per transaction (base / this): on a
+            # shared machine it moves far less than throughput does between phases.
+            d["cpu_ratio_to_base"] = _ratio(
+                other.result.proxy_cpu_us_per_tx if other else None, r.result.proxy_cpu_us_per_tx
+            )
         out.append(d)
     return out
 
@@ -68,12 +75,16 @@ def latency_added(results: Results) -> list[dict[str, Any]]:
                 continue
             assert row.result.p50_ms is not None and direct.result.p50_ms is not None
             assert row.result.p99_ms is not None and direct.result.p99_ms is not None
-            out.append({
-                "mode": mode, "ledger": ledger,
-                "p50_added_us": round((row.result.p50_ms - direct.result.p50_ms) * 1000),
-                "p99_added_us": round((row.result.p99_ms - direct.result.p99_ms) * 1000),
-                "direct_p50_ms": direct.result.p50_ms, "dbgov_p50_ms": row.result.p50_ms,
-            })
+            out.append(
+                {
+                    "mode": mode,
+                    "ledger": ledger,
+                    "p50_added_us": round((row.result.p50_ms - direct.result.p50_ms) * 1000),
+                    "p99_added_us": round((row.result.p99_ms - direct.result.p99_ms) * 1000),
+                    "direct_p50_ms": direct.result.p50_ms,
+                    "dbgov_p50_ms": row.result.p50_ms,
+                }
+            )
     return out
 
 
@@ -88,6 +99,7 @@ class Target:
     limit: float
     unit: str = "x"
     higher_is_better: bool = True
+    note: str = ""
 
     @property
     def verdict(self) -> str:
@@ -105,14 +117,16 @@ class Target:
         else:
             shown = f"{self.value:,.0f} {self.unit}"
         limit = f"{self.limit:g}x" if self.unit == "x" else f"{self.limit:,.0f} {self.unit}"
-        return f"  [{self.verdict:<4}] issue {self.issue}: {self.what} {op} {limit}: {shown}"
+        note = f" ({self.note})" if self.note else ""
+        return f"  [{self.verdict:<4}] issue {self.issue}: {self.what} {op} {limit}: {shown}{note}"
 
 
 def targets(results: Results, rows: list[dict[str, Any]]) -> list[Target]:
     def ratio(scenario: str, label: str, key: str, system: str = "dbgov") -> float | None:
         for d in rows:
             if (d["scenario"], d["label"], d["system"]) == (scenario, label, system) and (
-                    d["phase"] == "A"):
+                d["phase"] == "A"
+            ):
                 v = d.get(key)
                 return float(v) if v is not None else None
         return None
@@ -123,38 +137,118 @@ def targets(results: Results, rows: list[dict[str, Any]]) -> list[Target]:
 
     out: list[Target] = []
     for mode in ("simple", "prepared"):
-        out.append(Target(2, f"-S {mode} 8 clients, dbgov / direct",
-                          ratio("select", f"-S {mode} c=8", "ratio_to_direct"), 0.6))
+        out.append(
+            Target(
+                2,
+                f"-S {mode} 8 clients, dbgov / direct",
+                ratio("select", f"-S {mode} c=8", "ratio_to_direct"),
+                0.6,
+            )
+        )
+
+    def cpu_note(scenario: str, label: str) -> str:
+        v = ratio(scenario, label, "cpu_ratio_to_base")
+        return f"by proxy CPU per tx: {v:.2f}x" if v is not None else ""
+
     for mode in ("simple", "prepared"):
-        out.append(Target(3, f"-S {mode} 8 clients, demo policy / allow-all",
-                          ratio("policy", f"-S {mode} c=8", "ratio_to_base"), 0.9))
+        label = f"-S {mode} c=8"
+        out.append(
+            Target(
+                3,
+                f"-S {mode} 8 clients, demo policy / allow-all",
+                ratio("policy", label, "ratio_to_base"),
+                0.9,
+                note=cpu_note("policy", label),
+            )
+        )
     led = results.ledger or {}
-    out.append(Target(5, "journal append (strict, one process)", led.get("append_per_s"),
-                      50_000, "events/s"))
+    out.append(
+        Target(
+            5, "journal append (strict, one process)", led.get("append_per_s"), 50_000, "events/s"
+        )
+    )
     out.append(Target(5, "full verification", led.get("verify_per_s"), 200_000, "events/s"))
     for mode in ("simple", "prepared"):
-        out.append(Target(5, f"-S {mode} 8 clients, strict / async",
-                          ratio("ledger-mode", f"-S {mode} c=8", "ratio_to_base"), 0.8))
-    out.append(Target(4, "masked scan customers (column masks, wire), dbgov / direct",
-                      masked("alice", "customers/wire"), 0.5))
-    out.append(Target(4, "masked scan prompts (pii_text, wire), dbgov / direct",
-                      masked("alice", "prompts/wire"), 0.25))
+        label = f"-S {mode} c=8"
+        out.append(
+            Target(
+                5,
+                f"-S {mode} 8 clients, strict / async",
+                ratio("ledger-mode", label, "ratio_to_base"),
+                0.8,
+                note=cpu_note("ledger-mode", label),
+            )
+        )
+
+    def fetch_note(key: str) -> str:
+        v = masked("alice", f"{key}/fetch")
+        return f"fetched into Python: {v:.2f}x" if v is not None else ""
+
+    out.append(
+        Target(
+            4,
+            "masked scan customers (column masks, wire), dbgov / direct",
+            masked("alice", "customers/wire"),
+            0.5,
+            note=fetch_note("customers"),
+        )
+    )
+    out.append(
+        Target(
+            4,
+            "masked scan prompts (pii_text, wire), dbgov / direct",
+            masked("alice", "prompts/wire"),
+            0.25,
+            note=fetch_note("prompts"),
+        )
+    )
     for mode in ("simple", "prepared"):
         v = ratio("select", f"-S {mode} c=8", "ratio_to_pgbouncer")
         out.append(Target(8, f"-S {mode} 8 clients, dbgov / PgBouncer (first step)", v, 0.8))
         out.append(Target(8, f"-S {mode} 8 clients, dbgov / PgBouncer", v, 1.0))
     for la in latency_added(results):
         limit = 60 if la["ledger"] == "async" else 120
-        out.append(Target(8, f"p50 latency added at 1 client, {la['mode']}, {la['ledger']}",
-                          la["p50_added_us"], limit, "µs", higher_is_better=False))
+        out.append(
+            Target(
+                8,
+                f"p50 latency added at 1 client, {la['mode']}, {la['ledger']}",
+                la["p50_added_us"],
+                limit,
+                "µs",
+                higher_is_better=False,
+            )
+        )
     for key in ("customers/wire", "prompts/wire"):
-        out.append(Target(8, f"masked scan {key.split('/')[0]} (wire), dbgov / direct",
-                          masked("alice", key), 0.5))
+        out.append(
+            Target(
+                8,
+                f"masked scan {key.split('/')[0]} (wire), dbgov / direct",
+                masked("alice", key),
+                0.5,
+                note=fetch_note(key.split("/")[0]),
+            )
+        )
     sc = results.scale or {}
-    out.append(Target(8, f"errors with {sc.get('connections', 2000):,} connections",
-                      sc.get("errors"), 0, "errors", higher_is_better=False))
-    out.append(Target(8, "dbgov workers' RSS per idle connection",
-                      sc.get("rss_per_connection_kib"), 64, "KiB", higher_is_better=False))
+    out.append(
+        Target(
+            8,
+            f"errors with {sc.get('connections', 2000):,} connections",
+            sc.get("errors"),
+            0,
+            "errors",
+            higher_is_better=False,
+        )
+    )
+    out.append(
+        Target(
+            8,
+            "dbgov workers' RSS per idle connection",
+            sc.get("rss_per_connection_kib"),
+            64,
+            "KiB",
+            higher_is_better=False,
+        )
+    )
     return out
 
 
@@ -166,9 +260,11 @@ def _f(v: float | None, fmt: str) -> str:
 
 
 def table(results: Results, rows: list[dict[str, Any]]) -> str:
-    head = (f"{'scenario':<12} {'load':<24} {'system':<16} {'ph':<2} {'TPS':>10} "
-            f"{'p50 ms':>8} {'p99 ms':>8} {'x direct':>8} {'x pgb':>6} {'x base':>7} "
-            f"{'cpu us/tx':>9}")
+    head = (
+        f"{'scenario':<12} {'load':<24} {'system':<16} {'ph':<2} {'TPS':>10} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'x direct':>8} {'x pgb':>6} {'x base':>7} "
+        f"{'cpu us/tx':>9}"
+    )
     lines = [head, "-" * len(head)]
     order = {s: i for i, s in enumerate(SCENARIO_ORDER)}
     seen: list[tuple[str, str]] = []
@@ -188,7 +284,8 @@ def table(results: Results, rows: list[dict[str, Any]]) -> str:
                 f"{d['system']:<16} {d['phase']:<2} {tps:>10} {_f(d['p50_ms'], '.3f'):>8} "
                 f"{_f(d['p99_ms'], '.3f'):>8} {_f(d['ratio_to_direct'], '.2f'):>8} "
                 f"{_f(d['ratio_to_pgbouncer'], '.2f'):>6} {base:>7} "
-                f"{_f(d['proxy_cpu_us_per_tx'], '.0f'):>9}")
+                f"{_f(d['proxy_cpu_us_per_tx'], '.0f'):>9}"
+            )
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -199,24 +296,32 @@ def details(results: Results) -> str:
     if la:
         out.append("Latency added over direct at 1 client (-S), same phase:")
         for d in la:
-            out.append(f"  {d['mode']:<8} {d['ledger']:<6} p50 +{d['p50_added_us']} µs  "
-                       f"p99 +{d['p99_added_us']} µs  (direct p50 {d['direct_p50_ms']:.3f} ms,"
-                       f" dbgov p50 {d['dbgov_p50_ms']:.3f} ms)")
+            out.append(
+                f"  {d['mode']:<8} {d['ledger']:<6} p50 +{d['p50_added_us']} µs  "
+                f"p99 +{d['p99_added_us']} µs  (direct p50 {d['direct_p50_ms']:.3f} ms,"
+                f" dbgov p50 {d['dbgov_p50_ms']:.3f} ms)"
+            )
     if results.masked:
         out.append("Full scans, rows/s (best of runs; wire = libpq only, fetch = to Python):")
         for user, data in results.masked.items():
             path = "masked" if user == "alice" else "unmasked"
             for key, v in data.items():
-                out.append(f"  {key:<16} {user} ({path}) {v['masked_rows_per_s']:>10,}  direct "
-                           f"{v['direct_rows_per_s']:>10,}  x{v['ratio']:.2f}")
+                first = v.get("masked_first_rows_per_s")
+                cold = f"  (first, cold scan: {first:,})" if first is not None else ""
+                out.append(
+                    f"  {key:<16} {user:<5} ({path:<8}) {v['masked_rows_per_s']:>10,}  "
+                    f"direct {v['direct_rows_per_s']:>10,}  x{v['ratio']:.2f}{cold}"
+                )
     if results.ledger:
         led = results.ledger
         ver = ", ".join(f"{k} {v['events_per_s']:,}/s" for k, v in led["verify"].items())
-        out.append(f"Ledger ({led['events']:,} events, mean {led['mean_event_bytes']} bytes): "
-                   f"append {led['append_per_s']:,}/s (strict, durable per event), "
-                   f"encode {led['encode_per_s']:,}/s, encode+append "
-                   f"{led['encode_and_append_per_s']:,}/s, sequencer integration "
-                   f"{led['integrate_per_s']:,}/s, verify {ver}")
+        out.append(
+            f"Ledger ({led['events']:,} events, mean {led['mean_event_bytes']} bytes): "
+            f"append {led['append_per_s']:,}/s (strict, durable per event), "
+            f"encode {led['encode_per_s']:,}/s, encode+append "
+            f"{led['encode_and_append_per_s']:,}/s, sequencer integration "
+            f"{led['integrate_per_s']:,}/s, verify {ver}"
+        )
     if results.scale:
         s = results.scale
         out.append(
@@ -225,7 +330,8 @@ def details(results: Results) -> str:
             f"{s['busy_connections']} conns {s['busy_qps']:,} q/s p50 {_f(s['busy_p50_ms'], '.3f')}"
             f" ms p99 {_f(s['busy_p99_ms'], '.3f')} ms; {s['workers']} workers' RSS "
             f"{s['workers_rss_before_kib']:,} -> {s['workers_rss_after_kib']:,} KiB = "
-            f"{s['rss_per_connection_kib']} KiB per connection")
+            f"{s['rss_per_connection_kib']} KiB per connection"
+        )
         if s["error_samples"]:
             out.append("  first errors: " + " | ".join(s["error_samples"]))
     drift = _drift(results)
@@ -240,7 +346,8 @@ def _drift(results: Results) -> str:
         if r.system != "direct" or r.phase == "A" or r.result.tps is None:
             continue
         ref = _find(results.rows, "select", r.label, "direct", "A") or _find(
-            results.rows, r.scenario, r.label, "direct", "A")
+            results.rows, r.scenario, r.label, "direct", "A"
+        )
         if ref and ref.result.tps:
             parts.append(f"{r.label} {r.phase}/A {r.result.tps / ref.result.tps:.2f}")
     return ", ".join(parts)
@@ -249,8 +356,13 @@ def _drift(results: Results) -> str:
 # ---------------------------------------------------------------------------- files
 
 
-def write_json(path: Path, meta: dict[str, Any], results: Results, rows: list[dict[str, Any]],
-               goals: list[Target]) -> None:
+def write_json(
+    path: Path,
+    meta: dict[str, Any],
+    results: Results,
+    rows: list[dict[str, Any]],
+    goals: list[Target],
+) -> None:
     doc = {
         **meta,
         "rows": rows,
@@ -259,8 +371,18 @@ def write_json(path: Path, meta: dict[str, Any], results: Results, rows: list[di
         "ledger": results.ledger,
         "scale": results.scale,
         "phases": results.phases,
-        "targets": [{"issue": t.issue, "what": t.what, "value": t.value, "limit": t.limit,
-                     "unit": t.unit, "verdict": t.verdict} for t in goals],
+        "targets": [
+            {
+                "issue": t.issue,
+                "what": t.what,
+                "value": t.value,
+                "limit": t.limit,
+                "unit": t.unit,
+                "verdict": t.verdict,
+                "note": t.note,
+            }
+            for t in goals
+        ],
         "errors": results.errors,
     }
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
@@ -293,23 +415,24 @@ def chart(path: Path, results: Results, rows: list[dict[str, Any]], title: str) 
             bars.append((f"{d['scenario']}: {d['label']}", what, d["ratio_to_base"]))
     for user, data in results.masked.items():
         for key, v in data.items():
-            bars.append((f"scan {key} as {user}", "dbgov / direct", v["ratio"]))
+            seen = "masked" if user == "alice" else "unmasked"
+            bars.append((f"scan {key} as {user} ({seen})", "dbgov / direct", v["ratio"]))
     if not bars:
         return
     cats = list(dict.fromkeys(c for c, _, _ in bars))
     series = list(dict.fromkeys(s for _, s, _ in bars))
-    height = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(11, 0.45 * len(cats) * max(1, len(series) / 2) + 1.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for si, s in enumerate(series):
-        ys, xs = [], []
-        for c, s2, v in bars:
-            if s2 == s:
-                ys.append(cats.index(c) + si * height - 0.4 + height / 2)
-                xs.append(v)
-        ax.barh(ys, xs, height=height, label=s, color=colors[si % len(colors)])
-        for y, x in zip(ys, xs, strict=True):
-            ax.text(x, y, f" {x:.2f}", va="center", fontsize=7)
+    color = {s: colors[i % len(colors)] for i, s in enumerate(series)}
+    fig, ax = plt.subplots(figsize=(11, 0.28 * len(bars) + 0.25 * len(cats) + 1.5))
+    labelled: set[str] = set()
+    for ci, c in enumerate(cats):
+        mine = [(s, v) for c2, s, v in bars if c2 == c]
+        height = min(0.8 / len(mine), 0.3)
+        for k, (s, v) in enumerate(mine):
+            y = ci + height * (k + 0.5 - len(mine) / 2)
+            ax.barh(y, v, height=height * 0.95, color=color[s], label=None if s in labelled else s)
+            labelled.add(s)
+            ax.text(v, y, f" {v:.2f}", va="center", fontsize=7)
     ax.set_yticks(range(len(cats)))
     ax.set_yticklabels(cats, fontsize=8)
     ax.invert_yaxis()

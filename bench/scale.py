@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 
 from bench.pgbench import percentile
 from bench.systems import Endpoint
@@ -47,13 +47,19 @@ def workers_rss_kib(pids: list[int]) -> int:
 
 
 async def _connect(ep: Endpoint) -> asyncpg.Connection:
-    return await asyncpg.connect(host=ep.host, port=ep.port, user=ep.user, password=ep.password,
-                                 database=ep.dbname, ssl=False, timeout=60,
-                                 statement_cache_size=0)
+    return await asyncpg.connect(
+        host=ep.host,
+        port=ep.port,
+        user=ep.user,
+        password=ep.password,
+        database=ep.dbname,
+        ssl=False,
+        timeout=60,
+        statement_cache_size=0,
+    )
 
 
-async def _busy(conn: asyncpg.Connection, until: float, lat: list[int],
-                errors: list[str]) -> None:
+async def _busy(conn: asyncpg.Connection, until: float, lat: list[int], errors: list[str]) -> None:
     rng = random.Random()
     while time.monotonic() < until:
         started = time.perf_counter_ns()
@@ -65,8 +71,14 @@ async def _busy(conn: asyncpg.Connection, until: float, lat: list[int],
         lat.append((time.perf_counter_ns() - started) // 1000)
 
 
-async def _run(ep: Endpoint, worker_pids: list[int], connections: int, concurrency: int,
-               busy: int, busy_seconds: float) -> dict[str, Any]:
+async def _run(
+    ep: Endpoint,
+    worker_pids: list[int],
+    connections: int,
+    concurrency: int,
+    busy: int,
+    busy_seconds: float,
+) -> dict[str, Any]:
     for _ in range(3):  # warm-up: more than one connection lands on each worker
         warm = await asyncio.gather(*(_connect(ep) for _ in range(2 * len(worker_pids))))
         for c in warm:
@@ -132,7 +144,13 @@ async def _run(ep: Endpoint, worker_pids: list[int], connections: int, concurren
     }
 
 
-def run(ep: Endpoint, worker_pids: list[int], connections: int = 2000, concurrency: int = 32,
-        busy: int = 32, busy_seconds: float = 5.0) -> dict[str, Any]:
+def run(
+    ep: Endpoint,
+    worker_pids: list[int],
+    connections: int = 2000,
+    concurrency: int = 32,
+    busy: int = 32,
+    busy_seconds: float = 5.0,
+) -> dict[str, Any]:
     """Hold `connections` idle connections to `ep`, with `busy` of them querying."""
     return asyncio.run(_run(ep, worker_pids, connections, concurrency, busy, busy_seconds))

@@ -14,6 +14,9 @@ run against its systems back to back, so that ratios compare minutes, not hours:
   loads for the latency added in async mode;
 - phase "D", a fresh demo-strict instance: scale.
 
+`--quick` runs 3 s loads at 1 and 8 clients, leaves out TPC-B, scans with fewer
+repeats and builds a 200,000-event ledger.
+
 Phases B and C run each load against direct PostgreSQL too, right before the
 dbgov variant, so a ratio across phases can be read against how much direct
 itself moved (machine noise). Ratios to direct always use the direct row of the
@@ -37,6 +40,7 @@ from bench.systems import DbgovInstance, EmbeddedWorld, Endpoint, PgBouncer
 
 ALL = ("select", "tpcb", "churn", "policy", "ledger-mode", "masked", "ledger", "scale")
 SERVER_SCENARIOS = frozenset(ALL) - {"ledger"}
+QUICK = frozenset(ALL) - {"tpcb"}
 
 
 @dataclass(frozen=True)
@@ -52,13 +56,15 @@ class Settings:
     scale_connections: int
 
     @classmethod
-    def make(cls, quick: bool, only: Iterable[str], workers: int,
-             seconds: int | None = None) -> Settings:
-        chosen = frozenset(only) or frozenset(ALL)
-        if quick:
-            chosen -= {"tpcb"} if not only else set()
+    def make(
+        cls, quick: bool, only: Iterable[str], workers: int, seconds: int | None = None
+    ) -> Settings:
+        # --quick leaves out TPC-B (it has no target) and 64 clients, unless asked for.
+        chosen = frozenset(only) or (QUICK if quick else frozenset(ALL))
         return cls(
-            quick=quick, only=chosen, workers=workers,
+            quick=quick,
+            only=chosen,
+            workers=workers,
             seconds=seconds or (3 if quick else 8),
             warmup_seconds=1 if quick else 2,
             select_clients=(1, 8) if quick else (1, 8, 64),
@@ -84,9 +90,15 @@ class Row:
     loadavg: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "label": self.label, "system": self.system,
-                "phase": self.phase, "load": self.load, "loadavg_1m": self.loadavg,
-                **self.result.to_json()}
+        return {
+            "scenario": self.scenario,
+            "label": self.label,
+            "system": self.system,
+            "phase": self.phase,
+            "load": self.load,
+            "loadavg_1m": self.loadavg,
+            **self.result.to_json(),
+        }
 
 
 @dataclass
@@ -120,8 +132,14 @@ def cpu_busy(seconds: float = 1.0) -> float:
 class Runner:
     """Runs loads and records rows; prints one progress line per run."""
 
-    def __init__(self, settings: Settings, world: EmbeddedWorld | None,
-                 bouncer: PgBouncer | None, workdir: Path, results: Results) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        world: EmbeddedWorld | None,
+        bouncer: PgBouncer | None,
+        workdir: Path,
+        results: Results,
+    ) -> None:
         self.s = settings
         self.world = world
         self.bouncer = bouncer
@@ -139,31 +157,53 @@ class Runner:
 
     def phase(self, name: str, what: str) -> None:
         busy = cpu_busy()
-        self.results.phases[name] = {"what": what, "cpu_busy_before": busy,
-                                     "loadavg_before": loadavg(), "started": time.time()}
-        print(f"\n== phase {name}: {what} (machine CPU busy before: {busy:.0%}, "
-              f"load {loadavg():.2f})", flush=True)
+        self.results.phases[name] = {
+            "what": what,
+            "cpu_busy_before": busy,
+            "loadavg_before": loadavg(),
+            "started": time.time(),
+        }
+        print(
+            f"\n== phase {name}: {what} (machine CPU busy before: {busy:.0%}, "
+            f"load {loadavg():.2f})",
+            flush=True,
+        )
 
-    def measure(self, scenario: str, load: pgbench.Load, system: str, ep: Endpoint,
-                phase: str) -> Row:
+    def measure(
+        self, scenario: str, load: pgbench.Load, system: str, ep: Endpoint, phase: str
+    ) -> Row:
         assert self.world is not None
         la = loadavg()
         result = pgbench.run(self.world.pgbench, ep, load, self.workdir)
-        row = Row(scenario, load.label, system, phase,
-                  {"script": load.script, "mode": load.mode, "clients": load.clients,
-                   "seconds": load.seconds, "connect": load.connect}, result, la)
+        row = Row(
+            scenario,
+            load.label,
+            system,
+            phase,
+            {
+                "script": load.script,
+                "mode": load.mode,
+                "clients": load.clients,
+                "seconds": load.seconds,
+                "connect": load.connect,
+            },
+            result,
+            la,
+        )
         self.results.rows.append(row)
         if result.error:
             self.results.errors.append(f"{scenario} {load.label} {system}: {result.error}")
         tps = f"{result.tps:10,.0f} tps" if result.tps is not None else "    failed"
-        lat = (f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms"
-               if result.p50_ms is not None and result.p99_ms is not None else "")
+        lat = (
+            f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms"
+            if result.p50_ms is not None and result.p99_ms is not None
+            else ""
+        )
         err = f"  ERROR {result.error}" if result.error else ""
         fail = f"  failed tx {result.failed}" if result.failed else ""
         if result.proxy_cpu_us_per_tx is not None:
             lat += f"  proxy cpu {result.proxy_cpu_us_per_tx:5.0f} us/tx"
-        print(f"  {scenario:<11} {load.label:<24} {system:<16} {tps}  {lat}{fail}{err}",
-              flush=True)
+        print(f"  {scenario:<11} {load.label:<24} {system:<16} {tps}  {lat}{fail}{err}", flush=True)
         return row
 
     def warm_up(self, systems: list[tuple[str, Endpoint]], modes: Iterable[str]) -> None:
@@ -216,8 +256,9 @@ class Runner:
                     self.measure(scenario, load, "direct", direct, "A")
                     self.measure(scenario, load, "dbgov", dbgov_ep, "A")
 
-    def phase_variant(self, phase: str, dbgov: DbgovInstance, system: str,
-                      loads: list[tuple[str, pgbench.Load]]) -> None:
+    def phase_variant(
+        self, phase: str, dbgov: DbgovInstance, system: str, loads: list[tuple[str, pgbench.Load]]
+    ) -> None:
         """Phases B and C: each load against direct, then the variant."""
         assert self.world is not None
         direct = self.world.direct()
@@ -232,8 +273,7 @@ class Runner:
         direct = self.world.direct().dsn("prod")
         for user, group in (("alice", "analysts"), ("carol", "dba")):
             ep = dbgov.endpoint(user, self.token(user, group), "prod")
-            print(f"  masked      SELECT * as {user} (dbgov) vs dbgov_app (direct) ...",
-                  flush=True)
+            print(f"  masked      SELECT * as {user} (dbgov) vs dbgov_app (direct) ...", flush=True)
             try:
                 out = masked_scan.run(ep.dsn(), direct, self.s.masked_repeats)
             except Exception as exc:  # a failure here must not lose the other scenarios
@@ -242,44 +282,65 @@ class Runner:
                 continue
             self.results.masked[user] = out
             for key, v in out.items():
-                print(f"  masked      {key:<16} as {user:<6} dbgov {v['masked_rows_per_s']:>10,}"
-                      f" rows/s  direct {v['direct_rows_per_s']:>10,} rows/s  "
-                      f"x{v['ratio']:.2f}", flush=True)
+                print(
+                    f"  masked      {key:<16} as {user:<6} dbgov {v['masked_rows_per_s']:>10,}"
+                    f" rows/s  direct {v['direct_rows_per_s']:>10,} rows/s  "
+                    f"x{v['ratio']:.2f}",
+                    flush=True,
+                )
 
     def scale(self, dbgov: DbgovInstance) -> None:
         ep = dbgov.endpoint("carol", self.token("carol", "dba"))
         n = self.s.scale_connections
         print(f"  scale       opening {n:,} connections to dbgov ...", flush=True)
         try:
-            out = scale.run(ep, dbgov.worker_pids, connections=n,
-                            busy_seconds=3.0 if self.s.quick else 5.0)
+            out = scale.run(
+                ep, dbgov.worker_pids, connections=n, busy_seconds=3.0 if self.s.quick else 5.0
+            )
         except Exception as exc:
             self.results.errors.append(f"scale: {type(exc).__name__}: {exc}")
             print(f"  scale       ERROR {type(exc).__name__}: {exc}", flush=True)
             return
         self.results.scale = out
-        print(f"  scale       {out['opened']:,}/{n:,} open in {out['open_seconds']} s, "
-              f"errors {out['errors']}, busy {out['busy_connections']} conns "
-              f"{out['busy_qps']:,} q/s, workers RSS +{out['rss_per_connection_kib']} KiB/conn",
-              flush=True)
+        print(
+            f"  scale       {out['opened']:,}/{n:,} open in {out['open_seconds']} s, "
+            f"errors {out['errors']}, busy {out['busy_connections']} conns "
+            f"{out['busy_qps']:,} q/s, workers RSS +{out['rss_per_connection_kib']} KiB/conn",
+            flush=True,
+        )
 
 
 def run_ledger(settings: Settings, workdir: Path) -> dict[str, Any]:
     """bench.ledger_speed in a fresh process (see its docstring for why)."""
-    print(f"  ledger      {settings.ledger_events:,} events: encode, append, integrate, "
-          "verify ...", flush=True)
+    print(
+        f"  ledger      {settings.ledger_events:,} events: encode, append, integrate, verify ...",
+        flush=True,
+    )
     res = subprocess.run(
-        [sys.executable, "-m", "bench.ledger_speed", "--events", str(settings.ledger_events),
-         "--workdir", str(workdir)],
-        capture_output=True, text=True, timeout=1800, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench.ledger_speed",
+            "--events",
+            str(settings.ledger_events),
+            "--workdir",
+            str(workdir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
         cwd=Path(__file__).resolve().parent.parent,
     )
     if res.returncode != 0:
         raise RuntimeError(f"bench.ledger_speed failed:\n{res.stderr[-2000:]}")
     out: dict[str, Any] = json.loads(res.stdout)
-    print(f"  ledger      append {out['append_per_s']:,}/s  integrate "
-          f"{out['integrate_per_s']:,}/s  verify {out['verify_per_s']:,}/s  "
-          f"(encode {out['encode_per_s']:,}/s)", flush=True)
+    print(
+        f"  ledger      append {out['append_per_s']:,}/s  integrate "
+        f"{out['integrate_per_s']:,}/s  verify {out['verify_per_s']:,}/s  "
+        f"(encode {out['encode_per_s']:,}/s)",
+        flush=True,
+    )
     return out
 
 
@@ -292,8 +353,7 @@ def variant_loads(runner: Runner, phase: str) -> list[tuple[str, pgbench.Load]]:
         if s.wants("select"):
             loads += [("select", runner.load("select", m, 1)) for m in ("simple", "prepared")]
         if s.wants("ledger-mode"):
-            loads += [("ledger-mode", runner.load("select", m, 8))
-                      for m in ("simple", "prepared")]
+            loads += [("ledger-mode", runner.load("select", m, 8)) for m in ("simple", "prepared")]
     return loads
 
 

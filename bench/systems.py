@@ -65,14 +65,23 @@ class Endpoint:
 
     def dsn(self, dbname: str | None = None) -> str:
         return psycopg.conninfo.make_conninfo(
-            host=self.host, port=self.port, user=self.user, dbname=dbname or self.dbname,
-            password=self.password, sslmode="disable", connect_timeout=30,
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=dbname or self.dbname,
+            password=self.password,
+            sslmode="disable",
+            connect_timeout=30,
         )
 
     def env(self) -> dict[str, str]:
         """Environment for pgbench/psql: the password never appears on a command line."""
-        return {**os.environ, "PGPASSWORD": self.password, "PGSSLMODE": "disable",
-                "PGCONNECT_TIMEOUT": "30"}
+        return {
+            **os.environ,
+            "PGPASSWORD": self.password,
+            "PGSSLMODE": "disable",
+            "PGCONNECT_TIMEOUT": "30",
+        }
 
 
 # ---------------------------------------------------------------------------- processes
@@ -95,9 +104,14 @@ class Child:
         self.name = name
         self.log = log
         with log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         **popen)
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **popen,
+            )
 
     @property
     def pid(self) -> int:
@@ -120,8 +134,10 @@ class Child:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            print(f"bench: {self.name} did not stop in {timeout:.0f} s; killing its group",
-                  file=sys.stderr)
+            print(
+                f"bench: {self.name} did not stop in {timeout:.0f} s; killing its group",
+                file=sys.stderr,
+            )
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
@@ -164,9 +180,17 @@ class EmbeddedWorld:
             (self.data_dir / "state.json").unlink()
         self.child = Child(
             "dbgov up",
-            dbgov_argv("up", "--data-dir", str(self.data_dir), "--workers", "1",
-                       "--listen", f"127.0.0.1:{free_port()}",
-                       "--web-listen", f"127.0.0.1:{free_port()}"),
+            dbgov_argv(
+                "up",
+                "--data-dir",
+                str(self.data_dir),
+                "--workers",
+                "1",
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+                "--web-listen",
+                f"127.0.0.1:{free_port()}",
+            ),
             self.root / "up.log",
         )
         self.state = _wait_state(self.child, self.data_dir / "state.json", 180)
@@ -229,9 +253,14 @@ class EmbeddedWorld:
         started = time.monotonic()
         self.admin(f'CREATE DATABASE {BENCH_DB} OWNER "{APP_ROLE}"')
         dsn = self.admin_dsn.replace("user=postgres", f"user={APP_ROLE}").replace(
-            "dbname=postgres", f"dbname={BENCH_DB}")
-        res = subprocess.run([self.pgbench, "-i", "-q", "-s", str(PGBENCH_SCALE), dsn],
-                             capture_output=True, text=True, timeout=600)
+            "dbname=postgres", f"dbname={BENCH_DB}"
+        )
+        res = subprocess.run(
+            [self.pgbench, "-i", "-q", "-s", str(PGBENCH_SCALE), dsn],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if res.returncode != 0:
             raise StartError(f"pgbench -i failed:\n{res.stderr[-1500:]}")
         return time.monotonic() - started
@@ -241,9 +270,22 @@ class EmbeddedWorld:
 
     def token(self, user: str, group: str) -> str:
         res = subprocess.run(
-            dbgov_argv("token", "issue", "--data-dir", str(self.data_dir), "--user", user,
-                       "--group", group, "--ttl", "8h"),
-            capture_output=True, text=True, timeout=60, check=False,
+            dbgov_argv(
+                "token",
+                "issue",
+                "--data-dir",
+                str(self.data_dir),
+                "--user",
+                user,
+                "--group",
+                group,
+                "--ttl",
+                "8h",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         if res.returncode != 0:
             raise StartError(f"dbgov token issue failed: {res.stderr.strip()}")
@@ -258,8 +300,9 @@ class EmbeddedWorld:
 
 ALLOW_ALL_POLICY = {
     "version": 1,
-    "grants": [{"name": "everything", "groups": ["dba"], "targets": ["*"], "allow": ["*"],
-                "tables": ["*"]}],
+    "grants": [
+        {"name": "everything", "groups": ["dba"], "targets": ["*"], "allow": ["*"], "tables": ["*"]}
+    ],
 }
 
 
@@ -306,18 +349,27 @@ class DbgovInstance:
             policy_path.write_text(yaml.safe_dump(ALLOW_ALL_POLICY, sort_keys=False))
             policy = str(policy_path)
         targets = [t for t in base["targets"] if t["name"] in ("prod", "staging")]
-        targets.append({"name": BENCH_DB, "env": "production", "host": "127.0.0.1",
-                        "port": self.world.port, "database": BENCH_DB, "user": APP_ROLE,
-                        "password_file": str(self.world.password_file)})
+        targets.append(
+            {
+                "name": BENCH_DB,
+                "env": "production",
+                "host": "127.0.0.1",
+                "port": self.world.port,
+                "database": BENCH_DB,
+                "user": APP_ROLE,
+                "password_file": str(self.world.password_file),
+            }
+        )
         identity = dict(base.get("identity") or {})
-        identity["local_issuer"] = {**identity.get("local_issuer", {}),
-                                    "key_file": str(self.world.data_dir / "keys" / "issuer.key")}
+        identity["local_issuer"] = {
+            **identity.get("local_issuer", {}),
+            "key_file": str(self.world.data_dir / "keys" / "issuer.key"),
+        }
         config = {
             "data_dir": str(self.home / "data"),
             # An explicit port: with port 0 every worker binds its own ephemeral port
             # and only the last one is advertised (see the bench report).
-            "listen": {"proxy": f"127.0.0.1:{free_port()}", "web": None,
-                       "workers": self.workers},
+            "listen": {"proxy": f"127.0.0.1:{free_port()}", "web": None, "workers": self.workers},
             "tls": base["tls"],
             "targets": targets,
             "identity": identity,
@@ -333,10 +385,11 @@ class DbgovInstance:
         state_path = self.home / "data" / "state.json"
         with contextlib.suppress(FileNotFoundError):
             state_path.unlink()
-        self.child = Child(f"dbgov proxy ({self.variant.name})",
-                           dbgov_argv("proxy", "--config", str(config), "--workers",
-                                      str(self.workers)),
-                           self.home / "proxy.log")
+        self.child = Child(
+            f"dbgov proxy ({self.variant.name})",
+            dbgov_argv("proxy", "--config", str(config), "--workers", str(self.workers)),
+            self.home / "proxy.log",
+        )
         self.state = _wait_state(self.child, state_path, 90)
 
     def stop(self) -> None:
@@ -362,7 +415,8 @@ class DbgovInstance:
 
 def pgbouncer_binary() -> str | None:
     return shutil.which("pgbouncer") or next(
-        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None)
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
+    )
 
 
 def pgbouncer_version(binary: str) -> str:
@@ -383,8 +437,10 @@ class PgBouncer:
     def _write(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         # Server logins (pooled, rare) use the password; client logins the SCRAM secret.
-        conn = (f"host=127.0.0.1 port={self.world.port} user={APP_ROLE} "
-                f"password={self.world.app_password}")
+        conn = (
+            f"host=127.0.0.1 port={self.world.port} user={APP_ROLE} "
+            f"password={self.world.app_password}"
+        )
         ini = self.home / "pgbouncer.ini"
         ini.write_text(
             "[databases]\n"
@@ -402,7 +458,8 @@ class PgBouncer:
         # Clients are checked against the role's SCRAM secret, not its password, so
         # PgBouncer runs no PBKDF2 per client login (the recommended set-up).
         secret = self.world.admin(
-            f"SELECT rolpassword FROM pg_authid WHERE rolname = '{APP_ROLE}'")[0][0]
+            f"SELECT rolpassword FROM pg_authid WHERE rolname = '{APP_ROLE}'"
+        )[0][0]
         (self.home / "userlist.txt").write_text(f'"{APP_ROLE}" "{secret}"\n')
         return ini
 
@@ -415,8 +472,9 @@ class PgBouncer:
                 os.chown(path, nobody.pw_uid, nobody.pw_gid)
             os.chmod(self.home, 0o700)
             popen = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
-        self.child = Child("pgbouncer", [self.binary, str(ini)], self.home.parent / "pgbouncer.out",
-                           **popen)
+        self.child = Child(
+            "pgbouncer", [self.binary, str(ini)], self.home.parent / "pgbouncer.out", **popen
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if not self.child.alive():
@@ -436,5 +494,6 @@ class PgBouncer:
 
     def endpoint(self) -> Endpoint:
         pids = (self.child.pid,) if self.child is not None else ()
-        return Endpoint("pgbouncer", "127.0.0.1", self.port, APP_ROLE, self.world.app_password,
-                        cpu_pids=pids)
+        return Endpoint(
+            "pgbouncer", "127.0.0.1", self.port, APP_ROLE, self.world.app_password, cpu_pids=pids
+        )

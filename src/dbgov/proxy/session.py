@@ -40,7 +40,9 @@ from dbgov.gate import Decision, ResultPlan, SessionContext, Verdict
 from dbgov.identity import AuthError, Identity
 from dbgov.identity.scram import MECHANISM, ScramExchange
 from dbgov.ledger import events
+from dbgov.models.registry import model_links
 from dbgov.proxy import masking_io, startup_params
+from dbgov.proxy.redact import redact_sql
 from dbgov.proxy.upstream import UpstreamError, UpstreamProtocol, connect_upstream, send_cancel
 from dbgov.sql.model import Analysis, Statement
 from dbgov.wire.postgres import (
@@ -646,15 +648,23 @@ class Session(asyncio.Protocol):
         return decision
 
     def _statement_fields(self, analysis: Analysis) -> dict[str, Any]:
+        """The event fields that depend only on the analysis, computed once per analysis."""
+        hit = _FIELDS_CACHE.get(id(analysis))
+        if hit is not None and hit[0] is analysis:
+            return dict(hit[1])
         stmts = analysis.statements
         reads = sorted({str(r) for s in stmts for r in s.reads})
         writes = sorted({str(r) for s in stmts for r in s.writes})
-        return {
+        fields = {
             "kinds": [s.kind for s in stmts],
             "reads": reads or None,
             "writes": writes or None,
             "fingerprint": analysis.fingerprint or None,
         }
+        if len(_FIELDS_CACHE) > 10_000:
+            _FIELDS_CACHE.clear()
+        _FIELDS_CACHE[id(analysis)] = (analysis, fields)  # holds the analysis: ids stay unique
+        return dict(fields)
 
     def _statement_event(self, sql: str, analysis: Analysis, decision: Decision,
                          params: list[str | None] | None = None,
@@ -662,12 +672,8 @@ class Session(asyncio.Protocol):
         assert self.identity is not None and self.target is not None
         self.statements += 1
         event_id = self.ctx.audit.next_id(self.id)
-        from dbgov.proxy.redact import redact_sql
-
         fields = self._statement_fields(analysis)
         # Model provenance (dbgov.models): link changes of declared model inputs.
-        from dbgov.models.registry import model_links
-
         fields["models"] = model_links(self.ctx.gate.policy, analysis, self.search_path,
                                        self.target.name, self.sql_prepared)
         err = self.ctx.audit.write_ahead(
@@ -956,7 +962,8 @@ class Session(asyncio.Protocol):
                 if fr is None:
                     break
                 t, start, end = fr
-                self.phase = backend_step(self.phase, t)
+                if self.phase is not Phase.READY or t not in _READY_STAY:
+                    self.phase = backend_step(self.phase, t)
                 unit = self.units[0] if self.units else None
                 if unit is not None and unit.internal:
                     if run_start >= 0:
@@ -976,7 +983,9 @@ class Session(asyncio.Protocol):
                     if run_start < 0:
                         run_start = start
                     continue
-                if t in _PASS_BACKEND and not (t == 0x4E and self.masking):
+                if t in _PASS_BACKEND and not (t == 0x4E and self.masking) or (
+                        t == 0x54 and not self.masking and unit is not None
+                        and unit.kind == U_QUERY):
                     if run_start < 0:
                         run_start = start
                     continue
@@ -1232,9 +1241,11 @@ class Session(asyncio.Protocol):
             self._held_ready = rfq.encode()
             return self._refresh_search_path()
         if rfq.status == "I":
-            self.portals.clear()
-            # Cursors without HOLD die with their transaction; keep the holdable ones.
-            self.cursors = {k: v for k, v in self.cursors.items() if "with_hold" in v.flags}
+            if self.portals:
+                self.portals.clear()
+            if self.cursors:
+                # Cursors without HOLD die with their transaction; keep the holdable ones.
+                self.cursors = {k: v for k, v in self.cursors.items() if "with_hold" in v.flags}
         return None
 
     def _finish_unit(self, unit: Unit) -> None:
@@ -1291,5 +1302,10 @@ def _parse_search_path(value: str) -> tuple[str, ...]:
 # Frontend types forwarded without decoding: Sync, Flush, Describe, Close, CopyData,
 # CopyDone, CopyFail (Describe/Close/Sync are noted on the fly).
 _PASS_FRONTEND = frozenset(b"SHDCdcf")
+# Statement event fields per analysis (id -> (analysis, fields)).
+_FIELDS_CACHE: dict[int, tuple[Analysis, dict[str, Any]]] = {}
+# Backend types that leave phase READY unchanged (checked inline on the hot path;
+# everything else goes through states.backend_step).
+_READY_STAY = frozenset(b"123nIsTDCNASZtK")
 # Backend types forwarded without decoding when nothing internal is pending.
 _PASS_BACKEND = frozenset(b"dcNA")
