@@ -65,16 +65,24 @@ class Dbgov:
             return self._tokens[key]
         from dbgov.identity.issuer import LocalIssuer
 
-        issuer = LocalIssuer.from_file(self.data_dir / "keys" / "issuer.key", "dbgov-local", "dbgov")
+        issuer = LocalIssuer.from_file(
+            self.data_dir / "keys" / "issuer.key", "dbgov-local", "dbgov"
+        )
         tok = issuer.issue(user, list(gs), ttl)
         if ttl == 3600:
             self._tokens[key] = tok
         return tok
 
     def dsn(self, user: str, target: str = "prod", **extra: str) -> str:
-        parts = {"host": self.host, "port": str(self.port), "user": user, "dbname": target,
-                 "password": self.token(user) if user != "etl" else self.etl_password(),
-                 "sslmode": "disable", "connect_timeout": "10"}
+        parts = {
+            "host": self.host,
+            "port": str(self.port),
+            "user": user,
+            "dbname": target,
+            "password": self.token(user) if user != "etl" else self.etl_password(),
+            "sslmode": "disable",
+            "connect_timeout": "10",
+        }
         parts.update(extra)
         return " ".join(f"{k}='{v}'" for k, v in parts.items())
 
@@ -85,20 +93,47 @@ class Dbgov:
     def etl_password(self) -> str:
         return (self.data_dir / "keys" / "etl.password").read_text().strip()
 
-    def psql_run(self, user: str, sql: str, target: str = "prod", args: tuple[str, ...] = (),
-                 check: bool = False, password: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, PGPASSWORD=password if password is not None else
-                   (self.token(user) if user != "etl" else self.etl_password()),
-                   PGCONNECT_TIMEOUT="10")
-        cmd = [self.psql, "-X", "-v", "ON_ERROR_STOP=1", "-h", self.host, "-p", str(self.port),
-               "-U", user, "-d", target, *args, "-c", sql]
+    def psql_run(
+        self,
+        user: str,
+        sql: str,
+        target: str = "prod",
+        args: tuple[str, ...] = (),
+        check: bool = False,
+        password: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(
+            os.environ,
+            PGPASSWORD=password
+            if password is not None
+            else (self.token(user) if user != "etl" else self.etl_password()),
+            PGCONNECT_TIMEOUT="10",
+        )
+        cmd = [
+            self.psql,
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-U",
+            user,
+            "-d",
+            target,
+            *args,
+            "-c",
+            sql,
+        ]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
         if check and res.returncode != 0:
             raise AssertionError(f"psql failed: {res.stderr}")
         return res
 
-    def admin(self, sql: str, params: Any = None, target: str = "prod",
-              user: str = "postgres") -> list[tuple[Any, ...]]:
+    def admin(
+        self, sql: str, params: Any = None, target: str = "prod", user: str = "postgres"
+    ) -> list[tuple[Any, ...]]:
         """Run SQL directly on the embedded server (superuser, bypassing dbgov)."""
         import psycopg
 
@@ -119,8 +154,9 @@ class Dbgov:
         finally:
             store.close()
 
-    def wait_events(self, pred: Any, timeout: float = 10.0, count: int = 1,
-                    **filters: Any) -> list[dict[str, Any]]:
+    def wait_events(
+        self, pred: Any, timeout: float = 10.0, count: int = 1, **filters: Any
+    ) -> list[dict[str, Any]]:
         """Integrated events matching `pred`, once at least `count` are there (or timeout)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -130,11 +166,18 @@ class Dbgov:
             time.sleep(0.05)
 
 
-def start_dbgov(data_dir: Path, *extra: str, workers: int = 1,
-                config: Path | None = None) -> Dbgov:
+def start_dbgov(data_dir: Path, *extra: str, workers: int = 1, config: Path | None = None) -> Dbgov:
     port, web_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "dbgov", "up" if config is None else "proxy",
-           "--data-dir", str(data_dir), "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dbgov",
+        "up" if config is None else "proxy",
+        "--data-dir",
+        str(data_dir),
+        "--workers",
+        str(workers),
+    ]
     if config is None:
         cmd += ["--fast", "--listen", f"127.0.0.1:{port}", "--web-listen", f"127.0.0.1:{web_port}"]
     else:
@@ -146,8 +189,9 @@ def start_dbgov(data_dir: Path, *extra: str, workers: int = 1,
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"dbgov exited early; see {log.name}:\n"
-                               + Path(log.name).read_text()[-3000:])
+            raise RuntimeError(
+                f"dbgov exited early; see {log.name}:\n" + Path(log.name).read_text()[-3000:]
+            )
         if state_path.exists():
             try:
                 state = json.loads(state_path.read_text())

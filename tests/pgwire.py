@@ -122,8 +122,14 @@ class RawClient:
             self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
         return answer
 
-    def startup(self, user: str, database: str, password: str | None,
-                protocol: int = PROTOCOL_3_0, **params: str) -> list[Msg]:
+    def startup(
+        self,
+        user: str,
+        database: str,
+        password: str | None,
+        protocol: int = PROTOCOL_3_0,
+        **params: str,
+    ) -> list[Msg]:
         """Log in; returns every message up to ReadyForQuery (or until an error)."""
         self.send(StartupMessage(protocol, {"user": user, "database": database, **params}).encode())
         seen = []

@@ -50,7 +50,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         server.stop()
         return _die(str(exc))
     raw = world.embedded_config(
-        layout, info, listen=args.listen, web=args.web_listen, workers=args.workers,
+        layout,
+        info,
+        listen=args.listen,
+        web=args.web_listen,
+        workers=args.workers,
         ledger_mode=args.ledger_mode,
     )
     layout.run.mkdir(parents=True, exist_ok=True)
@@ -62,9 +66,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         server.stop()
         return _die(str(exc))
-    sup = Supervisor(config, layout.effective_config, config.listen.workers,
-                     state_extra={"admin_dsn": info.admin_dsn(), "embedded_port": info.port,
-                                  "psql": str(bin_path("psql")), "pgbench": str(bin_path("pgbench"))})
+    sup = Supervisor(
+        config,
+        layout.effective_config,
+        config.listen.workers,
+        state_extra={
+            "admin_dsn": info.admin_dsn(),
+            "embedded_port": info.port,
+            "psql": str(bin_path("psql")),
+            "pgbench": str(bin_path("pgbench")),
+        },
+    )
     try:
         sup.start_sequencer()
         sup.start_workers()
@@ -72,15 +84,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         sup.stop()
         server.stop()
         return _die(str(exc))
-    issuer = LocalIssuer.from_file(layout.issuer_key, config.identity.local_issuer.issuer,
-                                   config.identity.local_issuer.audience)
+    issuer = LocalIssuer.from_file(
+        layout.issuer_key,
+        config.identity.local_issuer.issuer,
+        config.identity.local_issuer.audience,
+    )
     ready_s = time.monotonic() - t0
 
     def banner() -> None:
         host, _ = config.listen.proxy_addr()
         psql = shutil.which("psql") or str(bin_path("psql"))
-        print(f"dbgov is up in {ready_s:.1f} s"
-              + (f" (demo data loaded in {seeded_in:.1f} s)" if seeded_in else ""))
+        print(
+            f"dbgov is up in {ready_s:.1f} s"
+            + (f" (demo data loaded in {seeded_in:.1f} s)" if seeded_in else "")
+        )
         print(f"  proxy      {host}:{sup.port}   targets: prod (production), staging")
         if config.listen.web:
             print(f"  dashboard  http://{config.listen.web}/")
@@ -92,8 +109,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"  # {user} ({', '.join(groups)})")
             print(f"  PGPASSWORD='{token}' {psql} \"postgresql://{user}@{host}:{sup.port}/prod\"")
         etl_pw, _ = world.etl_credentials(layout)
-        print(f"  # etl (service account, SCRAM)\n  PGPASSWORD='{etl_pw}' {psql} "
-              f"\"postgresql://etl@{host}:{sup.port}/prod\"")
+        print(
+            f"  # etl (service account, SCRAM)\n  PGPASSWORD='{etl_pw}' {psql} "
+            f'"postgresql://etl@{host}:{sup.port}/prod"'
+        )
         print("\nStop with Ctrl-C.", flush=True)
 
     import asyncio
@@ -176,9 +195,8 @@ def cmd_service_account_hash(args: argparse.Namespace) -> int:
 
 
 def _open_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from dbgov.store.sqlite import LedgerStore
-
     from dbgov.ledger.integrate import integrate_if_idle
+    from dbgov.store.sqlite import LedgerStore
 
     layout = Layout(resolve_data_dir(args.data_dir))
     integrate_if_idle(layout)
@@ -227,9 +245,16 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
 def cmd_audit_search(args: argparse.Namespace) -> int:
     store = _open_store(args)
-    rows = store.search(user=args.user, target=args.target, types=args.type or None,
-                        since=_time_arg(args.since), until=_time_arg(args.until), text=args.text,
-                        decision=args.decision, limit=args.limit)
+    rows = store.search(
+        user=args.user,
+        target=args.target,
+        types=args.type or None,
+        since=_time_arg(args.since),
+        until=_time_arg(args.until),
+        text=args.text,
+        decision=args.decision,
+        limit=args.limit,
+    )
     for r in rows:
         _print_event(r, args.json)
     return 0
@@ -256,8 +281,9 @@ def _time_arg(text: str | None) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=None,
-                        help="data directory (default ./.dbgov or $DBGOV_HOME)")
+    common.add_argument(
+        "--data-dir", default=None, help="data directory (default ./.dbgov or $DBGOV_HOME)"
+    )
     ap = argparse.ArgumentParser(prog="dbgov", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -267,8 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--config", default=None, help="run a config file instead of the demo")
     up.add_argument("--workers", type=int, default=0, help="proxy processes (default: cores)")
     up.add_argument("--ledger-mode", choices=["strict", "fsync", "async"], default="strict")
-    up.add_argument("--max-connections", type=int, default=None,
-                    help="the embedded server's max_connections (default 300)")
+    up.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="the embedded server's max_connections (default 300)",
+    )
     up.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)  # tests: fsync off
     up.set_defaults(func=cmd_up)
 
@@ -329,8 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("DBGOV_LOG", "WARNING").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("DBGOV_LOG", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)

@@ -140,7 +140,9 @@ class ServiceAccount(_Model):
     name: str
     groups: tuple[str, ...] = ()
     # A PostgreSQL-style SCRAM verifier: SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>
-    scram: str = Field(pattern=r"^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$")
+    scram: str = Field(
+        pattern=r"^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$"
+    )
 
 
 class ClientCerts(_Model):
@@ -262,7 +264,9 @@ def load_config(path: Path) -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: (top level): expected a mapping of settings")
     _resolve_paths(raw, path.resolve().parent)

@@ -69,22 +69,40 @@ CAROL = ident("carol", "dba")
 ERIN = ident("erin", "dba")
 
 JIT = [
-    {"group": "writers", "targets": ["prod"], "requesters": ["ml-engineers"],
-     "approvers": ["dba"], "quorum": 1, "max_duration": "4h"},
+    {
+        "group": "writers",
+        "targets": ["prod"],
+        "requesters": ["ml-engineers"],
+        "approvers": ["dba"],
+        "quorum": 1,
+        "max_duration": "4h",
+    },
 ]
 
 
 def make_config(data_dir: Path, **approvals: Any) -> Config:
-    return config_from_dict({
-        "data_dir": str(data_dir),
-        "targets": [
-            {"name": "prod", "env": "production", "host": "127.0.0.1", "database": "prod",
-             "user": "app"},
-            {"name": "staging", "env": "staging", "host": "127.0.0.1", "database": "staging",
-             "user": "app"},
-        ],
-        "approvals": {"validity_s": 3600, "default_timeout_s": 600, **approvals},
-    })
+    return config_from_dict(
+        {
+            "data_dir": str(data_dir),
+            "targets": [
+                {
+                    "name": "prod",
+                    "env": "production",
+                    "host": "127.0.0.1",
+                    "database": "prod",
+                    "user": "app",
+                },
+                {
+                    "name": "staging",
+                    "env": "staging",
+                    "host": "127.0.0.1",
+                    "database": "staging",
+                    "user": "app",
+                },
+            ],
+            "approvals": {"validity_s": 3600, "default_timeout_s": 600, **approvals},
+        }
+    )
 
 
 @pytest.fixture
@@ -104,28 +122,59 @@ def config(tmp_path: Path) -> Config:
 
 @pytest.fixture
 def svc(config: Config, audit: RecordingAudit, clock: Clock) -> Iterator[Approvals]:
-    s = Approvals(config, ControlStore(config.data_dir / "control.db"), audit,
-                  jit=parse_jit_grants(JIT), clock=clock)
+    s = Approvals(
+        config,
+        ControlStore(config.data_dir / "control.db"),
+        audit,
+        jit=parse_jit_grants(JIT),
+        clock=clock,
+    )
     yield s
     s.close()
 
 
-def other_process(config: Config, clock: Clock | None = None,
-                  jit: JitPolicy | None = None) -> Approvals:
+def other_process(
+    config: Config, clock: Clock | None = None, jit: JitPolicy | None = None
+) -> Approvals:
     """A second service over the same file, as the CLI or another worker would open."""
-    return Approvals(config, ControlStore(config.data_dir / "control.db"), RecordingAudit(),
-                     jit=jit, **({"clock": clock} if clock else {}))
+    return Approvals(
+        config,
+        ControlStore(config.data_dir / "control.db"),
+        RecordingAudit(),
+        jit=jit,
+        **({"clock": clock} if clock else {}),
+    )
 
 
-def statement(svc: Approvals, who: Identity = BOB, *, target: str = "prod",
-              sql: str = "UPDATE feature_store SET value = 0.5 WHERE customer_id = 7",
-              params_hash: str = "p1", rule: str = "feature-edits-need-dba", quorum: int = 1,
-              mode: str = "hold", timeout_s: float = 600, approvers: tuple[str, ...] = ("dba",),
-              session: str | None = "s1"):
+def statement(
+    svc: Approvals,
+    who: Identity = BOB,
+    *,
+    target: str = "prod",
+    sql: str = "UPDATE feature_store SET value = 0.5 WHERE customer_id = 7",
+    params_hash: str = "p1",
+    rule: str = "feature-edits-need-dba",
+    quorum: int = 1,
+    mode: str = "hold",
+    timeout_s: float = 600,
+    approvers: tuple[str, ...] = ("dba",),
+    session: str | None = "s1",
+):
     return svc.request_statement(
-        who, target, sql=sql, fingerprint="fp1", params_hash=params_hash, params=None,
-        tables=["public.feature_store"], rule=rule, reason="changes churn-v2 inputs",
-        approvers=approvers, quorum=quorum, mode=mode, timeout_s=timeout_s, risk="high",
+        who,
+        target,
+        sql=sql,
+        fingerprint="fp1",
+        params_hash=params_hash,
+        params=None,
+        tables=["public.feature_store"],
+        rule=rule,
+        reason="changes churn-v2 inputs",
+        approvers=approvers,
+        quorum=quorum,
+        mode=mode,
+        timeout_s=timeout_s,
+        risk="high",
         session=session,
     )
 
@@ -159,17 +208,22 @@ def _wired() -> bool:
     return True
 
 
-def dbgov_cmd(*args: str, token: str | None = None, env: dict[str, str] | None = None
-              ) -> subprocess.CompletedProcess[str]:
+def dbgov_cmd(
+    *args: str, token: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     mine = args[0] in ("approvals", "access")
-    base = [sys.executable, "-m", "dbgov"] if _wired() or not mine else \
-        [sys.executable, "-c", _STANDALONE]
+    base = (
+        [sys.executable, "-m", "dbgov"]
+        if _wired() or not mine
+        else [sys.executable, "-c", _STANDALONE]
+    )
     full_env = {k: v for k, v in os.environ.items() if k != "DBGOV_TOKEN"}
     full_env.update(env or {})
     if token is not None:
         full_env["DBGOV_TOKEN"] = token
-    return subprocess.run([*base, *args], capture_output=True, text=True, env=full_env,
-                          cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [*base, *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=60
+    )
 
 
 class Hook:
@@ -186,8 +240,13 @@ class Hook:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 time.sleep(hook.delay_s)
                 status = hook.statuses.pop(0) if hook.statuses else 200
-                hook.received.append({"status": status, "type": self.headers["Content-Type"],
-                                      "json": json.loads(body)})
+                hook.received.append(
+                    {
+                        "status": status,
+                        "type": self.headers["Content-Type"],
+                        "json": json.loads(body),
+                    }
+                )
                 self.send_response(status)
                 self.end_headers()
                 self.wfile.write(b"ok")

@@ -40,8 +40,9 @@ def world(tmp_path: Path):
         def token(self, user: str, *groups: str, ttl: int = 600) -> str:
             return issuer.issue(user, list(groups), ttl)
 
-        def run(self, *args: str, user: str | None = None, groups: tuple[str, ...] = ()
-                ) -> subprocess.CompletedProcess[str]:
+        def run(
+            self, *args: str, user: str | None = None, groups: tuple[str, ...] = ()
+        ) -> subprocess.CompletedProcess[str]:
             token = self.token(user, *groups) if user else None
             return dbgov_cmd(*args, "--data-dir", str(data), token=token)
 
@@ -61,16 +62,19 @@ def test_a_dba_approves_from_the_cli_and_the_ledger_says_so(world):
     unrelated = world.run("approvals", "list", user="alice", groups=("analysts",))
     assert unrelated.stdout.strip() == "no pending requests you made or may decide"
 
-    done = world.run("approvals", "approve", "1", "--reason", "ticket OPS-12", user="carol",
-                     groups=("dba",))
+    done = world.run(
+        "approvals", "approve", "1", "--reason", "ticket OPS-12", user="carol", groups=("dba",)
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "approval #1: approved by carol"
-    shown = json.loads(world.run("approvals", "show", "1", "--json", user="bob",
-                                 groups=("ml-engineers",)).stdout)
+    shown = json.loads(
+        world.run("approvals", "show", "1", "--json", user="bob", groups=("ml-engineers",)).stdout
+    )
     assert shown["state"] == "approved" and shown["votes"][0]["voter"] == "carol"
     vote = world.events("approval.vote")
     assert [(e["user"], e["approval"], e["verdict"], e["reason"]) for e in vote] == [
-        ("carol", "1", "approve", "ticket OPS-12")]
+        ("carol", "1", "approve", "ticket OPS-12")
+    ]
     assert world.events("approval.approved")[0]["approvers"] == ["carol"]
 
 
@@ -86,8 +90,15 @@ def test_the_cli_refuses_self_approval_and_non_approvers(world):
 def test_deny_needs_a_reason_and_records_it(world):
     bare = world.run("approvals", "deny", "1", user="carol", groups=("dba",))
     assert bare.returncode == 2 and "--reason" in bare.stderr
-    done = world.run("approvals", "deny", "1", "--reason", "not during business hours",
-                     user="erin", groups=("dba",))
+    done = world.run(
+        "approvals",
+        "deny",
+        "1",
+        "--reason",
+        "not during business hours",
+        user="erin",
+        groups=("dba",),
+    )
     assert done.returncode == 0 and done.stdout.strip() == "approval #1: denied by erin"
     denied = world.events("approval.denied")
     assert denied[0]["user"] == "erin" and denied[0]["reason"] == "not during business hours"
@@ -97,26 +108,67 @@ def test_commands_need_a_valid_token(world):
     missing = world.run("approvals", "list")
     assert missing.returncode == 1 and "a dbgov token is required" in missing.stderr
     forger = LocalIssuer.from_file(world.dir.parent / "other.key", "dbgov-local", "dbgov")
-    forged = dbgov_cmd("approvals", "approve", "1", "--data-dir", str(world.dir),
-                       "--token", forger.issue("carol", ["dba"], 600))
+    forged = dbgov_cmd(
+        "approvals",
+        "approve",
+        "1",
+        "--data-dir",
+        str(world.dir),
+        "--token",
+        forger.issue("carol", ["dba"], 600),
+    )
     assert forged.returncode == 1 and "signed by an unknown key" in forged.stderr
-    expired = dbgov_cmd("approvals", "list", "--data-dir", str(world.dir),
-                        token=world.token("carol", "dba", ttl=-120))
+    expired = dbgov_cmd(
+        "approvals",
+        "list",
+        "--data-dir",
+        str(world.dir),
+        token=world.token("carol", "dba", ttl=-120),
+    )
     assert expired.returncode == 1 and "expired" in expired.stderr
-    nowhere = dbgov_cmd("approvals", "list", "--data-dir", str(world.dir.parent / "nope"),
-                        token=world.token("carol", "dba"))
+    nowhere = dbgov_cmd(
+        "approvals",
+        "list",
+        "--data-dir",
+        str(world.dir.parent / "nope"),
+        token=world.token("carol", "dba"),
+    )
     assert nowhere.returncode == 1 and "no dbgov config" in nowhere.stderr
 
 
 def test_access_request_approve_and_list(world):
-    asked = world.run("access", "request", "--target", "prod", "--group", "writers", "--for",
-                      "1h", "--reason", "backfill churn features", user="bob",
-                      groups=("ml-engineers",))
+    asked = world.run(
+        "access",
+        "request",
+        "--target",
+        "prod",
+        "--group",
+        "writers",
+        "--for",
+        "1h",
+        "--reason",
+        "backfill churn features",
+        user="bob",
+        groups=("ml-engineers",),
+    )
     assert asked.returncode == 0, asked.stderr
-    assert asked.stdout.startswith("access request #2: group writers on prod for 1h; waiting "
-                                   "for group dba")
-    too_long = world.run("access", "request", "--target", "prod", "--group", "writers", "--for",
-                         "8h", "--reason", "x", user="bob", groups=("ml-engineers",))
+    assert asked.stdout.startswith(
+        "access request #2: group writers on prod for 1h; waiting for group dba"
+    )
+    too_long = world.run(
+        "access",
+        "request",
+        "--target",
+        "prod",
+        "--group",
+        "writers",
+        "--for",
+        "8h",
+        "--reason",
+        "x",
+        user="bob",
+        groups=("ml-engineers",),
+    )
     assert too_long.returncode == 1 and "at most 4h" in too_long.stderr
     self_ok = world.run("approvals", "approve", "2", user="bob", groups=("ml-engineers", "dba"))
     assert self_ok.returncode == 1 and "own request" in self_ok.stderr

@@ -41,29 +41,73 @@ pytestmark = pytest.mark.slow
 
 # Rules of the `custom` proxy, ahead of the demo policy's own.
 EXTRA_RULES: list[dict[str, Any]] = [
-    {"name": "training-deletes-need-dba",
-     "match": {"groups": ["ml-engineers"], "targets": ["prod"], "kinds": ["delete"],
-               "tables": ["public.training_runs"]},
-     "action": "require_approval", "message": "deleting training runs rewrites model lineage",
-     "approval": {"approvers": ["dba"], "quorum": 1, "mode": "refuse", "timeout": "10m",
-                  "risk": "medium"}},
-    {"name": "feature-deletes-need-two-dbas",
-     "match": {"groups": ["ml-engineers"], "targets": ["prod"], "kinds": ["delete"],
-               "tables": ["public.feature_store"]},
-     "action": "require_approval", "message": "deleting feature rows needs two dbas",
-     "approval": {"approvers": ["dba"], "quorum": 2, "mode": "hold", "timeout": "10m",
-                  "risk": "critical"}},
-    {"name": "training-updates-time-out",
-     "match": {"groups": ["ml-engineers"], "targets": ["prod"], "kinds": ["update"],
-               "tables": ["public.training_runs"]},
-     "action": "require_approval", "message": "a short hold, for the timeout test",
-     "approval": {"approvers": ["dba"], "quorum": 1, "mode": "hold", "timeout": "3s",
-                  "risk": "low"}},
+    {
+        "name": "training-deletes-need-dba",
+        "match": {
+            "groups": ["ml-engineers"],
+            "targets": ["prod"],
+            "kinds": ["delete"],
+            "tables": ["public.training_runs"],
+        },
+        "action": "require_approval",
+        "message": "deleting training runs rewrites model lineage",
+        "approval": {
+            "approvers": ["dba"],
+            "quorum": 1,
+            "mode": "refuse",
+            "timeout": "10m",
+            "risk": "medium",
+        },
+    },
+    {
+        "name": "feature-deletes-need-two-dbas",
+        "match": {
+            "groups": ["ml-engineers"],
+            "targets": ["prod"],
+            "kinds": ["delete"],
+            "tables": ["public.feature_store"],
+        },
+        "action": "require_approval",
+        "message": "deleting feature rows needs two dbas",
+        "approval": {
+            "approvers": ["dba"],
+            "quorum": 2,
+            "mode": "hold",
+            "timeout": "10m",
+            "risk": "critical",
+        },
+    },
+    {
+        "name": "training-updates-time-out",
+        "match": {
+            "groups": ["ml-engineers"],
+            "targets": ["prod"],
+            "kinds": ["update"],
+            "tables": ["public.training_runs"],
+        },
+        "action": "require_approval",
+        "message": "a short hold, for the timeout test",
+        "approval": {
+            "approvers": ["dba"],
+            "quorum": 1,
+            "mode": "hold",
+            "timeout": "3s",
+            "risk": "low",
+        },
+    },
 ]
 # For the CLI only (the policy loader does not take jit_grants yet): alice (analysts)
 # may ask for ml-engineers' rights on prod.
-JIT_GRANTS = [{"group": "ml-engineers", "targets": ["prod"], "requesters": ["analysts"],
-               "approvers": ["dba"], "quorum": 1, "max_duration": "1h"}]
+JIT_GRANTS = [
+    {
+        "group": "ml-engineers",
+        "targets": ["prod"],
+        "requesters": ["analysts"],
+        "approvers": ["dba"],
+        "quorum": 1,
+        "max_duration": "1h",
+    }
+]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -89,8 +133,9 @@ def last_id(d: Dbgov) -> int:
     return max((r.id for r in rows), default=0)
 
 
-def wait_request(d: Dbgov, after: int, requester: str = "bob", state: str | None = "pending",
-                 timeout: float = 20) -> RequestRecord:
+def wait_request(
+    d: Dbgov, after: int, requester: str = "bob", state: str | None = "pending", timeout: float = 20
+) -> RequestRecord:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for r in requests(d):
@@ -107,9 +152,27 @@ def request(d: Dbgov, request_id: int) -> RequestRecord:
 def psql_bg(d: Dbgov, user: str, sql: str, target: str = "prod") -> subprocess.Popen[str]:
     env = dict(os.environ, PGPASSWORD=d.token(user), PGCONNECT_TIMEOUT="10")
     return subprocess.Popen(
-        [d.psql, "-X", "-v", "ON_ERROR_STOP=1", "-h", d.host, "-p", str(d.port), "-U", user,
-         "-d", target, "-c", sql],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            d.psql,
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            d.host,
+            "-p",
+            str(d.port),
+            "-U",
+            user,
+            "-d",
+            target,
+            "-c",
+            sql,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @contextmanager
@@ -128,8 +191,9 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, 
     return proc.returncode, out, err
 
 
-def cli(d: Dbgov, *args: str, user: str, config: Path | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def cli(
+    d: Dbgov, *args: str, user: str, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     if config is None and not (d.data_dir / "run" / "config.json").exists():
         config = d.data_dir.parent / "dbgov.json"  # a `dbgov proxy --config` instance
     extra = ["--config", str(config)] if config else []
@@ -138,15 +202,17 @@ def cli(d: Dbgov, *args: str, user: str, config: Path | None = None
 
 def chain(d: Dbgov, request_id: int, last: str, key: str = "approval") -> set[str]:
     """The types of the ledger events linked to one request, once `last` is in."""
-    evs = d.wait_events(lambda e: e.get(key) == str(request_id) and e["type"] == last,
-                        timeout=15)
+    evs = d.wait_events(lambda e: e.get(key) == str(request_id) and e["type"] == last, timeout=15)
     assert evs, f"no {last} event for #{request_id}"
     return {e["type"] for e in d.events() if e.get(key) == str(request_id)}
 
 
 def customer(d: Dbgov, offset: int) -> int:
-    return int(d.app("SELECT DISTINCT customer_id FROM feature_store ORDER BY 1 "
-                     "LIMIT 1 OFFSET %s", (offset,))[0][0])
+    return int(
+        d.app(
+            "SELECT DISTINCT customer_id FROM feature_store ORDER BY 1 LIMIT 1 OFFSET %s", (offset,)
+        )[0][0]
+    )
 
 
 # ---------------------------------------------------------------------------- the custom proxy
@@ -164,10 +230,12 @@ def start_custom(main: Dbgov, root: Path, webhook_url: str | None) -> tuple[Dbgo
         policy["rules"] = EXTRA_RULES + policy["rules"]
         (root / "policy.yaml").write_text(yaml.safe_dump(policy))
         raw = json.loads((main.data_dir / "run" / "config.json").read_text())
-        raw.update(data_dir=str(data), policy=str(root / "policy.yaml"),
-                   listen={"proxy": f"127.0.0.1:{free_port()}", "web": None, "workers": 1},
-                   approvals={"webhook_url": webhook_url, "webhook_timeout_s": 2,
-                              "webhook_retries": 2})
+        raw.update(
+            data_dir=str(data),
+            policy=str(root / "policy.yaml"),
+            listen={"proxy": f"127.0.0.1:{free_port()}", "web": None, "workers": 1},
+            approvals={"webhook_url": webhook_url, "webhook_timeout_s": 2, "webhook_retries": 2},
+        )
         cfg.write_text(json.dumps(raw))
         jit = dict(raw, policy=str(root / "jit.yaml"))
         (root / "jit.yaml").write_text(yaml.safe_dump({"jit_grants": JIT_GRANTS}))
@@ -197,12 +265,19 @@ def custom(wired: Dbgov, tmp_root: Path, hook: Hook) -> Iterator[Dbgov]:
 def test_hold_then_approve_runs_in_the_same_psql_session(wired):
     d = wired
     cid, last = customer(d, 10), last_id(d)
-    sql = (f"UPDATE feature_store SET value = 0.125 WHERE customer_id = {cid} "
-           "RETURNING customer_id, value")
+    sql = (
+        f"UPDATE feature_store SET value = 0.125 WHERE customer_id = {cid} "
+        "RETURNING customer_id, value"
+    )
     with running(psql_bg(d, "bob", sql)) as proc:
         req = wait_request(d, last)
         assert (req.sql, req.rule, req.risk, req.target, req.approvers) == (
-            sql, "feature-edits-need-dba", "high", "prod", ("dba",))
+            sql,
+            "feature-edits-need-dba",
+            "high",
+            "prod",
+            ("dba",),
+        )
         assert req.tables == ("feature_store",) and req.fingerprint
         assert proc.poll() is None  # still waiting
         ok = cli(d, "approvals", "approve", str(req.id), user="carol")
@@ -210,15 +285,19 @@ def test_hold_then_approve_runs_in_the_same_psql_session(wired):
         code, out, err = finish(proc)
     assert code == 0, err
     assert "0.125" in out and "UPDATE" in out
-    assert (f"NOTICE:  dbgov: approval #{req.id} requested from group dba; waiting up to 10m"
-            in err)
+    assert f"NOTICE:  dbgov: approval #{req.id} requested from group dba; waiting up to 10m" in err
     assert f"dbgov: approval #{req.id} approved by carol; running the statement" in err
-    assert d.app("SELECT DISTINCT value FROM feature_store WHERE customer_id = %s",
-                 (cid,)) == [(0.125,)]
+    assert d.app("SELECT DISTINCT value FROM feature_store WHERE customer_id = %s", (cid,)) == [
+        (0.125,)
+    ]
     ran = d.wait_events(lambda e: e.get("approval_ref") == str(req.id), types=["statement"])
     assert ran and ran[0]["user"] == "bob" and ran[0]["decision"]["verdict"] == "approval"
     assert chain(d, req.id, "approval.consumed") == {
-        "approval.requested", "approval.vote", "approval.approved", "approval.consumed"}
+        "approval.requested",
+        "approval.vote",
+        "approval.approved",
+        "approval.consumed",
+    }
 
 
 def test_hold_with_psycopg_extended_protocol_inside_a_transaction(wired):
@@ -232,8 +311,9 @@ def test_hold_with_psycopg_extended_protocol_inside_a_transaction(wired):
                 notices: list[str] = []
                 conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
                 conn.execute("SELECT count(*) FROM training_runs")  # the transaction is open
-                cur = conn.execute("UPDATE feature_store SET value = %s WHERE customer_id = %s",
-                                   (0.25, cid))
+                cur = conn.execute(
+                    "UPDATE feature_store SET value = %s WHERE customer_id = %s", (0.25, cid)
+                )
                 result["rowcount"] = cur.rowcount
                 result["status"] = conn.info.transaction_status.name
                 conn.commit()
@@ -253,8 +333,9 @@ def test_hold_with_psycopg_extended_protocol_inside_a_transaction(wired):
     assert "error" not in result, result.get("error")
     assert result["rowcount"] > 0 and result["status"] == "INTRANS"
     assert any(f"approval #{req.id} requested" in n for n in result["notices"])
-    assert d.app("SELECT DISTINCT value FROM feature_store WHERE customer_id = %s",
-                 (cid,)) == [(0.25,)]
+    assert d.app("SELECT DISTINCT value FROM feature_store WHERE customer_id = %s", (cid,)) == [
+        (0.25,)
+    ]
     ran = d.wait_events(lambda e: e.get("approval_ref") == str(req.id), types=["statement"])
     assert ran and ran[0]["protocol"] == "extended" and ran[0]["in_txn"] is True
 
@@ -262,22 +343,34 @@ def test_hold_with_psycopg_extended_protocol_inside_a_transaction(wired):
 def test_a_denial_names_who_and_why_and_nothing_runs(wired):
     d = wired
     cid, last = customer(d, 30), last_id(d)
-    before = d.app("SELECT value FROM feature_store WHERE customer_id = %s ORDER BY feature",
-                   (cid,))
+    before = d.app(
+        "SELECT value FROM feature_store WHERE customer_id = %s ORDER BY feature", (cid,)
+    )
     sql = f"UPDATE feature_store SET value = 0.75 WHERE customer_id = {cid}"
     with running(psql_bg(d, "bob", sql)) as proc:
         req = wait_request(d, last)
-        no = cli(d, "approvals", "deny", str(req.id), "--reason", "not during business hours",
-                 user="erin")
+        no = cli(
+            d,
+            "approvals",
+            "deny",
+            str(req.id),
+            "--reason",
+            "not during business hours",
+            user="erin",
+        )
         assert no.returncode == 0, no.stderr
         code, _, err = finish(proc)
     assert code != 0
-    assert (f'ERROR:  dbgov: approval #{req.id} denied by erin: "not during business hours"'
-            in err)
-    assert d.app("SELECT value FROM feature_store WHERE customer_id = %s ORDER BY feature",
-                 (cid,)) == before
+    assert f'ERROR:  dbgov: approval #{req.id} denied by erin: "not during business hours"' in err
+    assert (
+        d.app("SELECT value FROM feature_store WHERE customer_id = %s ORDER BY feature", (cid,))
+        == before
+    )
     assert chain(d, req.id, "approval.denied") == {
-        "approval.requested", "approval.vote", "approval.denied"}
+        "approval.requested",
+        "approval.vote",
+        "approval.denied",
+    }
 
 
 def test_ctrl_c_withdraws_the_request(wired):
@@ -300,8 +393,9 @@ def test_a_dba_cannot_approve_their_own_ddl(wired):
     d = wired
     last = last_id(d)
     try:
-        with running(psql_bg(d, "carol", "ALTER TABLE training_runs ADD COLUMN approval_probe "
-                                         "text")) as proc:
+        with running(
+            psql_bg(d, "carol", "ALTER TABLE training_runs ADD COLUMN approval_probe text")
+        ) as proc:
             req = wait_request(d, last, requester="carol")
             assert req.rule == "ddl_on_production"
             own = cli(d, "approvals", "approve", str(req.id), user="carol")
@@ -338,8 +432,9 @@ def test_quorum_two_needs_two_different_dbas(custom):
     assert code == 0, err
     assert "DELETE 0" in out
     assert f"dbgov: approval #{req.id}: approved by carol (1 of 2)" in err
-    approved = d.wait_events(lambda e: e.get("approval") == str(req.id),
-                             types=["approval.approved"])
+    approved = d.wait_events(
+        lambda e: e.get("approval") == str(req.id), types=["approval.approved"]
+    )
     assert approved[0]["approvers"] == ["carol", "erin"]
 
 
@@ -349,8 +444,9 @@ def test_refuse_mode_runs_exactly_that_statement_once(custom):
     first = d.psql_run("bob", sql)
     assert first.returncode != 0
     req = max((r for r in requests(d) if r.sql == sql), key=lambda r: r.id)
-    assert (f"ERROR:  dbgov: approval #{req.id} required; ask an approver, then run the "
-            "statement again") in first.stderr
+    assert (
+        f"ERROR:  dbgov: approval #{req.id} required; ask an approver, then run the statement again"
+    ) in first.stderr
     ok = cli(d, "approvals", "approve", str(req.id), user="carol")
     assert ok.returncode == 0, ok.stderr
     changed = d.psql_run("bob", "DELETE FROM training_runs WHERE id = -2")
@@ -366,15 +462,18 @@ def test_refuse_mode_runs_exactly_that_statement_once(custom):
     ran = d.wait_events(lambda e: e.get("approval_ref") == str(req.id), types=["statement"])
     assert len(ran) == 1
     assert chain(d, req.id, "approval.consumed") == {
-        "approval.requested", "approval.vote", "approval.approved", "approval.consumed"}
+        "approval.requested",
+        "approval.vote",
+        "approval.approved",
+        "approval.consumed",
+    }
 
 
 def test_an_undecided_hold_times_out(custom):
     d = custom
     res = d.psql_run("bob", "UPDATE training_runs SET rows_used = rows_used WHERE id = -1")
     assert res.returncode != 0
-    req = max((r for r in requests(d) if r.rule == "training-updates-time-out"),
-              key=lambda r: r.id)
+    req = max((r for r in requests(d) if r.rule == "training-updates-time-out"), key=lambda r: r.id)
     assert f"ERROR:  dbgov: approval #{req.id} timed out after 3s" in res.stderr
     assert request(d, req.id).state == "timed_out"
     assert "approval.timed_out" in chain(d, req.id, "approval.timed_out")
@@ -398,8 +497,10 @@ def test_the_webhook_announces_request_and_decision(custom, hook):
 
         asked = got("by bob on prod")
         assert "needs 1 approval(s) from dba" in asked["text"]
-        assert "UPDATE feature_store SET value = 0.5 WHERE customer_id = -7" in \
-            asked["blocks"][2]["text"]["text"]
+        assert (
+            "UPDATE feature_store SET value = 0.5 WHERE customer_id = -7"
+            in asked["blocks"][2]["text"]["text"]
+        )
         assert "*Rule*\nfeature-edits-need-dba" in [f["text"] for f in asked["blocks"][1]["fields"]]
         ok = cli(d, "approvals", "approve", str(req.id), user="carol")
         assert ok.returncode == 0, ok.stderr
@@ -416,23 +517,42 @@ def test_a_jit_grant_ends_in_open_sessions(custom, tmp_root):
     cfg = tmp_root / "approvals-custom" / "cli.json"
     cid = customer(d, 50)
     feature = f"jit_probe_{int(time.time())}"
-    insert = ("INSERT INTO feature_store (customer_id, feature, value, updated_at) "
-              "VALUES (%s, %s, 1, now())")
+    insert = (
+        "INSERT INTO feature_store (customer_id, feature, value, updated_at) "
+        "VALUES (%s, %s, 1, now())"
+    )
     try:
         with psycopg.connect(d.dsn("alice"), autocommit=True) as conn:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(insert, (cid, feature + "_a"))
-            asked = cli(d, "access", "request", "--target", "prod", "--group", "ml-engineers",
-                        "--for", "8s", "--reason", "label backfill", user="alice", config=cfg)
+            asked = cli(
+                d,
+                "access",
+                "request",
+                "--target",
+                "prod",
+                "--group",
+                "ml-engineers",
+                "--for",
+                "8s",
+                "--reason",
+                "label backfill",
+                user="alice",
+                config=cfg,
+            )
             assert asked.returncode == 0, asked.stderr
             grant_id = int(asked.stdout.split("#")[1].split(":")[0])
             ok = cli(d, "approvals", "approve", str(grant_id), user="carol", config=cfg)
             assert ok.returncode == 0, ok.stderr
             time.sleep(1.2)  # a worker re-reads grants at most once a second
             conn.execute(insert, (cid, feature + "_b"))  # the same session, now with the grant
-            used = d.wait_events(lambda e: e.get("user") == "alice"
-                                 and (e.get("decision") or {}).get("grants") == [str(grant_id)],
-                                 types=["statement"])
+            used = d.wait_events(
+                lambda e: (
+                    e.get("user") == "alice"
+                    and (e.get("decision") or {}).get("grants") == [str(grant_id)]
+                ),
+                types=["statement"],
+            )
             assert used, "the statement event does not carry the grant id"
             store = ControlStore(d.data_dir / "control.db")
             ends = store.get_grant(grant_id).ends_at  # type: ignore[union-attr]
@@ -441,7 +561,11 @@ def test_a_jit_grant_ends_in_open_sessions(custom, tmp_root):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(insert, (cid, feature + "_c"))
         assert chain(d, grant_id, "grant.expired", key="grant") == {
-            "grant.requested", "grant.vote", "grant.approved", "grant.expired"}
+            "grant.requested",
+            "grant.vote",
+            "grant.approved",
+            "grant.expired",
+        }
     finally:
         d.app("DELETE FROM feature_store WHERE feature LIKE %s", (feature + "%",))
 
@@ -464,8 +588,9 @@ def test_a_request_survives_a_proxy_restart(wired, tmp_root):
         rerun = d.psql_run("bob", sql)
         assert rerun.returncode == 0, rerun.stderr
         assert f"dbgov: running with approval #{req.id} (approved by carol)" in rerun.stderr
-        assert d.app("SELECT DISTINCT value FROM feature_store WHERE customer_id = %s",
-                     (cid,)) == [(0.375,)]
+        assert d.app("SELECT DISTINCT value FROM feature_store WHERE customer_id = %s", (cid,)) == [
+            (0.375,)
+        ]
         ran = d.wait_events(lambda e: e.get("approval_ref") == str(req.id), types=["statement"])
         assert ran and ran[0]["sql"] == sql
     finally:

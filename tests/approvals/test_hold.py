@@ -37,13 +37,18 @@ class Session:
 
 
 def decision(mode: str = "hold", timeout_s: int = 600, quorum: int = 1) -> Decision:
-    return Decision(Verdict.APPROVAL, "feature-edits-need-dba", "changes churn-v2 inputs",
-                    approval=ApprovalSpec(("dba",), quorum, mode, timeout_s, "high"))
+    return Decision(
+        Verdict.APPROVAL,
+        "feature-edits-need-dba",
+        "changes churn-v2 inputs",
+        approval=ApprovalSpec(("dba",), quorum, mode, timeout_s, "high"),
+    )
 
 
 def run(session, sql=SQL, d=None, params=None, portal=None):
-    return wait_for_approval(session, sql, analyze_cached(sql), d or decision(), params,
-                             portal=portal)
+    return wait_for_approval(
+        session, sql, analyze_cached(sql), d or decision(), params, portal=portal
+    )
 
 
 async def requested(svc) -> None:
@@ -66,12 +71,14 @@ def test_refuse_mode_asks_then_runs_that_statement_once(live, audit):
     first = asyncio.run(run(s, d=decision("refuse")))
     assert not first.approved and first.request_id == 1
     denial = first.as_decision(decision("refuse"))
-    assert denial.message() == ("dbgov: approval #1 required; ask an approver, then run the "
-                                "statement again")
+    assert denial.message() == (
+        "dbgov: approval #1 required; ask an approver, then run the statement again"
+    )
     assert "valid for 1h" in (denial.hint or "")
     again = asyncio.run(run(s, d=decision("refuse")))
-    assert again.message == ("dbgov: approval #1 is still pending; ask an approver, then run "
-                             "the statement again")
+    assert again.message == (
+        "dbgov: approval #1 is still pending; ask an approver, then run the statement again"
+    )
     live.vote(1, CAROL, approve=True)
     changed = asyncio.run(run(s, sql=SQL.replace("0.5", "0.9"), d=decision("refuse")))
     assert not changed.approved and changed.request_id == 2  # other literals: new approval
@@ -116,7 +123,8 @@ def test_hold_reports_a_denial_with_who_and_why(live, config):
     out = asyncio.run(scenario())
     assert not out.approved
     assert out.as_decision(decision()).message() == (
-        'dbgov: approval #1 denied by carol: "not during business hours"')
+        'dbgov: approval #1 denied by carol: "not during business hours"'
+    )
     cli.close()
 
 
@@ -214,8 +222,9 @@ def test_the_parameters_hash_is_exact():
     a = params_hash("SELECT $1", ["x"], ("public",), Portal((big + b"a",)))
     b = params_hash("SELECT $1", ["x"], ("public",), Portal((big + b"b",)))
     assert a != b
-    assert params_hash("SELECT $1", ["1"], ("public",), Portal((b"1",), (0,))) != \
-        params_hash("SELECT $1", ["1"], ("public",), Portal((b"1",), (1,)))
+    assert params_hash("SELECT $1", ["1"], ("public",), Portal((b"1",), (0,))) != params_hash(
+        "SELECT $1", ["1"], ("public",), Portal((b"1",), (1,))
+    )
     assert params_hash(SQL, None, ("public",)) != params_hash(SQL, None, ("other", "public"))
     assert params_hash(SQL, None, ("public",)) == params_hash(SQL, None, ("public",))
 

@@ -64,7 +64,9 @@ def test_quorum_counts_distinct_approvers(svc, audit):
     assert done.state == "approved"
     votes = audit.of("approval.vote")
     assert [(v["user"], v["approvals"], v["quorum"]) for v in votes] == [
-        ("carol", 1, 2), ("erin", 2, 2)]
+        ("carol", 1, 2),
+        ("erin", 2, 2),
+    ]
     approved = audit.of("approval.approved")[0]
     assert approved["approval"] == str(req.id) and approved["approvers"] == ["carol", "erin"]
 
@@ -76,7 +78,10 @@ def test_a_deny_decides_at_once_with_its_reason(svc, audit):
         svc.vote(req.id, ERIN, approve=False)
     done = svc.vote(req.id, ERIN, approve=False, reason="not during business hours")
     assert (done.state, done.decided_by, done.decision_reason) == (
-        "denied", "erin", "not during business hours")
+        "denied",
+        "erin",
+        "not during business hours",
+    )
     with pytest.raises(ApprovalRefused, match="already denied"):
         svc.vote(req.id, ident("frank", "dba"), approve=True)
     denied = audit.of("approval.denied")[0]
@@ -210,15 +215,19 @@ def test_wait_times_the_request_out_at_its_deadline(svc, audit):
 
 
 def test_outcome_denial_reads_as_the_approval_sentence():
-    original = Decision(Verdict.APPROVAL, "feature-edits-need-dba", "changes churn-v2 inputs",
-                        statement_index=1)
+    original = Decision(
+        Verdict.APPROVAL, "feature-edits-need-dba", "changes churn-v2 inputs", statement_index=1
+    )
     out = Outcome(False, 17, 'dbgov: approval #17 denied by carol: "not during business hours"')
     d = out.as_decision(original)
     assert d.verdict is Verdict.DENY and d.sqlstate == "42501" and d.statement_index == 1
     assert d.message() == 'dbgov: approval #17 denied by carol: "not during business hours"'
-    assert d.as_event() == {"verdict": "deny", "rule": "feature-edits-need-dba",
-                            "reason": 'approval #17 denied by carol: "not during business hours"',
-                            "approval": "17"}
+    assert d.as_event() == {
+        "verdict": "deny",
+        "rule": "feature-edits-need-dba",
+        "reason": 'approval #17 denied by carol: "not during business hours"',
+        "approval": "17",
+    }
     assert Outcome(True, 17).ref == "17"
 
 
@@ -261,8 +270,17 @@ def test_a_grant_adds_its_group_for_its_window_only(svc, audit, clock):
 
 def test_jit_section_errors_name_the_entry_and_key():
     with pytest.raises(JitError) as exc:
-        parse_jit_grants([{"group": "writers", "requesters": [], "approvers": ["dba"],
-                           "max_duration": "forever"}], "policy.yaml")
+        parse_jit_grants(
+            [
+                {
+                    "group": "writers",
+                    "requesters": [],
+                    "approvers": ["dba"],
+                    "max_duration": "forever",
+                }
+            ],
+            "policy.yaml",
+        )
     text = str(exc.value)
     assert "policy.yaml: jit_grants[0].requesters:" in text
     assert "policy.yaml: jit_grants[0].max_duration: bad duration 'forever'" in text

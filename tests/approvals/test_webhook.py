@@ -27,8 +27,11 @@ def test_post_retries_after_a_server_error(hook):
     result = webhook.post(hook.url, {"text": "hello"}, timeout_s=2, retries=3, sleep=sleeps.append)
     assert result.ok and result.attempts == 2 and result.status == 200
     assert [r["status"] for r in hook.received] == [500, 200]
-    assert hook.received[1] == {"status": 200, "type": "application/json",
-                                "json": {"text": "hello"}}
+    assert hook.received[1] == {
+        "status": 200,
+        "type": "application/json",
+        "json": {"text": "hello"},
+    }
     assert sleeps == [0.5]
 
 
@@ -76,7 +79,8 @@ def test_the_service_announces_requests_and_decisions(hook, tmp_path):
     assert "*Requester*\nbob" in fields and "*Risk*\nhigh" in fields
     assert "*Tables*\npublic.feature_store" in fields
     assert requested["blocks"][2]["text"]["text"] == (
-        "```UPDATE feature_store SET value = 0.5 WHERE customer_id = 7```")
+        "```UPDATE feature_store SET value = 0.5 WHERE customer_id = 7```"
+    )
     assert f"dbgov approvals approve {req.id}" in requested["blocks"][-1]["elements"][0]["text"]
     assert svc.store.notifications(req.id) == [("requested", "sent", 2), ("approved", "sent", 1)]
     assert not svc.deliver()  # nothing left to send
@@ -84,8 +88,9 @@ def test_the_service_announces_requests_and_decisions(hook, tmp_path):
 
 
 def test_an_unreachable_webhook_never_blocks_the_caller(tmp_path):
-    config = make_config(tmp_path, webhook_url="http://127.0.0.1:9/down", webhook_timeout_s=0.2,
-                         webhook_retries=1)
+    config = make_config(
+        tmp_path, webhook_url="http://127.0.0.1:9/down", webhook_timeout_s=0.2, webhook_retries=1
+    )
     svc = Approvals(config, ControlStore(tmp_path / "control.db"), RecordingAudit())
     statement(svc, BOB)
     t0 = time.monotonic()

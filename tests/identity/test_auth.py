@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,9 +13,9 @@ import jwt
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pgwire import RawClient, error_of
 
 from dbgov.identity.issuer import LocalIssuer
+from pgwire import RawClient, error_of
 
 pytestmark = pytest.mark.usefixtures("dbgov")
 
@@ -27,16 +26,25 @@ def _local(dbgov) -> LocalIssuer:
 
 def _claims(user: str = "alice", **over):
     now = int(time.time())
-    c = {"iss": "dbgov-local", "aud": "dbgov", "sub": user, "groups": ["analysts"],
-         "iat": now, "nbf": now, "exp": now + 600, "jti": "t-" + str(now)}
+    c = {
+        "iss": "dbgov-local",
+        "aud": "dbgov",
+        "sub": user,
+        "groups": ["analysts"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": "t-" + str(now),
+    }
     c.update(over)
     return {k: v for k, v in c.items() if v is not None}
 
 
 def _sign(dbgov, claims, key=None, headers=None) -> str:
     local = _local(dbgov)
-    return jwt.encode(claims, key or local.key, algorithm="EdDSA",
-                      headers=headers or {"kid": local.kid})
+    return jwt.encode(
+        claims, key or local.key, algorithm="EdDSA", headers=headers or {"kid": local.kid}
+    )
 
 
 def _alg_none(claims) -> str:
@@ -47,8 +55,10 @@ def _alg_none(claims) -> str:
 
 
 def _upstream_sessions(dbgov) -> int:
-    return dbgov.admin("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbgov/%'"
-                       " AND usename = 'dbgov_app'")[0][0]
+    return dbgov.admin(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbgov/%'"
+        " AND usename = 'dbgov_app'"
+    )[0][0]
 
 
 def _attempt(dbgov, user: str, password: str | None, target: str = "prod"):
@@ -62,8 +72,12 @@ def _attempt(dbgov, user: str, password: str | None, target: str = "prod"):
 
 
 CASES = {
-    "expired": lambda d: _sign(d, _claims(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200,
-                                          nbf=int(time.time()) - 7200)),
+    "expired": lambda d: _sign(
+        d,
+        _claims(
+            exp=int(time.time()) - 3600, iat=int(time.time()) - 7200, nbf=int(time.time()) - 7200
+        ),
+    ),
     "not_yet_valid": lambda d: _sign(d, _claims(nbf=int(time.time()) + 3600)),
     "wrong_audience": lambda d: _sign(d, _claims(aud="someone-else")),
     "wrong_issuer": lambda d: _sign(d, _claims(iss="https://evil.example")),
@@ -92,8 +106,9 @@ def test_bad_tokens_are_refused_without_upstream(dbgov, reason):
 def test_good_token_works_and_records_connection(dbgov):
     with psycopg.connect(dbgov.dsn("carol")) as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == "dbgov_app"
-    evs = dbgov.wait_events(lambda e: e["user"] == "carol" and e.get("auth") == "token",
-                            types=["connection.open"])
+    evs = dbgov.wait_events(
+        lambda e: e["user"] == "carol" and e.get("auth") == "token", types=["connection.open"]
+    )
     assert evs and "dba" in evs[-1]["groups"]
 
 
@@ -115,8 +130,10 @@ def test_upstream_password_never_reaches_the_client(dbgov):
 
 def test_scram_service_account(dbgov):
     with psycopg.connect(dbgov.dsn("etl")) as conn:
-        conn.execute("INSERT INTO inference_log (model_version, customer_id, features, score, "
-                     "latency_ms, created_at) VALUES ('churn-v2.7', 1, '{}', 0.5, 10, now())")
+        conn.execute(
+            "INSERT INTO inference_log (model_version, customer_id, features, score, "
+            "latency_ms, created_at) VALUES ('churn-v2.7', 1, '{}', 0.5, 10, now())"
+        )
     evs = dbgov.wait_events(lambda e: e["user"] == "etl", types=["connection.open"])
     assert evs and evs[-1]["auth"] == "scram"
 
@@ -125,8 +142,9 @@ def test_scram_wrong_password(dbgov):
     with pytest.raises(psycopg.OperationalError) as exc:
         psycopg.connect(dbgov.dsn("etl", password="wrong"))
     assert "password authentication failed" in str(exc.value)
-    assert dbgov.wait_events(lambda e: e["user"] == "etl" and e["reason"] == "bad_password",
-                             types=["auth.failed"])
+    assert dbgov.wait_events(
+        lambda e: e["user"] == "etl" and e["reason"] == "bad_password", types=["auth.failed"]
+    )
 
 
 def test_psql_with_token(dbgov):
@@ -143,12 +161,30 @@ def test_psql_bad_token_message(dbgov):
 
 def test_token_issue_cli_prints_only_a_token(dbgov):
     out = subprocess.run(
-        [sys.executable, "-m", "dbgov", "token", "issue", "--user", "alice",
-         "--group", "analysts", "--ttl", "1h", "--data-dir", str(dbgov.data_dir)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "dbgov",
+            "token",
+            "issue",
+            "--user",
+            "alice",
+            "--group",
+            "analysts",
+            "--ttl",
+            "1h",
+            "--data-dir",
+            str(dbgov.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     token = out.strip()
     assert out.count("\n") == 1 and token.count(".") == 2
-    with psycopg.connect(dbgov.dsn("carol").replace(dbgov.token("carol"), token)
-                         .replace("user='carol'", "user='alice'")) as conn:
+    with psycopg.connect(
+        dbgov.dsn("carol")
+        .replace(dbgov.token("carol"), token)
+        .replace("user='carol'", "user='alice'")
+    ) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ROOT, Dbgov, start_dbgov, stop_dbgov
 from psycopg import errors
+
+from conftest import ROOT, Dbgov, start_dbgov, stop_dbgov
 
 
 def _worker_pids(d: Dbgov) -> list[int]:
@@ -55,8 +56,9 @@ def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> 
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, old[1]))
         try:
             with pytest.raises(errors.SystemError) as exc:  # SQLSTATE 58000
-                conn.execute(f"INSERT INTO training_runs (model, started_at) "
-                             f"VALUES ('{marker}', now())")
+                conn.execute(
+                    f"INSERT INTO training_runs (model, started_at) VALUES ('{marker}', now())"
+                )
             assert exc.value.sqlstate == "58000"
             assert str(exc.value).startswith("dbgov: the audit ledger cannot be written")
             # New sessions are refused too (their connection event cannot be written).
@@ -64,12 +66,14 @@ def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> 
                 psycopg.connect(d.dsn("carol", "staging"))
         finally:
             resource.prlimit(pid, resource.RLIMIT_FSIZE, old)
-        assert d.app("SELECT count(*) FROM training_runs WHERE model = %s", (marker,),
-                     target="staging") == [(0,)]
+        assert d.app(
+            "SELECT count(*) FROM training_runs WHERE model = %s", (marker,), target="staging"
+        ) == [(0,)]
         # Writing works again: the same session recovers without a restart.
         conn.execute(f"INSERT INTO training_runs (model, started_at) VALUES ('{marker}', now())")
-    assert d.app("SELECT count(*) FROM training_runs WHERE model = %s", (marker,),
-                 target="staging") == [(1,)]
+    assert d.app(
+        "SELECT count(*) FROM training_runs WHERE model = %s", (marker,), target="staging"
+    ) == [(1,)]
     evs = d.wait_events(lambda e: marker in e.get("sql", ""), types=["statement"])
     assert len(evs) == 2  # the refused attempt and the one that ran
     done = d.wait_events(lambda e: e.get("ref") == evs[0]["id"], types=["statement.done"])
@@ -88,8 +92,10 @@ def test_kill_9_during_inserts_loses_no_audit_event(tmp_root: Path) -> None:
             with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
                 i = 0
                 while not stop.is_set():
-                    conn.execute(f"INSERT INTO training_runs (model, started_at, rows_used) "
-                                 f"VALUES ('crash-{run}-{n}-{i}', now(), {i})")
+                    conn.execute(
+                        f"INSERT INTO training_runs (model, started_at, rows_used) "
+                        f"VALUES ('crash-{run}-{n}-{i}', now(), {i})"
+                    )
                     i += 1
         except psycopg.Error as exc:
             errors_seen.append(str(exc))
@@ -99,8 +105,11 @@ def test_kill_9_during_inserts_loses_no_audit_event(tmp_root: Path) -> None:
         t.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        n = d.app("SELECT count(*) FROM training_runs WHERE model LIKE %s", (f"crash-{run}-%",),
-                  target="staging")[0][0]
+        n = d.app(
+            "SELECT count(*) FROM training_runs WHERE model LIKE %s",
+            (f"crash-{run}-%",),
+            target="staging",
+        )[0][0]
         if n >= 50:
             break
         time.sleep(0.1)
@@ -118,17 +127,40 @@ def test_kill_9_during_inserts_loses_no_audit_event(tmp_root: Path) -> None:
     time.sleep(1)
     d2 = start_dbgov(data, workers=1)
     try:
-        rows = {r[0] for r in d2.app("SELECT model FROM training_runs WHERE model LIKE %s",
-                                     (f"crash-{run}-%",), target="staging")}
+        rows = {
+            r[0]
+            for r in d2.app(
+                "SELECT model FROM training_runs WHERE model LIKE %s",
+                (f"crash-{run}-%",),
+                target="staging",
+            )
+        }
         assert len(rows) > 10, f"some inserts committed before the crash: {errors_seen[:3]}"
-        evs = d2.wait_events(lambda e: f"crash-{run}-" in e.get("sql", ""), types=["statement"],
-                             timeout=20)
+        evs = d2.wait_events(
+            lambda e: f"crash-{run}-" in e.get("sql", ""), types=["statement"], timeout=20
+        )
         audited = {e["sql"].split("'")[1] for e in evs}
         missing = rows - audited
-        assert not missing, f"{len(missing)} committed rows have no ledger event, e.g. {sorted(missing)[:3]}"
-        verify = subprocess.run([sys.executable, "-m", "dbgov", "audit", "verify",
-                                 "--data-dir", str(data), "--key", str(data / "keys" / "ledger.pub")],
-                                capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert not missing, (
+            f"{len(missing)} committed rows have no ledger event, e.g. {sorted(missing)[:3]}"
+        )
+        verify = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dbgov",
+                "audit",
+                "verify",
+                "--data-dir",
+                str(data),
+                "--key",
+                str(data / "keys" / "ledger.pub"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
         assert verify.returncode == 0, verify.stdout + verify.stderr
     finally:
         stop_dbgov(d2)

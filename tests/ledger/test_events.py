@@ -9,9 +9,12 @@ from dbgov.ledger.canonical import canonical_json
 from dbgov.ledger.events import encode, param_repr, utc_now_iso
 
 _keys = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
-_leaves = (st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=40))
-_nested = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=4)
-                       | st.dictionaries(_keys, inner, max_size=4), max_leaves=20)
+_leaves = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=40)
+_nested = st.recursive(
+    _leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
+    max_leaves=20,
+)
 # Floats are allowed at the top level only (the encoder's contract).
 _values = _nested | st.floats(allow_nan=False, allow_infinity=False)
 
@@ -23,9 +26,17 @@ def test_encode_matches_the_reference_encoder(event: dict) -> None:
 
 
 def test_statement_event_shape() -> None:
-    ev = {"v": 1, "type": "statement", "id": "s:1", "ts": utc_now_iso(), "user": "bob",
-          "sql": "SELECT 'é\u2028\x1f' /* t.x */", "kinds": ["select"], "rows": [1, None],
-          "decision": {"verdict": "allow"}}
+    ev = {
+        "v": 1,
+        "type": "statement",
+        "id": "s:1",
+        "ts": utc_now_iso(),
+        "user": "bob",
+        "sql": "SELECT 'é\u2028\x1f' /* t.x */",
+        "kinds": ["select"],
+        "rows": [1, None],
+        "decision": {"verdict": "allow"},
+    }
     assert encode(ev) == canonical_json(ev)
 
 

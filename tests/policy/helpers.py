@@ -15,13 +15,20 @@ from dbgov.sql import analyze
 ENVS = dict(TARGETS)
 
 
-def context(user: str, groups: Iterable[str], target: str = "prod", *,
-            env: str | None = None, search_path: tuple[str, ...] = ("public",),
-            grants: tuple[tuple[str, str], ...] = (),
-            in_transaction: bool = False) -> SessionContext:
+def context(
+    user: str,
+    groups: Iterable[str],
+    target: str = "prod",
+    *,
+    env: str | None = None,
+    search_path: tuple[str, ...] = ("public",),
+    grants: tuple[tuple[str, str], ...] = (),
+    in_transaction: bool = False,
+) -> SessionContext:
     ident = Identity(user, frozenset(groups), "token", "test", grants=grants)
-    return SessionContext(ident, target, env or ENVS.get(target, "production"), search_path,
-                          "s1", in_transaction)
+    return SessionContext(
+        ident, target, env or ENVS.get(target, "production"), search_path, "s1", in_transaction
+    )
 
 
 def observe(engine: PolicyEngine, ctx: SessionContext, sql: str) -> Decision:

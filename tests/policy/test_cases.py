@@ -23,10 +23,22 @@ def test_the_table_is_large_and_varied() -> None:
     assert verdicts == {"allow", "deny", "approval"}
     # Every guardrail that a statement can trigger appears at least once.
     rules = {c.rule for c in CASES}
-    for name in ("privilege_escalation", "server_files", "dangerous_functions", "procedural",
-                 "unsafe_settings", "catalog_secrets", "unfiltered_write", "drop_cascade",
-                 "drop_on_production", "truncate_on_production", "ddl_on_production",
-                 "not-granted", "fail-closed", "no-access"):
+    for name in (
+        "privilege_escalation",
+        "server_files",
+        "dangerous_functions",
+        "procedural",
+        "unsafe_settings",
+        "catalog_secrets",
+        "unfiltered_write",
+        "drop_cascade",
+        "drop_on_production",
+        "truncate_on_production",
+        "ddl_on_production",
+        "not-granted",
+        "fail-closed",
+        "no-access",
+    ):
         assert name in rules, name
 
 
@@ -55,21 +67,28 @@ def test_changes_db_marks_what_would_change_the_database() -> None:
     # back); VACUUM rewrites storage, not contents, and cannot run in a transaction.
     for case in CASES:
         analysis = analyze(case.sql)
-        writes = any((s.writes or s.unfiltered_writes) and s.kind != "vacuum"
-                     for s in analysis.statements)
+        writes = any(
+            (s.writes or s.unfiltered_writes) and s.kind != "vacuum" for s in analysis.statements
+        )
         if case.verdict == "allow" and writes:
             assert case.changes_db, case
 
 
 def test_first_denied_statement_is_named(demo: PolicyEngine) -> None:
     ctx = context("bob", ["ml-engineers"])
-    d = demo.decide(analyze("SELECT 1; UPDATE feature_store SET value = 1 WHERE customer_id = 1; "
-                            "DROP TABLE training_runs; TRUNCATE feature_store"), ctx)
+    d = demo.decide(
+        analyze(
+            "SELECT 1; UPDATE feature_store SET value = 1 WHERE customer_id = 1; "
+            "DROP TABLE training_runs; TRUNCATE feature_store"
+        ),
+        ctx,
+    )
     assert d.verdict is Verdict.DENY
     assert d.rule == "drop_on_production"
     assert d.statement_index == 2
-    held = demo.decide(analyze("SELECT 1; SELECT 2; DELETE FROM feature_store "
-                               "WHERE customer_id = 7"), ctx)
+    held = demo.decide(
+        analyze("SELECT 1; SELECT 2; DELETE FROM feature_store WHERE customer_id = 7"), ctx
+    )
     assert held.verdict is Verdict.APPROVAL
     assert held.statement_index == 2
     assert held.approval is not None and held.approval.approvers == ("dba",)

@@ -26,14 +26,24 @@ MASKING_DENIES = {
     "COPY (SELECT id, email FROM customers LIMIT 3) TO STDOUT",
 }
 MASKED_GROUPS = {"analysts", "ml-engineers"}
-NO_TXN = ("CREATE INDEX CONCURRENTLY", "VACUUM", "REINDEX", "CHECKPOINT", "COMMIT PREPARED",
-          "BEGIN", "ALTER SYSTEM", "DROP DATABASE", "CREATE DATABASE")
+NO_TXN = (
+    "CREATE INDEX CONCURRENTLY",
+    "VACUUM",
+    "REINDEX",
+    "CHECKPOINT",
+    "COMMIT PREPARED",
+    "BEGIN",
+    "ALTER SYSTEM",
+    "DROP DATABASE",
+    "CREATE DATABASE",
+)
 
 
 def _expected(case: Case) -> tuple[str, str | None]:
     masked = bool(set(case.groups) & MASKED_GROUPS)
     explains_masked = case.sql.upper().startswith("EXPLAIN") and any(
-        t in case.sql for t in ("customers", "prompts"))
+        t in case.sql for t in ("customers", "prompts")
+    )
     if case.verdict == "allow" and masked and (case.sql in MASKING_DENIES or explains_masked):
         return "deny", "masking"
     return case.verdict, case.rule
@@ -48,20 +58,31 @@ def _snapshot(dbgov, case: Case) -> str:
     for name in sorted(writes):
         rows = dbgov.app(
             "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM "
-            f'public."{name}" t' if _exists(dbgov, case.target, name) else "SELECT 'absent'",
-            target=case.target)
+            f'public."{name}" t'
+            if _exists(dbgov, case.target, name)
+            else "SELECT 'absent'",
+            target=case.target,
+        )
         digest.update(f"{name}={rows[0][0]};".encode())
-    schema = dbgov.app("SELECT md5(string_agg(c.relname || ':' || c.relkind::text || ':' || "
-                       "coalesce(obj_description(c.oid), ''), ',' ORDER BY c.relname)) "
-                       "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                       "WHERE n.nspname = 'public'", target=case.target)
+    schema = dbgov.app(
+        "SELECT md5(string_agg(c.relname || ':' || c.relkind::text || ':' || "
+        "coalesce(obj_description(c.oid), ''), ',' ORDER BY c.relname)) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public'",
+        target=case.target,
+    )
     digest.update(str(schema[0][0]).encode())
     return digest.hexdigest()
 
 
 def _exists(dbgov, target: str, name: str) -> bool:
-    return bool(dbgov.app("SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename = %s",
-                          (name,), target=target))
+    return bool(
+        dbgov.app(
+            "SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename = %s",
+            (name,),
+            target=target,
+        )
+    )
 
 
 def _ids(case: Case) -> str:
@@ -117,7 +138,7 @@ def _held_then_cancelled(conn: psycopg.Connection, case: Case) -> None:
         try:
             conn.execute(case.sql)
             outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion below
+        except BaseException as exc:
             outcome.append(exc)
 
     t = threading.Thread(target=run)
@@ -131,9 +152,11 @@ def _held_then_cancelled(conn: psycopg.Connection, case: Case) -> None:
     assert outcome and isinstance(outcome[0], errors.QueryCanceled), outcome
 
 
-PSQL_SAMPLE = [c for i, c in enumerate(CASES)
-               if i % 4 == 0 and c.verdict != "approval" and c.rule != "no-access"
-               and not c.changes_db]
+PSQL_SAMPLE = [
+    c
+    for i, c in enumerate(CASES)
+    if i % 4 == 0 and c.verdict != "approval" and c.rule != "no-access" and not c.changes_db
+]
 
 
 @pytest.mark.parametrize("case", PSQL_SAMPLE, ids=_ids)
@@ -151,15 +174,21 @@ def test_case_through_psql(dbgov, case: Case) -> None:
 def test_denial_is_on_the_ledger_with_rule_and_statement(dbgov) -> None:
     res = dbgov.psql_run("bob", "DELETE FROM feature_store", "prod")
     assert res.returncode != 0 and "unfiltered_write" in res.stderr
-    evs = dbgov.wait_events(lambda e: e.get("sql") == "DELETE FROM feature_store"
-                            and e["decision"]["verdict"] == "deny", types=["statement"])
+    evs = dbgov.wait_events(
+        lambda e: (
+            e.get("sql") == "DELETE FROM feature_store" and e["decision"]["verdict"] == "deny"
+        ),
+        types=["statement"],
+    )
     assert evs and evs[-1]["decision"]["rule"] == "unfiltered_write" and evs[-1]["user"] == "bob"
 
 
 def test_multi_statement_query_runs_nothing_when_one_is_denied(dbgov) -> None:
     marker = "multi-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:8]
-    sql = (f"INSERT INTO training_runs (model, started_at) VALUES ('{marker}', now()); "
-           "DELETE FROM feature_store")
+    sql = (
+        f"INSERT INTO training_runs (model, started_at) VALUES ('{marker}', now()); "
+        "DELETE FROM feature_store"
+    )
     res = dbgov.psql_run("bob", sql, "prod")
     assert res.returncode != 0
     assert "(statement 2: DELETE FROM feature_store)" in res.stderr
@@ -168,11 +197,13 @@ def test_multi_statement_query_runs_nothing_when_one_is_denied(dbgov) -> None:
 
 def test_pipelined_batch_with_a_denied_statement_commits_nothing(dbgov) -> None:
     marker = "pipe-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:8]
-    with psycopg.connect(dbgov.dsn("bob", "prod"), autocommit=True) as conn:
-        with pytest.raises(errors.InsufficientPrivilege), conn.pipeline():
-            conn.execute("INSERT INTO training_runs (model, started_at) VALUES (%s, now())",
-                         (marker,))
-            conn.execute("DELETE FROM feature_store")
+    with (
+        psycopg.connect(dbgov.dsn("bob", "prod"), autocommit=True) as conn,
+        pytest.raises(errors.InsufficientPrivilege),
+        conn.pipeline(),
+    ):
+        conn.execute("INSERT INTO training_runs (model, started_at) VALUES (%s, now())", (marker,))
+        conn.execute("DELETE FROM feature_store")
     assert dbgov.app("SELECT count(*) FROM training_runs WHERE model = %s", (marker,)) == [(0,)]
 
 

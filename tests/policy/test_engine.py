@@ -47,9 +47,14 @@ def test_unparsable_query_is_denied(demo: PolicyEngine) -> None:
 
 
 def test_statement_not_fully_analyzed_is_denied_even_for_admins(demo: PolicyEngine) -> None:
-    opaque = Statement("other", Category.UTILITY, frozenset({"other"}),
-                       frozenset({Category.UTILITY}), fully_analyzed=False,
-                       unanalyzed_reason="statement type FooStmt is not analyzed")
+    opaque = Statement(
+        "other",
+        Category.UTILITY,
+        frozenset({"other"}),
+        frozenset({Category.UTILITY}),
+        fully_analyzed=False,
+        unanalyzed_reason="statement type FooStmt is not analyzed",
+    )
     ok = analyze("SELECT 1").statements[0]
     d = demo.decide(Analysis((ok, opaque), "fp", False), context("carol", ["dba"]))
     assert (d.verdict, d.rule, d.statement_index) == (Verdict.DENY, "fail-closed", 1)
@@ -78,10 +83,13 @@ def test_may_connect(demo: PolicyEngine) -> None:
 def test_function_call_guardrail(demo: PolicyEngine, make: Make) -> None:
     d = demo.decide_function_call(context("carol", ["dba"]))
     assert (d.verdict, d.rule) == (Verdict.DENY, "function_call")
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 guardrails:
   - {guardrail: function_call, groups: [dba], action: "off"}
-""")
+"""
+    )
     assert engine.decide_function_call(context("carol", ["dba"])).allowed
     assert not engine.decide_function_call(context(*ALICE)).allowed
 
@@ -111,52 +119,62 @@ def test_tables_resolve_against_the_session_search_path(
 
 
 def test_not_granted_names_the_resolved_table(demo: PolicyEngine) -> None:
-    d = demo.decide(analyze("SELECT * FROM customers"),
-                    context(*ALICE, search_path=("analytics",)))
+    d = demo.decide(analyze("SELECT * FROM customers"), context(*ALICE, search_path=("analytics",)))
     assert d.rule == "not-granted"
     assert "select on analytics.customers" in d.reason
 
 
 def test_deny_rules_match_any_table_the_name_could_mean(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 rules:
   - name: no-secrets
     match: {tables: [public.secrets]}
     action: deny
     message: secrets are off limits
-""")
+"""
+    )
     for path in (("public",), ("scratch", "public")):
-        d = engine.decide(analyze("SELECT * FROM secrets"), context("carol", ["dba"],
-                                                                    search_path=path))
+        d = engine.decide(
+            analyze("SELECT * FROM secrets"), context("carol", ["dba"], search_path=path)
+        )
         assert (d.verdict, d.rule) == (Verdict.DENY, "no-secrets"), path
     # The path the query itself sets counts, and so does the one it may roll back to.
-    d = engine.decide(analyze("SET search_path = scratch; SELECT * FROM secrets"),
-                      context("carol", ["dba"]))
+    d = engine.decide(
+        analyze("SET search_path = scratch; SELECT * FROM secrets"), context("carol", ["dba"])
+    )
     assert (d.rule, d.statement_index) == ("no-secrets", 1)
-    d = engine.decide(analyze("BEGIN; SET LOCAL search_path = scratch; ROLLBACK; "
-                              "SELECT * FROM secrets"), context("carol", ["dba"],
-                                                                search_path=("other",)))
+    d = engine.decide(
+        analyze("BEGIN; SET LOCAL search_path = scratch; ROLLBACK; SELECT * FROM secrets"),
+        context("carol", ["dba"], search_path=("other",)),
+    )
     assert d.verdict is Verdict.ALLOW  # other.secrets or scratch.secrets, never public
-    d = engine.decide(analyze("SET search_path = public; SELECT * FROM secrets"),
-                      context("carol", ["dba"], search_path=("other",)))
+    d = engine.decide(
+        analyze("SET search_path = public; SELECT * FROM secrets"),
+        context("carol", ["dba"], search_path=("other",)),
+    )
     assert d.rule == "no-secrets"
 
 
 def test_search_path_the_proxy_cannot_follow_fails_closed(demo: PolicyEngine) -> None:
-    for setter in ("SELECT set_config('search_path', 'x', false)",
-                   "SET search_path FROM CURRENT"):
+    for setter in ("SELECT set_config('search_path', 'x', false)", "SET search_path FROM CURRENT"):
         d = demo.decide(analyze(f"{setter}; SELECT * FROM customers"), context(*ALICE))
         assert (d.rule, d.statement_index) == ("fail-closed", 1), setter
     # Qualified names need no path.
-    assert demo.decide(analyze("SELECT set_config('search_path', 'x', false); "
-                               "SELECT * FROM public.customers"), context(*ALICE)).allowed
+    assert demo.decide(
+        analyze("SELECT set_config('search_path', 'x', false); SELECT * FROM public.customers"),
+        context(*ALICE),
+    ).allowed
 
 
 # -- rules -----------------------------------------------------------------------------
 
 
 def test_first_matching_rule_decides(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 rules:
   - name: allow-bob-training
     match: {users: [bob], tables: [public.training_runs]}
@@ -166,35 +184,45 @@ rules:
     action: deny
     message: training_runs is append-only
     hint: insert a new run instead
-""")
+"""
+    )
     sql = "UPDATE training_runs SET rows_used = 1 WHERE id = 1"
     assert engine.decide(analyze(sql), context(*BOB)).allowed
     d = engine.decide(analyze(sql), context("mallory", ["ml-engineers"]))
     assert (d.verdict, d.rule) == (Verdict.DENY, "no-training-writes")
-    assert d.message() == 'dbgov: denied by rule "no-training-writes": training_runs is ' \
-                          "append-only"
+    assert d.message() == 'dbgov: denied by rule "no-training-writes": training_runs is append-only'
     assert d.hint == "insert a new run instead"
 
 
 def test_allow_rule_covers_only_its_own_scope(make: Make) -> None:
     # A rule allowing analysts to insert into audit_notes must not carry a CTE that
     # deletes customers along with it.
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 rules:
   - name: notes
     match: {groups: [analysts], kinds: [insert], tables: [public.audit_notes]}
     action: allow
-""")
+"""
+    )
     ctx = context(*ALICE)
     assert engine.decide(analyze("INSERT INTO audit_notes VALUES (1)"), ctx).allowed
-    d = engine.decide(analyze("WITH d AS (DELETE FROM customers WHERE id = 1 RETURNING id) "
-                              "INSERT INTO audit_notes SELECT id FROM d"), ctx)
+    d = engine.decide(
+        analyze(
+            "WITH d AS (DELETE FROM customers WHERE id = 1 RETURNING id) "
+            "INSERT INTO audit_notes SELECT id FROM d"
+        ),
+        ctx,
+    )
     assert (d.verdict, d.rule) == (Verdict.DENY, "not-granted")
     assert "delete on public.customers" in d.reason
 
 
 def test_rule_matching_by_function_env_and_category(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 rules:
   - name: no-sleep-in-prod
     match: {envs: [production], functions: ["pg_sleep*"]}
@@ -203,25 +231,34 @@ rules:
     match: {envs: [staging], kinds: [ddl]}
     action: require_approval
     approval: {approvers: [dba], quorum: 2, mode: refuse, timeout: 1h, risk: low}
-""")
+"""
+    )
     d = engine.decide(analyze("SELECT pg_sleep_for('1 minute')"), context(*ALICE))
     assert d.rule == "no-sleep-in-prod"
     assert engine.decide(analyze("SELECT pg_sleep(1)"), context(*ALICE, target="staging")).allowed
-    d = engine.decide(analyze("CREATE TABLE t (id int)"),
-                      context("carol", ["dba"], target="staging"))
+    d = engine.decide(
+        analyze("CREATE TABLE t (id int)"), context("carol", ["dba"], target="staging")
+    )
     assert (d.verdict, d.rule) == (Verdict.APPROVAL, "staging-ddl-held")
     assert d.approval is not None
     assert (d.approval.quorum, d.approval.mode, d.approval.timeout_s, d.approval.risk) == (
-        2, "refuse", 3600, "low")
+        2,
+        "refuse",
+        3600,
+        "low",
+    )
     assert "then run it again" in (d.hint or "")
 
 
 def test_guardrail_denial_beats_an_allow_rule(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 rules:
   - name: anything-goes
     action: allow
-""")
+"""
+    )
     d = engine.decide(analyze("DELETE FROM customers"), context("carol", ["dba"]))
     assert d.rule == "unfiltered_write"
     d = engine.decide(analyze("ALTER TABLE customers ADD COLUMN x int"), context("carol", ["dba"]))
@@ -232,7 +269,9 @@ rules:
 
 
 def test_when_condition(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 rules:
   - name: big-tables-need-where
     match: {groups: [ml-engineers]}
@@ -241,22 +280,28 @@ rules:
       && target.env == "production"
     action: require_approval
     approval: {approvers: [dba]}
-""")
-    d = engine.decide(analyze("UPDATE feature_store SET value = 1 WHERE customer_id = 1"),
-                      context(*BOB))
+"""
+    )
+    d = engine.decide(
+        analyze("UPDATE feature_store SET value = 1 WHERE customer_id = 1"), context(*BOB)
+    )
     assert (d.verdict, d.rule) == (Verdict.APPROVAL, "big-tables-need-where")
-    assert engine.decide(analyze("UPDATE training_runs SET rows_used = 1 WHERE id = 1"),
-                         context(*BOB)).allowed
+    assert engine.decide(
+        analyze("UPDATE training_runs SET rows_used = 1 WHERE id = 1"), context(*BOB)
+    ).allowed
 
 
 def test_when_sees_resolved_tables_groups_and_session(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 rules:
   - name: no-writes-outside-transactions
     when: 'size(stmt.writes) > 0 && !session.in_transaction && !("dba" in identity.groups)'
     action: deny
     message: write inside BEGIN ... COMMIT
-""")
+"""
+    )
     sql = "INSERT INTO training_runs (model, started_at) VALUES ('m', now())"
     d = engine.decide(analyze_cached(sql), context(*BOB))
     assert d.rule == "no-writes-outside-transactions"
@@ -266,14 +311,18 @@ rules:
 
 def test_time_conditions_are_evaluated_every_time(make: Make) -> None:
     now = [datetime(2024, 5, 6, 10, 0, tzinfo=UTC)]  # a Monday, 10:00 UTC
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 rules:
   - name: office-hours
     match: {groups: [ml-engineers], kinds: [write]}
     when: "time.weekday >= 5 || time.hour < 8 || time.hour >= 18"
     action: deny
     message: writes only in office hours
-""", clock=lambda: now[0])
+""",
+        clock=lambda: now[0],
+    )
     a = analyze_cached("INSERT INTO training_runs (model, started_at) VALUES ('m', now())")
     ctx = context(*BOB)
     assert engine.decide(a, ctx).allowed
@@ -284,12 +333,15 @@ rules:
 
 
 def test_condition_failing_at_run_time_denies(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 rules:
   - name: first-table
     when: 'stmt.tables[0] == "public.customers"'
     action: allow
-""")
+"""
+    )
     d = engine.decide(analyze("SELECT 1"), context(*ALICE))  # no tables: index error
     assert (d.verdict, d.rule) == (Verdict.DENY, "first-table")
     assert "could not be evaluated" in d.reason
@@ -299,22 +351,29 @@ rules:
 
 
 def test_guardrail_off_for_a_group_on_a_target(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 guardrails:
   - {guardrail: truncate_on_production, groups: [ml-engineers], targets: [prod], action: "off"}
-""")
+"""
+    )
     assert engine.decide(analyze("TRUNCATE training_runs"), context(*BOB)).allowed
     d = engine.decide(analyze("TRUNCATE training_runs"), context("carol", ["dba"]))
     assert d.rule == "truncate_on_production"
 
 
 def test_guardrail_changed_to_approval_with_default_approvers(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 guardrails:
   - {guardrail: unfiltered_write, envs: [staging], action: require_approval}
-""")
-    d = engine.decide(analyze("DELETE FROM training_runs"),
-                      context("carol", ["dba"], target="staging"))
+"""
+    )
+    d = engine.decide(
+        analyze("DELETE FROM training_runs"), context("carol", ["dba"], target="staging")
+    )
     assert (d.verdict, d.rule) == (Verdict.APPROVAL, "unfiltered_write")
     assert d.approval is not None and d.approval.approvers == ("dba",)
     d = engine.decide(analyze("DELETE FROM training_runs"), context("carol", ["dba"]))
@@ -322,14 +381,17 @@ guardrails:
 
 
 def test_admin_exemption_can_be_overridden(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 guardrails:
   - guardrail: privilege_escalation
     groups: [dba]
     action: require_approval
     message: role changes by a dba need a second dba
     approval: {approvers: [dba, security], quorum: 2}
-""")
+"""
+    )
     d = engine.decide(analyze("GRANT SELECT ON customers TO PUBLIC"), context("carol", ["dba"]))
     assert (d.verdict, d.rule) == (Verdict.APPROVAL, "privilege_escalation")
     assert d.reason == "role changes by a dba need a second dba"
@@ -337,10 +399,13 @@ guardrails:
 
 
 def test_more_dangerous_functions(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 guardrails:
   - {guardrail: dangerous_functions, action: deny, functions: ["export_*", wipe]}
-""")
+"""
+    )
     for sql in ("SELECT export_all('x')", "SELECT wipe()", "SELECT pg_read_file('x')"):
         d = engine.decide(analyze(sql), context("carol", ["dba"]))
         assert d.rule == "dangerous_functions", sql
@@ -352,18 +417,19 @@ def test_without_admin_groups_ddl_on_production_is_denied(make: Make) -> None:
     d = engine.decide(analyze("ALTER TABLE customers ADD COLUMN x int"), context("carol", ["dba"]))
     assert (d.verdict, d.rule) == (Verdict.DENY, "ddl_on_production")
     # ... and nobody is exempt from the procedural guardrail.
-    assert engine.decide(analyze("DO $$ BEGIN END $$"), context("carol", ["dba"])).rule == \
-        "procedural"
+    assert (
+        engine.decide(analyze("DO $$ BEGIN END $$"), context("carol", ["dba"])).rule == "procedural"
+    )
 
 
 # -- grants, JIT grants, masking -------------------------------------------------------
 
 
 def test_jit_grant_is_reported_when_used(demo: PolicyEngine) -> None:
-    ctx = context("alice", ["analysts", "ml-engineers"],
-                  grants=(("ml-engineers", "jit-42"),))
-    d = demo.decide(analyze("INSERT INTO training_runs (model, started_at) "
-                            "VALUES ('m', now())"), ctx)
+    ctx = context("alice", ["analysts", "ml-engineers"], grants=(("ml-engineers", "jit-42"),))
+    d = demo.decide(
+        analyze("INSERT INTO training_runs (model, started_at) VALUES ('m', now())"), ctx
+    )
     assert d.allowed
     assert d.grants_used == (("ml-engineers", "jit-42"),)
     assert d.as_event()["grants"] == ["jit-42"]
@@ -379,8 +445,9 @@ grants:
 """)
     ops = ("olga", ["ops"])
     assert engine.decide(analyze("VACUUM customers"), context(*ops, target="staging")).allowed
-    assert engine.decide(analyze("SELECT * FROM customers"),
-                         context(*ops, target="staging")).allowed
+    assert engine.decide(
+        analyze("SELECT * FROM customers"), context(*ops, target="staging")
+    ).allowed
     d = engine.decide(analyze("COPY customers TO STDOUT"), context(*ops, target="staging"))
     assert d.rule == "not-granted" and "copy_to on public.customers" in d.reason
     assert not engine.may_connect(context(*ops, target="prod")).allowed
@@ -397,8 +464,12 @@ def test_masking_flag_and_config(demo: PolicyEngine) -> None:
     phone = cfg.columns["public.customers.phone"]
     assert phone.spec() == {"kind": "partial", "keep_last": 4}
     assert set(cfg.columns) == {
-        "public.customers.full_name", "public.customers.email", "public.customers.phone",
-        "public.customers.ssn", "public.prompts.prompt_text", "public.prompts.response_text",
+        "public.customers.full_name",
+        "public.customers.email",
+        "public.customers.phone",
+        "public.customers.ssn",
+        "public.prompts.prompt_text",
+        "public.prompts.response_text",
     }
 
 
@@ -421,12 +492,15 @@ def test_cache_hits_share_decisions_between_sessions_of_the_same_groups(
 
 
 def test_cache_key_includes_user_when_rules_look_at_it(make: Make) -> None:
-    engine = make(BASE + """
+    engine = make(
+        BASE
+        + """
 rules:
   - name: only-bob
     when: 'identity.user != "bob" && stmt.kind == "delete"'
     action: deny
-""")
+"""
+    )
     a = analyze_cached("DELETE FROM training_runs WHERE id = 3")
     assert engine.decide(a, context(*BOB)).allowed
     assert engine.decide(a, context("mallory", ["ml-engineers"])).rule == "only-bob"

@@ -13,10 +13,16 @@ from policy.helpers import run_cli
 
 
 def test_explain_lines(demo: PolicyEngine) -> None:
-    lines = explain(demo, "SELECT * FROM customers;\n"
-                          "UPDATE feature_store SET value = 0 WHERE customer_id = 7;\n"
-                          "DELETE FROM training_runs",
-                    "bob", ["ml-engineers"], "prod", "production")
+    lines = explain(
+        demo,
+        "SELECT * FROM customers;\n"
+        "UPDATE feature_store SET value = 0 WHERE customer_id = 7;\n"
+        "DELETE FROM training_runs",
+        "bob",
+        ["ml-engineers"],
+        "prod",
+        "production",
+    )
     assert [(line.verdict, line.rule) for line in lines] == [
         (Verdict.ALLOW, None),
         (Verdict.APPROVAL, "feature-edits-need-dba"),
@@ -35,8 +41,16 @@ def test_explain_lines(demo: PolicyEngine) -> None:
 
 
 def test_explain_text(demo: PolicyEngine) -> None:
-    text = render(explain(demo, "SELECT 1; DROP TABLE feature_store", "bob", ["ml-engineers"],
-                          "prod", "production"))
+    text = render(
+        explain(
+            demo,
+            "SELECT 1; DROP TABLE feature_store",
+            "bob",
+            ["ml-engineers"],
+            "prod",
+            "production",
+        )
+    )
     assert text.splitlines() == [
         "[1] SELECT 1",
         "    ALLOW",
@@ -56,10 +70,13 @@ def test_explain_text(demo: PolicyEngine) -> None:
 def test_explain_shows_exemptions_and_missing_grants(demo: PolicyEngine) -> None:
     (line,) = explain(demo, "SET ROLE NONE", "carol", ["dba"], "prod", "production")
     assert line.verdict is Verdict.ALLOW
-    assert any(s.startswith("guardrail privilege_escalation:") and "off (admin group dba)" in s
-               for s in line.steps)
-    (line,) = explain(demo, "DELETE FROM customers WHERE id = 1", "alice", ["analysts"],
-                      "staging", "staging")
+    assert any(
+        s.startswith("guardrail privilege_escalation:") and "off (admin group dba)" in s
+        for s in line.steps
+    )
+    (line,) = explain(
+        demo, "DELETE FROM customers WHERE id = 1", "alice", ["analysts"], "staging", "staging"
+    )
     assert (line.verdict, line.rule) == (Verdict.DENY, "not-granted")
     assert "delete on public.customers: no grant" in line.steps
 
@@ -67,22 +84,49 @@ def test_explain_shows_exemptions_and_missing_grants(demo: PolicyEngine) -> None
 def test_explain_connect_refusal_and_parse_errors(demo: PolicyEngine) -> None:
     (line,) = explain(demo, "SELECT 1", "dave", ["auditors"], "prod", "production")
     assert (line.kind, line.rule, line.reason) == (
-        "connect", "no-access", "dave has no database access on prod")
+        "connect",
+        "no-access",
+        "dave has no database access on prod",
+    )
     (line,) = explain(demo, "SELEC 1", "alice", ["analysts"], "prod", "production")
     assert (line.verdict, line.rule) == (Verdict.DENY, "fail-closed")
 
 
 def test_cli_explain(capsys: pytest.CaptureFixture[str]) -> None:
-    code = run_cli(["policy", "explain", "--user", "bob", "--group", "ml-engineers",
-                    "--target", "prod", "UPDATE feature_store SET value = 1"])
+    code = run_cli(
+        [
+            "policy",
+            "explain",
+            "--user",
+            "bob",
+            "--group",
+            "ml-engineers",
+            "--target",
+            "prod",
+            "UPDATE feature_store SET value = 1",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "bob (ml-engineers) on prod (production)" in out
     assert 'DENY by rule "unfiltered_write"' in out
 
-    code = run_cli(["policy", "explain", "--user", "alice", "--group", "analysts",
-                    "--target", "staging", "--json", "--search-path", "analytics",
-                    "SELECT * FROM customers"])
+    code = run_cli(
+        [
+            "policy",
+            "explain",
+            "--user",
+            "alice",
+            "--group",
+            "analysts",
+            "--target",
+            "staging",
+            "--json",
+            "--search-path",
+            "analytics",
+            "SELECT * FROM customers",
+        ]
+    )
     assert code == 0
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert row["verdict"] == "deny" and row["rule"] == "not-granted"

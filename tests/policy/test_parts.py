@@ -29,8 +29,9 @@ from dbgov.sql.model import Relation
         (None, "orders", (), ("public.orders",)),
     ],
 )
-def test_resolve(schema: str | None, name: str, path: tuple[str, ...],
-                 candidates: tuple[str, ...]) -> None:
+def test_resolve(
+    schema: str | None, name: str, path: tuple[str, ...], candidates: tuple[str, ...]
+) -> None:
     assert resolve(Relation(schema, name), path).candidates == candidates
 
 
@@ -78,8 +79,10 @@ def test_condition_reports_what_it_reads() -> None:
     assert compile_condition('stmt.kind != "stmt.nothing"').evaluate(sample_context())
 
 
-@pytest.mark.parametrize(("raw", "seconds"), [(600, 600), ("90s", 90), ("10m", 600),
-                                              ("2h", 7200), ("1d", 86400), ("45", 45)])
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [(600, 600), ("90s", 90), ("10m", 600), ("2h", 7200), ("1d", 86400), ("45", 45)],
+)
 def test_durations(raw: object, seconds: int) -> None:
     assert parse_duration(raw) == seconds
 

@@ -18,16 +18,31 @@ def test_pgbench_simple_and_prepared(dbgov):
     # pgbench tables live in staging; carol (dba) may create them there
     env = dict(os.environ, PGPASSWORD=dbgov.token("carol"))
     base = [dbgov.pgbench, "-h", dbgov.host, "-p", str(dbgov.port), "-U", "carol"]
-    init = subprocess.run([*base, "-i", "-s", "1", "-q", "-I", "dtgvp", "staging"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    init = subprocess.run(
+        [*base, "-i", "-s", "1", "-q", "-I", "dtgvp", "staging"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert init.returncode == 0, init.stderr
     for mode in ("simple", "extended", "prepared"):
-        run = subprocess.run([*base, "-S", "-M", mode, "-c", "4", "-j", "2", "-t", "50", "staging"],
-                             env=env, capture_output=True, text=True, timeout=120)
+        run = subprocess.run(
+            [*base, "-S", "-M", mode, "-c", "4", "-j", "2", "-t", "50", "staging"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert run.returncode == 0, run.stderr
         assert "number of transactions actually processed: 200/200" in run.stdout
-    tpcb = subprocess.run([*base, "-c", "2", "-t", "20", "staging"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    tpcb = subprocess.run(
+        [*base, "-c", "2", "-t", "20", "staging"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert tpcb.returncode == 0, tpcb.stderr
     hist = dbgov.app("SELECT count(*) FROM pgbench_history", target="staging")[0][0]
     assert hist == 40
@@ -35,7 +50,9 @@ def test_pgbench_simple_and_prepared(dbgov):
 
 def test_psycopg_text_and_binary(dbgov):
     with psycopg.connect(dbgov.dsn("carol")) as conn:
-        row = conn.execute("SELECT id, email, created_at FROM customers WHERE id = %s", (7,)).fetchone()
+        row = conn.execute(
+            "SELECT id, email, created_at FROM customers WHERE id = %s", (7,)
+        ).fetchone()
         assert row[0] == 7 and "@" in row[1] and isinstance(row[2], datetime.datetime)
         with conn.cursor(binary=True) as cur:
             cur.execute("SELECT id, score, features FROM inference_log WHERE id = %s", (3,))
@@ -47,11 +64,14 @@ def test_psycopg_text_and_binary(dbgov):
             assert [r[0] for r in cur.fetchmany(3)] == [1, 2, 3]
         tag = uuid.uuid4().hex[:8]
         with conn.cursor() as cur:
-            cur.executemany("INSERT INTO training_runs (model, started_at, rows_used) "
-                            "VALUES (%s, now(), %s)", [(f"probe-{tag}", i) for i in range(5)])
+            cur.executemany(
+                "INSERT INTO training_runs (model, started_at, rows_used) VALUES (%s, now(), %s)",
+                [(f"probe-{tag}", i) for i in range(5)],
+            )
         conn.commit()
-    assert dbgov.app("SELECT count(*) FROM training_runs WHERE model = %s", (f"probe-{tag}",)) \
-        == [(5,)]
+    assert dbgov.app("SELECT count(*) FROM training_runs WHERE model = %s", (f"probe-{tag}",)) == [
+        (5,)
+    ]
 
 
 def test_psycopg_pipeline_mode(dbgov):
@@ -63,10 +83,18 @@ def test_psycopg_pipeline_mode(dbgov):
 
 def test_asyncpg_binary_prepared_and_copy(dbgov):
     async def run() -> None:
-        conn = await asyncpg.connect(host=dbgov.host, port=dbgov.port, user="carol",
-                                     password=dbgov.token("carol"), database="staging", ssl=False)
+        conn = await asyncpg.connect(
+            host=dbgov.host,
+            port=dbgov.port,
+            user="carol",
+            password=dbgov.token("carol"),
+            database="staging",
+            ssl=False,
+        )
         try:
-            stmt = await conn.prepare("SELECT id, full_name, created_at FROM customers WHERE id = $1")
+            stmt = await conn.prepare(
+                "SELECT id, full_name, created_at FROM customers WHERE id = $1"
+            )
             for i in (1, 2, 3):
                 row = await stmt.fetchrow(i)
                 assert row["id"] == i and isinstance(row["created_at"], datetime.datetime)
@@ -99,8 +127,14 @@ def test_asyncpg_over_tls(dbgov):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        conn = await asyncpg.connect(host=dbgov.host, port=dbgov.port, user="carol",
-                                     password=dbgov.token("carol"), database="prod", ssl=ctx)
+        conn = await asyncpg.connect(
+            host=dbgov.host,
+            port=dbgov.port,
+            user="carol",
+            password=dbgov.token("carol"),
+            database="prod",
+            ssl=ctx,
+        )
         assert await conn.fetchval("SELECT 'tls'") == "tls"
         await conn.close()
 
@@ -125,8 +159,10 @@ def test_statements_are_recorded_per_identity(dbgov):
 def test_session_open_and_close_events(dbgov, user):
     with psycopg.connect(dbgov.dsn(user, application_name="nb-42")):
         pass
-    opens = dbgov.wait_events(lambda e: e["user"] == user and e.get("application_name") == "nb-42",
-                              types=["connection.open"])
+    opens = dbgov.wait_events(
+        lambda e: e["user"] == user and e.get("application_name") == "nb-42",
+        types=["connection.open"],
+    )
     assert opens
     sid = opens[-1]["session"]
     closes = dbgov.wait_events(lambda e: e.get("session") == sid, types=["connection.close"])

@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-from pgwire import RawClient, error_of, insecure_context, rows_of, types_of
 
 from dbgov.wire.postgres.messages import (
     CANCEL_REQUEST_CODE,
@@ -39,6 +38,7 @@ from dbgov.wire.postgres.messages import (
     Terminate,
     frame,
 )
+from pgwire import RawClient, error_of, insecure_context, rows_of, types_of
 
 pytestmark = pytest.mark.usefixtures("dbgov")
 
@@ -127,8 +127,9 @@ def test_protocol_3_2_gets_long_cancel_key(dbgov):
 
 def test_newer_minor_and_unknown_options_are_negotiated_down(dbgov):
     c = RawClient(dbgov.host, dbgov.port)
-    msgs = c.startup("carol", "prod", dbgov.token("carol"), protocol=(3 << 16) | 9,
-                     **{"_pq_.future_thing": "on"})
+    msgs = c.startup(
+        "carol", "prod", dbgov.token("carol"), protocol=(3 << 16) | 9, **{"_pq_.future_thing": "on"}
+    )
     assert msgs[0].type == b"v"
     npv = NegotiateProtocolVersion.decode(msgs[0].body)
     assert npv.newest_minor == 2
@@ -244,8 +245,9 @@ def test_terminate_closes_cleanly(dbgov):
             break
         time.sleep(0.05)
     assert not dbgov.admin("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
-    closes = dbgov.wait_events(lambda e: e.get("reason") == "client terminated",
-                               types=["connection.close"])
+    closes = dbgov.wait_events(
+        lambda e: e.get("reason") == "client terminated", types=["connection.close"]
+    )
     assert closes and closes[-1]["bytes_in"] > 0 and closes[-1]["bytes_out"] > 0
 
 
@@ -291,10 +293,14 @@ def test_error_mid_pipeline_skips_until_sync(dbgov):
     dbgov.app("TRUNCATE pipeline_probe")
     c = login(dbgov)
     batch = (
-        Parse("", "INSERT INTO pipeline_probe VALUES (1)").encode() + Bind("", "").encode()
+        Parse("", "INSERT INTO pipeline_probe VALUES (1)").encode()
+        + Bind("", "").encode()
         + Execute("").encode()
-        + Parse("", "SELECT 1/0").encode() + Bind("", "").encode() + Execute("").encode()
-        + Parse("", "INSERT INTO pipeline_probe VALUES (3)").encode() + Bind("", "").encode()
+        + Parse("", "SELECT 1/0").encode()
+        + Bind("", "").encode()
+        + Execute("").encode()
+        + Parse("", "INSERT INTO pipeline_probe VALUES (3)").encode()
+        + Bind("", "").encode()
         + Execute("").encode()
         + Sync().encode()
     )
@@ -311,13 +317,22 @@ def test_error_mid_pipeline_skips_until_sync(dbgov):
 
 def test_named_and_unnamed_statements_and_portals(dbgov):
     c = login(dbgov)
-    c.send(Parse("s1", "SELECT $1::text || '!'", (25,)).encode()
-           + Describe("S", "s1").encode() + Sync().encode())
+    c.send(
+        Parse("s1", "SELECT $1::text || '!'", (25,)).encode()
+        + Describe("S", "s1").encode()
+        + Sync().encode()
+    )
     msgs = c.until_ready()
     assert types_of(msgs) == b"1tTZ"
-    c.send(Bind("p1", "s1", (), (b"hi",), ()).encode() + Bind("", "s1", (), (b"yo",), ()).encode()
-           + Execute("p1").encode() + Execute("").encode()
-           + Close("P", "p1").encode() + Close("S", "s1").encode() + Sync().encode())
+    c.send(
+        Bind("p1", "s1", (), (b"hi",), ()).encode()
+        + Bind("", "s1", (), (b"yo",), ()).encode()
+        + Execute("p1").encode()
+        + Execute("").encode()
+        + Close("P", "p1").encode()
+        + Close("S", "s1").encode()
+        + Sync().encode()
+    )
     msgs = c.until_ready()
     assert rows_of(msgs) == [(b"hi!",), (b"yo!",)]
     assert types_of(msgs) == b"22DCDC33Z"
@@ -329,13 +344,17 @@ def test_named_and_unnamed_statements_and_portals(dbgov):
 
 def test_binary_parameters_and_results(dbgov):
     c = login(dbgov)
-    c.send(Parse("", "SELECT $1::int8 * 2, $2::float8", (20, 701)).encode()
-           + Bind("", "", (1,), (struct.pack("!q", 21), struct.pack("!d", 1.5)), (1,)).encode()
-           + Describe("P", "").encode() + Execute("").encode() + Sync().encode())
+    c.send(
+        Parse("", "SELECT $1::int8 * 2, $2::float8", (20, 701)).encode()
+        + Bind("", "", (1,), (struct.pack("!q", 21), struct.pack("!d", 1.5)), (1,)).encode()
+        + Describe("P", "").encode()
+        + Execute("").encode()
+        + Sync().encode()
+    )
     msgs = c.until_ready()
     rd = RowDescription.decode(next(m.body for m in msgs if m.type == b"T"))
     assert [f.format for f in rd.fields] == [1, 1]
-    (a, b), = rows_of(msgs)
+    ((a, b),) = rows_of(msgs)
     assert struct.unpack("!q", a)[0] == 42 and struct.unpack("!d", b)[0] == 1.5
     c.close()
 
@@ -344,9 +363,14 @@ def test_execute_with_row_limit_suspends_portal(dbgov):
     c = login(dbgov)
     c.send(Query("BEGIN").encode())
     c.until_ready()
-    c.send(Parse("", "SELECT g FROM generate_series(1, 5) g").encode()
-           + Bind("cur", "").encode() + Execute("cur", 2).encode() + Execute("cur", 2).encode()
-           + Execute("cur", 0).encode() + Sync().encode())
+    c.send(
+        Parse("", "SELECT g FROM generate_series(1, 5) g").encode()
+        + Bind("cur", "").encode()
+        + Execute("cur", 2).encode()
+        + Execute("cur", 2).encode()
+        + Execute("cur", 0).encode()
+        + Sync().encode()
+    )
     msgs = c.until_ready()
     assert types_of(msgs) == b"12DDsDDsDCZ"
     assert [r[0] for r in rows_of(msgs)] == [b"1", b"2", b"3", b"4", b"5"]
@@ -418,7 +442,9 @@ def test_parameter_status_shows_the_clients_application_name(dbgov):
     c = RawClient(dbgov.host, dbgov.port)
     c.startup("carol", "prod", dbgov.token("carol"), application_name="my-notebook")
     assert c.params.get("application_name") == "my-notebook"
-    rows = rows_of(q(c, "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"))
+    rows = rows_of(
+        q(c, "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+    )
     assert rows[0][0].decode().startswith("dbgov/carol/")
     c.close()
 

@@ -46,14 +46,27 @@ def test_fast_key_shares_entries_across_literal_values() -> None:
     second = analyze_cached("SELECT abalance FROM pgbench_accounts WHERE aid = 98765")
     assert second is first
     assert fast_literal_key("SELECT a FROM t WHERE b = 'x'") == fast_literal_key(
-        "SELECT a FROM t WHERE b = 'it''s'")
+        "SELECT a FROM t WHERE b = 'it''s'"
+    )
 
 
-@pytest.mark.parametrize("text", [
-    'SELECT "t1" FROM t', "SELECT E'x'", "SELECT x'1f'", "SELECT b'101'", "SELECT N'x'",
-    "SELECT $1", "SELECT $$x$$", "SELECT 1 -- c", "SELECT /* c */ 1", "SELECT 'a\\b'",
-    "SELECT U&'d\\0061t'", "SELECT 'open",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        'SELECT "t1" FROM t',
+        "SELECT E'x'",
+        "SELECT x'1f'",
+        "SELECT b'101'",
+        "SELECT N'x'",
+        "SELECT $1",
+        "SELECT $$x$$",
+        "SELECT 1 -- c",
+        "SELECT /* c */ 1",
+        "SELECT 'a\\b'",
+        "SELECT U&'d\\0061t'",
+        "SELECT 'open",
+    ],
+)
 def test_fast_key_refuses_what_only_the_scanner_can_read(text: str) -> None:
     assert fast_literal_key(text) is None
 

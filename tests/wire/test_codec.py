@@ -71,8 +71,9 @@ ROUND_TRIP = [
     BackendKeyData(42, bytes(32)),
     ParameterStatus("server_version", "18.1"),
     ReadyForQuery("T"),
-    RowDescription((FieldDescription("id", 16384, 1, 23, 4, -1, 0),
-                    FieldDescription("e", 0, 0, 25, -1, -1, 1))),
+    RowDescription(
+        (FieldDescription("id", 16384, 1, 23, 4, -1, 0), FieldDescription("e", 0, 0, 25, -1, -1, 1))
+    ),
     DataRow((b"1", None, b"")),
     CommandComplete("INSERT 0 5"),
     ErrorResponse.build("ERROR", "42501", "dbgov: denied", hint="ask"),
@@ -122,8 +123,11 @@ def test_startup_round_trips() -> None:
         (ReadyForQuery, b"X", "ReadyForQuery"),
         (BackendKeyData, b"\x00\x00\x00\x01\x00", "key length"),
         (CancelRequest, struct.pack("!II", 80877102, 1) + b"\x00", "key length"),
-        (StartupMessage, struct.pack("!I", PROTOCOL_3_0) + b"user\x00a\x00user\x00b\x00\x00",
-         "repeats"),
+        (
+            StartupMessage,
+            struct.pack("!I", PROTOCOL_3_0) + b"user\x00a\x00user\x00b\x00\x00",
+            "repeats",
+        ),
         (StartupMessage, struct.pack("!I", PROTOCOL_3_0) + b"user\x00alice\x00", "terminator"),
     ],
 )
@@ -134,8 +138,20 @@ def test_malformed_bodies_raise_protocol_errors(cls, body: bytes, why: str) -> N
 
 @given(st.binary(max_size=64))
 def test_decoders_never_crash_on_garbage(body: bytes) -> None:
-    for cls in (Query, Parse, Bind, Describe, Execute, Close, DataRow, RowDescription,
-                ErrorResponse, CommandComplete, ParameterStatus, NotificationResponse):
+    for cls in (
+        Query,
+        Parse,
+        Bind,
+        Describe,
+        Execute,
+        Close,
+        DataRow,
+        RowDescription,
+        ErrorResponse,
+        CommandComplete,
+        ParameterStatus,
+        NotificationResponse,
+    ):
         try:
             cls.decode(body)
         except RemoteProtocolError:
@@ -212,8 +228,10 @@ def test_frontend_transitions(phase: Phase, t: bytes, after: Phase) -> None:
     assert frontend_step(phase, t[0]) is after
 
 
-@pytest.mark.parametrize(("phase", "t"), [(Phase.COPY_IN, b"Q"), (Phase.READY, b"?"),
-                                          (Phase.STARTUP, b"Q"), (Phase.CLOSED, b"S")])
+@pytest.mark.parametrize(
+    ("phase", "t"),
+    [(Phase.COPY_IN, b"Q"), (Phase.READY, b"?"), (Phase.STARTUP, b"Q"), (Phase.CLOSED, b"S")],
+)
 def test_frontend_violations(phase: Phase, t: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         frontend_step(phase, t[0])
@@ -233,8 +251,9 @@ def test_backend_transitions(phase: Phase, t: bytes, after: Phase) -> None:
     assert backend_step(phase, t[0]) is after
 
 
-@pytest.mark.parametrize(("phase", "t"), [(Phase.READY, b"W"), (Phase.COPY_IN, b"D"),
-                                          (Phase.READY, b"R")])
+@pytest.mark.parametrize(
+    ("phase", "t"), [(Phase.READY, b"W"), (Phase.COPY_IN, b"D"), (Phase.READY, b"R")]
+)
 def test_backend_violations(phase: Phase, t: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         backend_step(phase, t[0])
@@ -262,20 +281,29 @@ def test_client_and_server_connections_complete_a_login() -> None:
     assert auth == Authentication(AUTH_CLEARTEXT)
     server.receive_data(client.send(PasswordMessage("tok")))
     assert _events(server) == [PasswordMessage("tok")]
-    reply = server.send(Authentication(AUTH_OK)) + server.send(ParameterStatus("a", "b")) \
-        + server.send(BackendKeyData(1, b"1234")) + server.send(ReadyForQuery("I"))
+    reply = (
+        server.send(Authentication(AUTH_OK))
+        + server.send(ParameterStatus("a", "b"))
+        + server.send(BackendKeyData(1, b"1234"))
+        + server.send(ReadyForQuery("I"))
+    )
     client.receive_data(reply + Query("pipelined").encode())
     evs = _events(client)
-    assert [type(e).__name__ for e in evs] == ["Authentication", "ParameterStatus",
-                                               "BackendKeyData", "ReadyForQuery"]
+    assert [type(e).__name__ for e in evs] == [
+        "Authentication",
+        "ParameterStatus",
+        "BackendKeyData",
+        "ReadyForQuery",
+    ]
     assert client.phase is Phase.READY and server.phase is Phase.READY
     assert client.take_leftover() == Query("pipelined").encode()
 
 
 def test_password_without_asking_is_refused() -> None:
     server = ServerConnection()
-    server.receive_data(StartupMessage(PROTOCOL_3_0, {"user": "a"}).encode()
-                        + PasswordMessage("x").encode())
+    server.receive_data(
+        StartupMessage(PROTOCOL_3_0, {"user": "a"}).encode() + PasswordMessage("x").encode()
+    )
     assert isinstance(server.next_event(), StartupMessage)
     with pytest.raises(RemoteProtocolError):
         server.next_event()

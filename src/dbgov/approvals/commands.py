@@ -57,8 +57,10 @@ def _config(args: argparse.Namespace) -> Config:
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
-        raise CommandError(f"no dbgov config at {path}: start dbgov (dbgov up) with this data "
-                           "dir, or pass --config FILE") from None
+        raise CommandError(
+            f"no dbgov config at {path}: start dbgov (dbgov up) with this data "
+            "dir, or pass --config FILE"
+        ) from None
     except (OSError, ValueError) as exc:
         raise CommandError(f"{path}: cannot read: {exc}") from None
     return config_from_dict(raw, str(path))
@@ -71,8 +73,10 @@ async def _authenticate(args: argparse.Namespace, config: Config) -> Identity:
 
     token = args.token or os.environ.get("DBGOV_TOKEN")
     if not token:
-        raise CommandError("a dbgov token is required: pass --token or set DBGOV_TOKEN "
-                           "(dbgov token issue --user U --group G)")
+        raise CommandError(
+            "a dbgov token is required: pass --token or set DBGOV_TOKEN "
+            "(dbgov token issue --user U --group G)"
+        )
     try:
         user = jwt.decode(token, options={"verify_signature": False}).get("sub")
     except jwt.PyJWTError:
@@ -121,8 +125,9 @@ class _ReadOnlyAudit:
         raise AuditUnavailable(f"read-only command tried to write {type_}")
 
 
-def _run(args: argparse.Namespace, action: Callable[[Approvals, Identity], int], *,
-         writes: bool) -> int:
+def _run(
+    args: argparse.Namespace, action: Callable[[Approvals, Identity], int], *, writes: bool
+) -> int:
     async def main() -> int:
         config = _config(args)
         identity = await _authenticate(args, config)
@@ -156,8 +161,9 @@ def _label(req: Request) -> str:
 
 def _subject(req: Request) -> str:
     if req.kind == GRANT:
-        return (f"group {req.grant_group} for {format_duration(req.grant_seconds or 0)}: "
-                f"{req.reason}")
+        return (
+            f"group {req.grant_group} for {format_duration(req.grant_seconds or 0)}: {req.reason}"
+        )
     sql = " ".join((req.sql or "").split())
     return sql if len(sql) <= 80 else sql[:77] + "..."
 
@@ -175,20 +181,28 @@ def _as_json(svc: Approvals, req: Request) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     def action(svc: Approvals, me: Identity) -> int:
         states = None if args.all else (PENDING,)
-        rows = [r for r in svc.requests(states=states, limit=args.limit)
-                if svc.visible_to(me, r) and (args.all or svc.effective_state(r) == PENDING)]
+        rows = [
+            r
+            for r in svc.requests(states=states, limit=args.limit)
+            if svc.visible_to(me, r) and (args.all or svc.effective_state(r) == PENDING)
+        ]
         if args.json:
             print(json.dumps([_as_json(svc, r) for r in rows], indent=2))
             return 0
         if not rows:
-            print("no pending requests you made or may decide" if not args.all
-                  else "no requests you made or may decide")
+            print(
+                "no pending requests you made or may decide"
+                if not args.all
+                else "no requests you made or may decide"
+            )
             return 0
         for r in rows:
             ayes = sum(v.verdict == "approve" for v in svc.votes(r.id))
-            print(f"#{r.id:<5} {svc.effective_state(r):<10} {r.kind:<9} {r.requester:<10} "
-                  f"{r.target:<8} risk {r.risk:<8} {ayes}/{r.quorum} of {','.join(r.approvers):<8}"
-                  f" {_ago(r.created_at):<10} {_subject(r)}")
+            print(
+                f"#{r.id:<5} {svc.effective_state(r):<10} {r.kind:<9} {r.requester:<10} "
+                f"{r.target:<8} risk {r.risk:<8} {ayes}/{r.quorum} of {','.join(r.approvers):<8}"
+                f" {_ago(r.created_at):<10} {_subject(r)}"
+            )
         return 0
 
     return _run(args, action, writes=False)
@@ -198,8 +212,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     def action(svc: Approvals, me: Identity) -> int:
         r = svc.get(args.id)
         if r is None or not svc.visible_to(me, r):
-            raise CommandError(f"request #{args.id} does not exist or is not visible to "
-                               f"{me.user}")
+            raise CommandError(f"request #{args.id} does not exist or is not visible to {me.user}")
         if args.json:
             print(json.dumps(_as_json(svc, r), indent=2))
             return 0
@@ -209,12 +222,18 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"  target      {r.target}",
         ]
         if r.kind == STATEMENT:
-            lines += [f"  rule        {r.rule}", f"  why         {r.reason}",
-                      f"  mode        {r.mode}", f"  tables      {', '.join(r.tables) or '-'}",
-                      f"  fingerprint {r.fingerprint}"]
+            lines += [
+                f"  rule        {r.rule}",
+                f"  why         {r.reason}",
+                f"  mode        {r.mode}",
+                f"  tables      {', '.join(r.tables) or '-'}",
+                f"  fingerprint {r.fingerprint}",
+            ]
         else:
-            lines += [f"  group       {r.grant_group} for {format_duration(r.grant_seconds or 0)}",
-                      f"  why         {r.reason}"]
+            lines += [
+                f"  group       {r.grant_group} for {format_duration(r.grant_seconds or 0)}",
+                f"  why         {r.reason}",
+            ]
         lines += [
             f"  risk        {r.risk}",
             f"  approvers   {describe_wait(r)}",
@@ -222,15 +241,19 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"  deadline    {_when(r.expires_at)}",
         ]
         if r.decided_at is not None:
-            lines.append(f"  decided     {_when(r.decided_at)}"
-                         + (f" by {r.decided_by}" if r.decided_by else ""))
+            lines.append(
+                f"  decided     {_when(r.decided_at)}"
+                + (f" by {r.decided_by}" if r.decided_by else "")
+            )
         if r.valid_until is not None:
             lines.append(f"  valid until {_when(r.valid_until)}")
         if r.consumed_at is not None:
             lines.append(f"  used        {_when(r.consumed_at)} in session {r.consumed_session}")
         for v in svc.votes(r.id):
-            lines.append(f"  vote        {v.verdict} by {v.voter} at {_when(v.at)}"
-                         + (f': "{v.reason}"' if v.reason else ""))
+            lines.append(
+                f"  vote        {v.verdict} by {v.voter} at {_when(v.at)}"
+                + (f': "{v.reason}"' if v.reason else "")
+            )
         if r.sql:
             lines += ["", r.sql]
         if r.params:
@@ -250,8 +273,10 @@ def _vote(args: argparse.Namespace, approve: bool) -> int:
         elif r.kind == GRANT and r.state == "approved":
             g = svc.grant(r.id)
             until = _when(g.ends_at) if g else "?"
-            print(f"{_label(r)}: approved; {r.requester} has group {r.grant_group} on "
-                  f"{r.target} until {until} (grant {r.id})")
+            print(
+                f"{_label(r)}: approved; {r.requester} has group {r.grant_group} on "
+                f"{r.target} until {until} (grant {r.id})"
+            )
         else:
             print(f"{_label(r)}: {r.state.replace('_', ' ')} by {me.user}")
         return 0
@@ -281,9 +306,11 @@ def cmd_access_request(args: argparse.Namespace) -> int:
 
     def action(svc: Approvals, me: Identity) -> int:
         r = svc.request_grant(me, args.target, args.group, seconds, args.reason)
-        print(f"access request #{r.id}: group {args.group} on {args.target} for "
-              f"{format_duration(seconds)}; waiting for {describe_wait(r)} "
-              f"(until {_when(r.expires_at)})")
+        print(
+            f"access request #{r.id}: group {args.group} on {args.target} for "
+            f"{format_duration(seconds)}; waiting for {describe_wait(r)} "
+            f"(until {_when(r.expires_at)})"
+        )
         return 0
 
     return _run(args, action, writes=True)
@@ -293,18 +320,30 @@ def cmd_access_list(args: argparse.Namespace) -> int:
     def action(svc: Approvals, me: Identity) -> int:
         now = time.time()
         grants = svc.grants(user=me.user, active=not args.all)
-        asked = [r for r in svc.requests(states=None if args.all else (PENDING,), kind=GRANT)
-                 if r.requester == me.user]
+        asked = [
+            r
+            for r in svc.requests(states=None if args.all else (PENDING,), kind=GRANT)
+            if r.requester == me.user
+        ]
         if args.json:
-            print(json.dumps({"grants": [asdict(g) for g in grants],
-                              "requests": [_as_json(svc, r) for r in asked]}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "grants": [asdict(g) for g in grants],
+                        "requests": [_as_json(svc, r) for r in asked],
+                    },
+                    indent=2,
+                )
+            )
             return 0
         if not grants and not asked:
             print(f"{me.user} has no active grants and no pending access requests")
         for g in grants:
             status = "active" if g.state == "active" and g.ends_at > now else "ended"
-            print(f"grant #{g.id:<5} {status:<7} group {g.group} on {g.target} until "
-                  f"{_when(g.ends_at)} ({_ago(g.ends_at)})")
+            print(
+                f"grant #{g.id:<5} {status:<7} group {g.group} on {g.target} until "
+                f"{_when(g.ends_at)} ({_ago(g.ends_at)})"
+            )
         for r in asked:
             print(f"request #{r.id:<3} {svc.effective_state(r):<9} {_subject(r)}")
         return 0
@@ -318,8 +357,11 @@ def cmd_access_list(args: argparse.Namespace) -> int:
 def _auth_parent() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--token", default=None, help="your dbgov token (default: $DBGOV_TOKEN)")
-    p.add_argument("--config", default=None,
-                   help="config file (default: the running dbgov's <data-dir>/run/config.json)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="config file (default: the running dbgov's <data-dir>/run/config.json)",
+    )
     return p
 
 
@@ -328,8 +370,9 @@ def add_approvals_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     auth = _auth_parent()
     ap = sub.add_parser("approvals", help="list and decide approval requests")
     asub = ap.add_subparsers(dest="approvals_cmd", required=True)
-    ls = asub.add_parser("list", parents=[common, auth],
-                         help="pending requests you made or may decide")
+    ls = asub.add_parser(
+        "list", parents=[common, auth], help="pending requests you made or may decide"
+    )
     ls.add_argument("--all", action="store_true", help="include decided requests")
     ls.add_argument("--limit", type=int, default=100)
     ls.add_argument("--json", action="store_true")
@@ -353,8 +396,9 @@ def add_access_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     auth = _auth_parent()
     ac = sub.add_parser("access", help="just-in-time access grants")
     asub = ac.add_subparsers(dest="access_cmd", required=True)
-    req = asub.add_parser("request", parents=[common, auth],
-                          help="ask for an extra group on a target for a while")
+    req = asub.add_parser(
+        "request", parents=[common, auth], help="ask for an extra group on a target for a while"
+    )
     req.add_argument("--target", required=True)
     req.add_argument("--group", required=True)
     req.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 1h, 4h")

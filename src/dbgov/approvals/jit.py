@@ -87,8 +87,9 @@ class JitPolicy:
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def rule_for(self, identity: Identity, group: str, target: str,
-                 duration_s: int) -> JitGrantRule:
+    def rule_for(
+        self, identity: Identity, group: str, target: str, duration_s: int
+    ) -> JitGrantRule:
         """The entry allowing `identity` to ask for `group` on `target` for that long.
 
         Requester membership is judged on the token's groups only: a grant MUST NOT
@@ -103,13 +104,15 @@ class JitPolicy:
         allowed = [r for r in candidates if groups & set(r.requesters)]
         if not allowed:
             who = ", ".join(sorted({g for r in candidates for g in r.requesters}))
-            raise AccessRefused(f"group {group} on {target} may only be requested by members "
-                                f"of {who}")
+            raise AccessRefused(
+                f"group {group} on {target} may only be requested by members of {who}"
+            )
         fitting = [r for r in allowed if duration_s <= r.max_duration]
         if not fitting:
             longest = max(r.max_duration for r in allowed)
-            raise AccessRefused(f"group {group} on {target} may be granted for at most "
-                                f"{_fmt(longest)}")
+            raise AccessRefused(
+                f"group {group} on {target} may be granted for at most {_fmt(longest)}"
+            )
         return fitting[0]
 
 

@@ -96,8 +96,15 @@ def token_groups(identity: Identity) -> frozenset[str]:
 
 
 class Approvals:
-    def __init__(self, config: Config, store: ControlPort, audit: AuditSink, *,
-                 jit: JitPolicy | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: ControlPort,
+        audit: AuditSink,
+        *,
+        jit: JitPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = config.approvals
         self.store = store
         self.audit = audit
@@ -134,12 +141,14 @@ class Approvals:
         if err is not None:
             raise AuditUnavailable(f"the audit ledger cannot be written ({err.strerror or err})")
 
-    def _notify(self, request: Request, event: str, *, actor: str | None = None,
-                reason: str | None = None) -> None:
+    def _notify(
+        self, request: Request, event: str, *, actor: str | None = None, reason: str | None = None
+    ) -> None:
         if not self.settings.webhook_url:
             return
-        payload = webhook.build_payload(event, request, self.store.votes(request.id),
-                                        actor=actor, reason=reason)
+        payload = webhook.build_payload(
+            event, request, self.store.votes(request.id), actor=actor, reason=reason
+        )
         self.store.enqueue(request.id, event, payload, at=self.clock())
 
     def _reload(self, request_id: int) -> Request:
@@ -156,23 +165,31 @@ class Approvals:
     def votes(self, request_id: int) -> list[Vote]:
         return self.store.votes(request_id)
 
-    def requests(self, *, states: Sequence[str] | None = (PENDING,), kind: str | None = None,
-             limit: int = 100) -> list[Request]:
+    def requests(
+        self,
+        *,
+        states: Sequence[str] | None = (PENDING,),
+        kind: str | None = None,
+        limit: int = 100,
+    ) -> list[Request]:
         return self.store.list_requests(states=states, kind=kind, limit=limit)
 
     def grant(self, grant_id: int) -> Grant | None:
         return self.store.get_grant(grant_id)
 
-    def grants(self, *, user: str | None = None, active: bool = False,
-               limit: int = 100) -> list[Grant]:
-        return self.store.list_grants(user=user, active_at=self.clock() if active else None,
-                                      limit=limit)
+    def grants(
+        self, *, user: str | None = None, active: bool = False, limit: int = 100
+    ) -> list[Grant]:
+        return self.store.list_grants(
+            user=user, active_at=self.clock() if active else None, limit=limit
+        )
 
     @staticmethod
     def may_decide(identity: Identity, request: Request) -> bool:
         """Whether `identity` could vote on `request` (ignoring its state)."""
         return identity.user != request.requester and bool(
-            token_groups(identity) & set(request.approvers))
+            token_groups(identity) & set(request.approvers)
+        )
 
     @classmethod
     def visible_to(cls, identity: Identity, request: Request) -> bool:
@@ -184,45 +201,88 @@ class Approvals:
         now = self.clock()
         if request.state == PENDING and request.expires_at <= now:
             return TIMED_OUT
-        if request.state == APPROVED and request.valid_until is not None \
-                and request.valid_until <= now:
+        if (
+            request.state == APPROVED
+            and request.valid_until is not None
+            and request.valid_until <= now
+        ):
             return EXPIRED
         return request.state
 
     # -- requesting ------------------------------------------------------------------------
 
     def request_statement(
-        self, identity: Identity, target: str, *, sql: str, fingerprint: str, params_hash: str,
-        params: Sequence[str | None] | None, tables: Sequence[str], rule: str | None,
-        reason: str, approvers: Sequence[str], quorum: int, mode: str, timeout_s: float,
-        risk: str, session: str | None = None,
+        self,
+        identity: Identity,
+        target: str,
+        *,
+        sql: str,
+        fingerprint: str,
+        params_hash: str,
+        params: Sequence[str | None] | None,
+        tables: Sequence[str],
+        rule: str | None,
+        reason: str,
+        approvers: Sequence[str],
+        quorum: int,
+        mode: str,
+        timeout_s: float,
+        risk: str,
+        session: str | None = None,
     ) -> Request:
         """Open a request for one statement. `sql` must already be redacted for the audit."""
         if not approvers:
             raise ApprovalRefused("the rule names no approver group; nobody could approve")
         now = self.clock()
         new = NewRequest(
-            kind=STATEMENT, requester=identity.user, requester_issuer=identity.issuer,
-            requester_groups=tuple(sorted(token_groups(identity))), target=target, mode=mode,
-            reason=reason, risk=risk, approvers=tuple(approvers), quorum=max(1, quorum),
-            created_at=now, expires_at=now + timeout_s, session=session, sql=sql,
-            fingerprint=fingerprint, params_hash=params_hash,
-            params=None if params is None else tuple(params), tables=tuple(tables), rule=rule,
+            kind=STATEMENT,
+            requester=identity.user,
+            requester_issuer=identity.issuer,
+            requester_groups=tuple(sorted(token_groups(identity))),
+            target=target,
+            mode=mode,
+            reason=reason,
+            risk=risk,
+            approvers=tuple(approvers),
+            quorum=max(1, quorum),
+            created_at=now,
+            expires_at=now + timeout_s,
+            session=session,
+            sql=sql,
+            fingerprint=fingerprint,
+            params_hash=params_hash,
+            params=None if params is None else tuple(params),
+            tables=tuple(tables),
+            rule=rule,
         )
         with self.store.transaction():
             req = self.store.create_request(new)
-            self._emit("requested", req, identity.user, groups=sorted(identity.groups),
-                       session=session, kind=STATEMENT, mode=mode, sql=events.clip(sql),
-                       params=list(params) if params is not None else None,
-                       fingerprint=fingerprint or None, params_hash=params_hash,
-                       tables=list(tables) or None, rule=rule, reason=reason, risk=risk,
-                       approvers=list(approvers), quorum=req.quorum,
-                       expires_at=iso(req.expires_at))
+            self._emit(
+                "requested",
+                req,
+                identity.user,
+                groups=sorted(identity.groups),
+                session=session,
+                kind=STATEMENT,
+                mode=mode,
+                sql=events.clip(sql),
+                params=list(params) if params is not None else None,
+                fingerprint=fingerprint or None,
+                params_hash=params_hash,
+                tables=list(tables) or None,
+                rule=rule,
+                reason=reason,
+                risk=risk,
+                approvers=list(approvers),
+                quorum=req.quorum,
+                expires_at=iso(req.expires_at),
+            )
             self._notify(req, "requested", actor=identity.user)
         return req
 
-    def request_grant(self, identity: Identity, target: str, group: str, duration_s: int,
-                      reason: str) -> Request:
+    def request_grant(
+        self, identity: Identity, target: str, group: str, duration_s: int, reason: str
+    ) -> Request:
         """Ask for `group` on `target` for `duration_s`, as a jit_grants entry allows."""
         if not reason.strip():
             raise ApprovalRefused("say why you need access (--reason)")
@@ -232,25 +292,45 @@ class Approvals:
             raise ApprovalRefused(str(exc)) from None
         now = self.clock()
         new = NewRequest(
-            kind=GRANT, requester=identity.user, requester_issuer=identity.issuer,
-            requester_groups=tuple(sorted(token_groups(identity))), target=target, mode="grant",
-            reason=reason, risk="high", approvers=rule.approvers, quorum=rule.quorum,
-            created_at=now, expires_at=now + self.settings.default_timeout_s,
-            rule=f"jit:{group}", grant_group=group, grant_seconds=duration_s,
+            kind=GRANT,
+            requester=identity.user,
+            requester_issuer=identity.issuer,
+            requester_groups=tuple(sorted(token_groups(identity))),
+            target=target,
+            mode="grant",
+            reason=reason,
+            risk="high",
+            approvers=rule.approvers,
+            quorum=rule.quorum,
+            created_at=now,
+            expires_at=now + self.settings.default_timeout_s,
+            rule=f"jit:{group}",
+            grant_group=group,
+            grant_seconds=duration_s,
         )
         with self.store.transaction():
             req = self.store.create_request(new)
-            self._emit("requested", req, identity.user, groups=sorted(identity.groups),
-                       kind=GRANT, group=group, duration_s=duration_s, reason=reason,
-                       approvers=list(rule.approvers), quorum=rule.quorum,
-                       expires_at=iso(req.expires_at))
+            self._emit(
+                "requested",
+                req,
+                identity.user,
+                groups=sorted(identity.groups),
+                kind=GRANT,
+                group=group,
+                duration_s=duration_s,
+                reason=reason,
+                approvers=list(rule.approvers),
+                quorum=rule.quorum,
+                expires_at=iso(req.expires_at),
+            )
             self._notify(req, "requested", actor=identity.user)
         return req
 
     # -- deciding -----------------------------------------------------------------------------
 
-    def vote(self, request_id: int, voter: Identity, *, approve: bool,
-             reason: str | None = None) -> Request:
+    def vote(
+        self, request_id: int, voter: Identity, *, approve: bool, reason: str | None = None
+    ) -> Request:
         """Record `voter`'s vote and apply it; returns the request as it now stands.
 
         Raises ApprovalRefused when the rules (module docstring) forbid the vote.
@@ -272,16 +352,28 @@ class Approvals:
                 refusal = f"{label} is already {req.state.replace('_', ' ')}"
             elif voter.user == req.requester:
                 # Separation of duties: MUST hold for every group, admins included.
-                refusal = (f"{voter.user} cannot vote on {label}: nobody approves their own "
-                           "request (separation of duties)")
+                refusal = (
+                    f"{voter.user} cannot vote on {label}: nobody approves their own "
+                    "request (separation of duties)"
+                )
             elif not token_groups(voter) & set(req.approvers):
-                refusal = (f"{voter.user} cannot vote on {label}: only members of "
-                           f"{', '.join(req.approvers)} may decide it")
+                refusal = (
+                    f"{voter.user} cannot vote on {label}: only members of "
+                    f"{', '.join(req.approvers)} may decide it"
+                )
             else:
                 try:
-                    self.store.add_vote(VoteRecord(
-                        req.id, voter.user, voter.issuer, tuple(sorted(token_groups(voter))),
-                        "approve" if approve else "deny", reason, now))
+                    self.store.add_vote(
+                        VoteRecord(
+                            req.id,
+                            voter.user,
+                            voter.issuer,
+                            tuple(sorted(token_groups(voter))),
+                            "approve" if approve else "deny",
+                            reason,
+                            now,
+                        )
+                    )
                 except DuplicateVote:
                     refusal = f"{voter.user} has already voted on {label}"
                 else:
@@ -290,15 +382,22 @@ class Approvals:
             raise ApprovalRefused(refusal)
         return self._reload(request_id)
 
-    def _apply_vote(self, req: Request, voter: Identity, approve: bool, reason: str | None,
-                    now: float) -> None:
+    def _apply_vote(
+        self, req: Request, voter: Identity, approve: bool, reason: str | None, now: float
+    ) -> None:
         approvals = [v.voter for v in self.store.votes(req.id) if v.verdict == "approve"]
-        self._emit("vote", req, voter.user, groups=sorted(token_groups(voter)),
-                   verdict="approve" if approve else "deny", reason=reason,
-                   approvals=len(approvals), quorum=req.quorum)
+        self._emit(
+            "vote",
+            req,
+            voter.user,
+            groups=sorted(token_groups(voter)),
+            verdict="approve" if approve else "deny",
+            reason=reason,
+            approvals=len(approvals),
+            quorum=req.quorum,
+        )
         if not approve:
-            self.store.transition(req.id, (PENDING,), DENIED, at=now, by=voter.user,
-                                  reason=reason)
+            self.store.transition(req.id, (PENDING,), DENIED, at=now, by=voter.user, reason=reason)
             self._emit("denied", req, voter.user, reason=reason, session=req.session)
             self._notify(self._reload(req.id), "denied", actor=voter.user, reason=reason)
             return
@@ -307,18 +406,40 @@ class Approvals:
         if req.kind == GRANT:
             assert req.grant_group is not None and req.grant_seconds is not None
             ends = now + req.grant_seconds
-            self.store.transition(req.id, (PENDING,), APPROVED, at=now, by=voter.user,
-                                  reason=reason)
-            self.store.create_grant(GrantRecord(req.id, req.requester, req.grant_group,
-                                                req.target, now, ends, "active"))
-            self._emit("approved", req, voter.user, approvers=approvals, group=req.grant_group,
-                       starts_at=iso(now), ends_at=iso(ends))
+            self.store.transition(
+                req.id, (PENDING,), APPROVED, at=now, by=voter.user, reason=reason
+            )
+            self.store.create_grant(
+                GrantRecord(req.id, req.requester, req.grant_group, req.target, now, ends, "active")
+            )
+            self._emit(
+                "approved",
+                req,
+                voter.user,
+                approvers=approvals,
+                group=req.grant_group,
+                starts_at=iso(now),
+                ends_at=iso(ends),
+            )
         else:
             valid = now + self.settings.validity_s
-            self.store.transition(req.id, (PENDING,), APPROVED, at=now, by=voter.user,
-                                  reason=reason, valid_until=valid)
-            self._emit("approved", req, voter.user, approvers=approvals, session=req.session,
-                       valid_until=iso(valid))
+            self.store.transition(
+                req.id,
+                (PENDING,),
+                APPROVED,
+                at=now,
+                by=voter.user,
+                reason=reason,
+                valid_until=valid,
+            )
+            self._emit(
+                "approved",
+                req,
+                voter.user,
+                approvers=approvals,
+                session=req.session,
+                valid_until=iso(valid),
+            )
         self._notify(self._reload(req.id), "approved", actor=voter.user)
 
     def withdraw(self, request_id: int, actor: str, reason: str) -> bool:
@@ -336,8 +457,13 @@ class Approvals:
     def _time_out(self, req: Request, now: float) -> bool:
         if not self.store.transition(req.id, (PENDING,), TIMED_OUT, at=now):
             return False
-        self._emit("timed_out", req, "dbgov", session=req.session,
-                   after_s=round(req.expires_at - req.created_at))
+        self._emit(
+            "timed_out",
+            req,
+            "dbgov",
+            session=req.session,
+            after_s=round(req.expires_at - req.created_at),
+        )
         self._notify(self._reload(req.id), "timed_out")
         return True
 
@@ -352,12 +478,25 @@ class Approvals:
 
     # -- using approvals ----------------------------------------------------------------------
 
-    def find(self, state: str, identity: Identity, target: str, fingerprint: str,
-             params_hash: str, rule: str | None) -> list[Request]:
+    def find(
+        self,
+        state: str,
+        identity: Identity,
+        target: str,
+        fingerprint: str,
+        params_hash: str,
+        rule: str | None,
+    ) -> list[Request]:
         """Statement requests in `state` for exactly this statement, identity and target."""
         return self.store.find_requests(
-            state=state, requester=identity.user, requester_issuer=identity.issuer,
-            target=target, fingerprint=fingerprint, params_hash=params_hash, rule=rule)
+            state=state,
+            requester=identity.user,
+            requester_issuer=identity.issuer,
+            target=target,
+            fingerprint=fingerprint,
+            params_hash=params_hash,
+            rule=rule,
+        )
 
     def consume(self, request: Request, session: str | None) -> bool:
         """Use an approved statement request once. True for exactly one caller, ever;
@@ -366,28 +505,47 @@ class Approvals:
         with self.store.transaction():
             if not self.store.consume(request.id, at=now, session=session):
                 return False
-            self._emit("consumed", request, request.requester, session=session,
-                       fingerprint=request.fingerprint, params_hash=request.params_hash)
+            self._emit(
+                "consumed",
+                request,
+                request.requester,
+                session=session,
+                fingerprint=request.fingerprint,
+                params_hash=request.params_hash,
+            )
         return True
 
-    def consume_match(self, identity: Identity, target: str, fingerprint: str,
-                      params_hash: str, rule: str | None, session: str | None) -> Request | None:
+    def consume_match(
+        self,
+        identity: Identity,
+        target: str,
+        fingerprint: str,
+        params_hash: str,
+        rule: str | None,
+        session: str | None,
+    ) -> Request | None:
         """Consume an approved, unused, still valid request for exactly this statement."""
         for req in self.find(APPROVED, identity, target, fingerprint, params_hash, rule):
             if self.consume(req, session):
                 return req
         return None
 
-    async def wait(self, request_id: int, max_wait_s: float | None = None, *,
-                   poll_s: float = POLL_S,
-                   on_vote: Callable[[Request, list[Vote]], None] | None = None) -> Request:
+    async def wait(
+        self,
+        request_id: int,
+        max_wait_s: float | None = None,
+        *,
+        poll_s: float = POLL_S,
+        on_vote: Callable[[Request, list[Vote]], None] | None = None,
+    ) -> Request:
         """Wait until the request is decided or its deadline passes (then time it out).
 
         With `max_wait_s`, give up earlier and return the request still pending. Polls
         the store: votes come from other processes (CLI, web app)."""
         req = self._reload(request_id)
-        deadline = req.expires_at if max_wait_s is None else min(req.expires_at,
-                                                                  self.clock() + max_wait_s)
+        deadline = (
+            req.expires_at if max_wait_s is None else min(req.expires_at, self.clock() + max_wait_s)
+        )
         seen = -1
         while True:
             req = self._reload(request_id)
@@ -410,8 +568,10 @@ class Approvals:
 
     def active_grants(self, user: str, target: str) -> list[tuple[str, str, float]]:
         """(group, grant id, ends_at) of the grants `user` holds on `target` right now."""
-        return [(g.group, str(g.id), g.ends_at)
-                for g in self.store.active_grants(user, target, at=self.clock())]
+        return [
+            (g.group, str(g.id), g.ends_at)
+            for g in self.store.active_grants(user, target, at=self.clock())
+        ]
 
     def identity_with_grants(self, identity: Identity, target: str) -> Identity:
         """`identity` plus the groups its active grants add on `target`.
@@ -457,16 +617,22 @@ class Approvals:
         for req in lapsed:
             with self.store.transaction():
                 if self.store.transition(req.id, (APPROVED,), EXPIRED, at=now):
-                    self._emit("expired", req, "dbgov", session=req.session,
-                               valid_until=iso(req.valid_until or now))
+                    self._emit(
+                        "expired",
+                        req,
+                        "dbgov",
+                        session=req.session,
+                        valid_until=iso(req.valid_until or now),
+                    )
                     changed += 1
         for grant in self.store.ended_grants(at=now):
             with self.store.transaction():
                 if self.store.end_grant(grant.id):
                     req = self._reload(grant.id)
                     self.store.transition(req.id, (APPROVED,), EXPIRED, at=now)
-                    self._emit("expired", req, "dbgov", group=grant.group,
-                               ends_at=iso(grant.ends_at))
+                    self._emit(
+                        "expired", req, "dbgov", group=grant.group, ends_at=iso(grant.ends_at)
+                    )
                     changed += 1
         if changed:
             self._grant_cache.clear()
@@ -491,11 +657,17 @@ class Approvals:
             for n in batch:
                 result = webhook.post(url, n.payload, timeout_s=timeout, retries=retries)
                 if not result.ok:
-                    log.warning("webhook for request #%d (%s) failed after %d attempt(s): %s",
-                                n.request_id, n.event, result.attempts, result.error)
+                    log.warning(
+                        "webhook for request #%d (%s) failed after %d attempt(s): %s",
+                        n.request_id,
+                        n.event,
+                        result.attempts,
+                        result.error,
+                    )
                 try:
-                    self.store.finish_notification(n.id, sent=result.ok,
-                                                   attempts=result.attempts, error=result.error)
+                    self.store.finish_notification(
+                        n.id, sent=result.ok, attempts=result.attempts, error=result.error
+                    )
                 except Exception:
                     log.exception("cannot record webhook delivery")
 
@@ -519,7 +691,7 @@ class Approvals:
 
 
 def describe_wait(request: Request) -> str:
-    """"group dba" / "groups dba, security (2 approvals)": who a request waits for."""
+    """ "group dba" / "groups dba, security (2 approvals)": who a request waits for."""
     groups = ", ".join(request.approvers)
     noun = "group" if len(request.approvers) == 1 else "groups"
     need = f" ({request.quorum} approvals)" if request.quorum > 1 else ""
@@ -534,8 +706,10 @@ def ended_message(request: Request, votes: Sequence[Vote] = ()) -> str:
         why = f': "{request.decision_reason}"' if request.decision_reason else ""
         return f"dbgov: {label} denied by {who}{why}"
     if request.state == TIMED_OUT:
-        return f"dbgov: {label} timed out after " \
-               f"{format_duration(request.expires_at - request.created_at)}"
+        return (
+            f"dbgov: {label} timed out after "
+            f"{format_duration(request.expires_at - request.created_at)}"
+        )
     if request.state == WITHDRAWN:
         return f"dbgov: {label} was withdrawn"
     if request.state == EXPIRED:

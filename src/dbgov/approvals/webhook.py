@@ -42,17 +42,28 @@ def _label(request: Request) -> str:
     return f"{'Access request' if request.kind == GRANT else 'Approval'} #{request.id}"
 
 
-def build_payload(event: str, request: Request, votes: Sequence[Vote] = (), *,
-                  actor: str | None = None, reason: str | None = None) -> dict[str, Any]:
+def build_payload(
+    event: str,
+    request: Request,
+    votes: Sequence[Vote] = (),
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
     """The Slack message for `event` (requested, approved, denied, timed_out, withdrawn)."""
     label = _label(request)
     approvers = ", ".join(request.approvers)
     approved_by = ", ".join(v.voter for v in votes if v.verdict == "approve")
     if event == "requested":
-        what = (f"group {request.grant_group} for {format_duration(request.grant_seconds or 0)}"
-                if request.kind == GRANT else f"a statement (rule {request.rule})")
-        text = (f"dbgov: {label} by {request.requester} on {request.target}: {what}; "
-                f"needs {request.quorum} approval(s) from {approvers}")
+        what = (
+            f"group {request.grant_group} for {format_duration(request.grant_seconds or 0)}"
+            if request.kind == GRANT
+            else f"a statement (rule {request.rule})"
+        )
+        text = (
+            f"dbgov: {label} by {request.requester} on {request.target}: {what}; "
+            f"needs {request.quorum} approval(s) from {approvers}"
+        )
     elif event == "approved":
         text = f"dbgov: {label} approved by {approved_by or actor}"
     elif event == "denied":
@@ -73,19 +84,23 @@ def build_payload(event: str, request: Request, votes: Sequence[Vote] = (), *,
         fields.append(f"*Tables*\n{_esc(', '.join(request.tables))}")
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*{_esc(text)}*"}},
-        {"type": "section",
-         "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields[:10]]},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields[:10]]},
     ]
     if request.sql:
         sql = request.sql if len(request.sql) <= _SQL_CHARS else request.sql[:_SQL_CHARS] + "…"
-        blocks.append({"type": "section",
-                       "text": {"type": "mrkdwn", "text": f"```{_esc(sql)}```"}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{_esc(sql)}```"}})
     if request.reason:
-        blocks.append({"type": "section",
-                       "text": {"type": "mrkdwn", "text": f"*Why*\n{_esc(request.reason)}"[:3000]}})
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*Why*\n{_esc(request.reason)}"[:3000]},
+            }
+        )
     if event == "requested":
-        hint = (f"`dbgov approvals approve {request.id}` or "
-                f"`dbgov approvals deny {request.id} --reason \"...\"`")
+        hint = (
+            f"`dbgov approvals approve {request.id}` or "
+            f'`dbgov approvals deny {request.id} --reason "..."`'
+        )
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": hint}]})
     return {"text": text, "blocks": blocks}
 
@@ -102,8 +117,15 @@ def _retryable(status: int) -> bool:
     return status >= 500 or status in (408, 429)
 
 
-def post(url: str, payload: dict[str, Any], *, timeout_s: float, retries: int,
-         backoff_s: float = 0.5, sleep: Callable[[float], None] = time.sleep) -> Delivery:
+def post(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    timeout_s: float,
+    retries: int,
+    backoff_s: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Delivery:
     """POST `payload` as JSON; retry network errors, timeouts, 408, 429 and 5xx up to
     `retries` times with exponential backoff. Blocking: call it from a thread."""
     if not url.startswith(("http://", "https://")):
@@ -116,9 +138,12 @@ def post(url: str, payload: dict[str, Any], *, timeout_s: float, retries: int,
         if attempt:
             sleep(min(MAX_BACKOFF_S, backoff_s * 2 ** (attempt - 1)))
         attempts += 1
-        req = urllib.request.Request(url, data=data, method="POST",  # noqa: S310 (checked above)
-                                     headers={"Content-Type": "application/json",
-                                              "User-Agent": "dbgov-webhook"})
+        req = urllib.request.Request(  # noqa: S310 (scheme checked above: http(s) only)
+            url,
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "dbgov-webhook"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 (http(s) only)
                 resp.read(64 * 1024)

@@ -26,10 +26,9 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import warnings
 
 import psycopg
 
@@ -123,8 +122,9 @@ class ServerInfo:
 class EmbeddedPostgres:
     """One embedded server under `<data_dir>/pg`."""
 
-    def __init__(self, data_dir: Path, *, fast: bool = False,
-                 max_connections: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, fast: bool = False, max_connections: int | None = None
+    ) -> None:
         self.root = data_dir.resolve()
         self.pgdata = self.root / "pg" / "data"
         self.meta_path = self.root / "pg" / "embedded.json"
@@ -146,10 +146,13 @@ class EmbeddedPostgres:
         return Path(tempfile.gettempdir()) / f"dbgov-{digest}"
 
     def _sh(self, args: list[str], **kw: object) -> None:
-        res = subprocess.run(args, user=self.user, capture_output=True, text=True, check=False,
-                             **kw)  # type: ignore[call-overload]
+        res = subprocess.run(
+            args, user=self.user, capture_output=True, text=True, check=False, **kw
+        )  # type: ignore[call-overload]
         if res.returncode != 0:
-            raise EmbeddedError(f"{Path(args[0]).name} failed: {res.stderr.strip() or res.stdout.strip()}")
+            raise EmbeddedError(
+                f"{Path(args[0]).name} failed: {res.stderr.strip() or res.stdout.strip()}"
+            )
 
     def initialized(self) -> bool:
         return (self.pgdata / "PG_VERSION").exists()
@@ -160,11 +163,21 @@ class EmbeddedPostgres:
             shutil.rmtree(self.pgdata)
         self.pgdata.mkdir(mode=0o700)
         _chown_tree(self.pgdata.parent, self.user)
-        self._sh([
-            str(bin_path("initdb")), "-D", str(self.pgdata), "-U", "postgres", "--no-sync",
-            "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8",
-            "--locale=C", "--no-instructions",
-        ])
+        self._sh(
+            [
+                str(bin_path("initdb")),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "--no-sync",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ]
+        )
         with (self.pgdata / "postgresql.conf").open("a") as f:
             f.write("\n# dbgov embedded defaults\n")
             f.write("password_encryption = 'scram-sha-256'\nmax_connections = 300\n")
@@ -199,7 +212,7 @@ class EmbeddedPostgres:
             meta = {}
         else:
             self._stop_leftover()
-        port = int(meta.get("port") or 0)
+        port = int(str(meta.get("port") or 0))
         if not port or not _port_free(port):
             port = _free_port()
         sock = self._socket_dir()
@@ -212,10 +225,24 @@ class EmbeddedPostgres:
         log = self.log_path.open("ab")
         extra = ["-c", f"max_connections={self.max_connections}"] if self.max_connections else []
         self.proc = subprocess.Popen(
-            [str(bin_path("postgres")), "-D", str(self.pgdata), "-h", "127.0.0.1",
-             "-p", str(port), "-k", str(sock), *extra],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, user=self.user,
-            preexec_fn=_die_with_parent, start_new_session=True,  # noqa: PLW1509
+            [
+                str(bin_path("postgres")),
+                "-D",
+                str(self.pgdata),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-k",
+                str(sock),
+                *extra,
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            user=self.user,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         log.close()
         self._wait_ready(sock, port)
@@ -255,11 +282,14 @@ class EmbeddedPostgres:
     def _ensure_app_role(self, password: str) -> None:
         assert self.info is not None
         with psycopg.connect(self.info.admin_dsn(), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)
+            ).fetchone()
             verb = "ALTER" if exists else "CREATE"
             conn.execute(
                 psycopg.sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
-                    psycopg.sql.SQL(verb), psycopg.sql.Identifier(APP_ROLE),
+                    psycopg.sql.SQL(verb),
+                    psycopg.sql.Identifier(APP_ROLE),
                     psycopg.sql.Literal(password),
                 )
             )

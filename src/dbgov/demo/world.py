@@ -65,9 +65,16 @@ def etl_credentials(layout: Layout) -> tuple[str, str]:
     return password, ver_path.read_text().strip()
 
 
-def embedded_config(layout: Layout, info: ServerInfo, *, listen: str, web: str | None,
-                    workers: int, ledger_mode: str = "strict",
-                    policy: Path | None = None) -> dict[str, Any]:
+def embedded_config(
+    layout: Layout,
+    info: ServerInfo,
+    *,
+    listen: str,
+    web: str | None,
+    workers: int,
+    ledger_mode: str = "strict",
+    policy: Path | None = None,
+) -> dict[str, Any]:
     cert, key = ensure_self_signed(layout.tls)
     _, verifier = etl_credentials(layout)
     password_file = layout.keys / "upstream.password"
@@ -76,8 +83,15 @@ def embedded_config(layout: Layout, info: ServerInfo, *, listen: str, web: str |
         "listen": {"proxy": listen, "web": web, "workers": workers},
         "tls": {"cert": str(cert), "key": str(key)},
         "targets": [
-            {"name": name, "env": env, "host": "127.0.0.1", "port": info.port, "database": name,
-             "user": APP_ROLE, "password_file": str(password_file)}
+            {
+                "name": name,
+                "env": env,
+                "host": "127.0.0.1",
+                "port": info.port,
+                "database": name,
+                "user": APP_ROLE,
+                "password_file": str(password_file),
+            }
             for name, env in TARGETS
         ],
         "identity": {
@@ -85,7 +99,8 @@ def embedded_config(layout: Layout, info: ServerInfo, *, listen: str, web: str |
                 {"name": SERVICE_ACCOUNT[0], "groups": SERVICE_ACCOUNT[1], "scram": verifier}
             ]
         },
-        "policy": str(policy or demo_policy_path()) if (policy or demo_policy_path().exists())
+        "policy": str(policy or demo_policy_path())
+        if (policy or demo_policy_path().exists())
         else None,
         "ledger": {"mode": ledger_mode},
     }

@@ -30,8 +30,16 @@ def identity_from_cert(cert: dict[str, Any] | None, user: str, cfg: ClientCerts)
     cns = [v for k, v in subject if k == "commonName"]
     if cns != [user]:
         return None
-    groups = frozenset(v for k, v in subject if k == "organizationalUnitName") \
-        if cfg.groups_from_ou else frozenset()
+    groups = (
+        frozenset(v for k, v in subject if k == "organizationalUnitName")
+        if cfg.groups_from_ou
+        else frozenset()
+    )
     serial = cert.get("serialNumber")
-    return Identity(user=user, groups=groups, method="cert", issuer="client-ca",
-                    token_id=str(serial) if serial else None)
+    return Identity(
+        user=user,
+        groups=groups,
+        method="cert",
+        issuer="client-ca",
+        token_id=str(serial) if serial else None,
+    )

@@ -63,9 +63,7 @@ class LocalIssuer:
     def from_file(cls, path: Path, issuer: str, audience: str) -> LocalIssuer:
         return cls(load_or_create_key(path), issuer, audience)
 
-    def issue(
-        self, user: str, groups: list[str], ttl_s: int, *, now: float | None = None
-    ) -> str:
+    def issue(self, user: str, groups: list[str], ttl_s: int, *, now: float | None = None) -> str:
         now = time.time() if now is None else now
         claims = {
             "iss": self.issuer,

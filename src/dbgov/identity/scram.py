@@ -39,8 +39,9 @@ class Verifier:
         head, _, keys = text.partition("$")[2].partition("$")
         iters, _, salt = head.partition(":")
         stored, _, server = keys.partition(":")
-        return cls(int(iters), base64.b64decode(salt), base64.b64decode(stored),
-                   base64.b64decode(server))
+        return cls(
+            int(iters), base64.b64decode(salt), base64.b64decode(stored), base64.b64decode(server)
+        )
 
     def __str__(self) -> str:
         b64 = base64.b64encode
@@ -99,14 +100,16 @@ class ScramExchange:
         if not client_nonce or "m" in attrs:
             raise self._fail("missing nonce or unsupported extension")
         self._nonce = client_nonce + base64.b64encode(secrets.token_bytes(18)).decode()
-        server_first = (f"r={self._nonce},s={base64.b64encode(self.v.salt).decode()},"
-                        f"i={self.v.iterations}")
+        server_first = (
+            f"r={self._nonce},s={base64.b64encode(self.v.salt).decode()},i={self.v.iterations}"
+        )
         self._auth_prefix = f"{bare},{server_first}"
         return server_first.encode()
 
     def final(self, client_final: bytes) -> bytes:
-        bad = AuthError("bad_password",
-                        f'password authentication failed for user "{self.account.name}"')
+        bad = AuthError(
+            "bad_password", f'password authentication failed for user "{self.account.name}"'
+        )
         try:
             text = client_final.decode()
             without_proof, _, proof_part = text.rpartition(",p=")

@@ -76,7 +76,12 @@ def encode(event: dict[str, Any]) -> bytes:
 
 
 def base(type_: str, event_id: str, **fields: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {"v": SCHEMA_VERSION, "type": type_, "id": event_id, "ts": utc_now_iso()}
+    event: dict[str, Any] = {
+        "v": SCHEMA_VERSION,
+        "type": type_,
+        "id": event_id,
+        "ts": utc_now_iso(),
+    }
     for k, v in fields.items():
         if v is not None:
             event[k] = v

@@ -44,8 +44,9 @@ def journal_dir(data_dir: Path) -> Path:
 class Journal:
     """Append-only segment files of one writer process (not thread-safe; one loop)."""
 
-    def __init__(self, directory: Path, writer: str, mode: str = "strict",
-                 fsync_interval_ms: int = 10) -> None:
+    def __init__(
+        self, directory: Path, writer: str, mode: str = "strict", fsync_interval_ms: int = 10
+    ) -> None:
         if mode not in ("strict", "fsync", "async"):
             raise ValueError(f"unknown ledger mode {mode!r}")
         self.directory = directory

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import orjson
 import logging
 import os
 import threading
@@ -29,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from dbgov.ledger.events import utc_now_iso
 from dbgov.ledger.journal import journal_dir
@@ -144,8 +145,10 @@ class Sequencer:
     def integrate_once(self) -> int:
         """Integrate whatever the journals hold now. Returns the number of events added."""
         segments = self._segments()
-        offsets = {k[len(_OFFSET_PREFIX):]: int(v) for k, v in
-                   self.store.meta_items(_OFFSET_PREFIX).items()}
+        offsets = {
+            k[len(_OFFSET_PREFIX) :]: int(v)
+            for k, v in self.store.meta_items(_OFFSET_PREFIX).items()
+        }
         rows: list[tuple[Any, ...]] = []
         new_offsets: dict[str, bytes] = {}
         finished: list[_Segment] = []
@@ -234,8 +237,18 @@ class Sequencer:
                 raise ValueError("not an object")
         except ValueError:
             # Still integrated (the bytes are the record); flagged for the auditor.
-            return (f"corrupt:{leaf.hex()[:16]}", "corrupt", utc_now_iso(), None, None, None,
-                    None, None, line, leaf)
+            return (
+                f"corrupt:{leaf.hex()[:16]}",
+                "corrupt",
+                utc_now_iso(),
+                None,
+                None,
+                None,
+                None,
+                None,
+                line,
+                leaf,
+            )
         return (
             str(ev.get("id", "")),
             str(ev.get("type", "")),
@@ -244,7 +257,8 @@ class Sequencer:
             ev.get("user"),
             ev.get("target"),
             ev.get("ref"),
-            (ev.get("decision") or {}).get("verdict") if isinstance(ev.get("decision"), dict)
+            (ev.get("decision") or {}).get("verdict")
+            if isinstance(ev.get("decision"), dict)
             else None,
             line,
             leaf,
@@ -254,8 +268,9 @@ class Sequencer:
 
     def checkpoint(self, force: bool = False) -> bytes | None:
         size = self.tree.size
-        if size == self.checkpointed and not (force and size == 0 and not
-                                                self.store.latest_checkpoint()):
+        if size == self.checkpointed and not (
+            force and size == 0 and not self.store.latest_checkpoint()
+        ):
             return None
         root = self.tree.root()
         note = sign_note(Checkpoint(self.origin, size, root).body(), self.signer)
@@ -273,8 +288,10 @@ class Sequencer:
         pending = self.tree.size - self.checkpointed
         if pending <= 0:
             return
-        if (pending >= self.checkpoint_every
-                or time.monotonic() - self._last_checkpoint_at >= self.checkpoint_interval_s):
+        if (
+            pending >= self.checkpoint_every
+            or time.monotonic() - self._last_checkpoint_at >= self.checkpoint_interval_s
+        ):
             self.checkpoint()
 
     # -- the thread ----------------------------------------------------------------------

@@ -22,8 +22,9 @@ from pathlib import Path
 # building the CLI parser stays cheap for every other command.
 
 
-def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                        common: argparse.ArgumentParser) -> None:
+def add_policy_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     pol = sub.add_parser("policy", help="check a policy file, explain decisions")
     psub = pol.add_subparsers(dest="policy_cmd", required=True)
 
@@ -32,8 +33,9 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     check.add_argument("--config", help="proxy config: its policy and targets")
     check.set_defaults(func=cmd_policy_check)
 
-    ex = psub.add_parser("explain", parents=[common],
-                         help="show how the policy decides SQL, without a database")
+    ex = psub.add_parser(
+        "explain", parents=[common], help="show how the policy decides SQL, without a database"
+    )
     ex.add_argument("sql", help="one or more SQL statements")
     ex.add_argument("--user", required=True)
     ex.add_argument("--group", action="append", default=[], help="repeat for several groups")
@@ -84,9 +86,11 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     p = engine.policy
-    print(f"{path}: OK ({len(p.grants)} grants, {len(p.rules)} rules, "
-          f"{len(p.guardrails)} guardrail overrides, {len(p.masking.columns)} masked columns)"
-          + ("" if targets is not None else "; targets not checked (no --config)"))
+    print(
+        f"{path}: OK ({len(p.grants)} grants, {len(p.rules)} rules, "
+        f"{len(p.guardrails)} guardrail overrides, {len(p.masking.columns)} masked columns)"
+        + ("" if targets is not None else "; targets not checked (no --config)")
+    )
     return 0
 
 
@@ -106,19 +110,24 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     env = args.env
     if env is None:
         if targets is not None and args.target not in targets:
-            print(f"dbgov: unknown target {args.target!r} (known: {', '.join(sorted(targets))})",
-                  file=sys.stderr)
+            print(
+                f"dbgov: unknown target {args.target!r} (known: {', '.join(sorted(targets))})",
+                file=sys.stderr,
+            )
             return 2
         # Without a known env, assume production: the strictest guardrails apply.
         env = targets[args.target] if targets is not None else "production"
     search_path = tuple(s.strip() for s in args.search_path.split(",") if s.strip())
-    lines = explain(engine, args.sql, args.user, tuple(args.group), args.target, env,
-                    search_path or ("public",))
+    lines = explain(
+        engine, args.sql, args.user, tuple(args.group), args.target, env, search_path or ("public",)
+    )
     if args.json:
         for line in lines:
             print(json.dumps(line.as_dict()))
     else:
-        print(f"policy {path}; {args.user} ({', '.join(args.group) or 'no groups'}) on "
-              f"{args.target} ({env})")
+        print(
+            f"policy {path}; {args.user} ({', '.join(args.group) or 'no groups'}) on "
+            f"{args.target} ({env})"
+        )
         print(render(lines))
     return 0

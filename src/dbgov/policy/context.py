@@ -48,8 +48,18 @@ import cel
 # Top-level names and their fields; anything else in a condition is an error at load.
 FIELDS: Mapping[str, frozenset[str]] = {
     "stmt": frozenset(
-        {"kind", "kinds", "tables", "reads", "writes", "functions", "has_where", "flags",
-         "models", "tags"}
+        {
+            "kind",
+            "kinds",
+            "tables",
+            "reads",
+            "writes",
+            "functions",
+            "has_where",
+            "flags",
+            "models",
+            "tags",
+        }
     ),
     "target": frozenset({"name", "env"}),
     "identity": frozenset({"user", "groups"}),
@@ -134,8 +144,12 @@ def _strip_strings(source: str) -> str:
 
 def time_context(now: datetime) -> dict[str, Any]:
     now = now.astimezone(UTC)
-    return {"hour": now.hour, "minute": now.minute, "weekday": now.weekday(),
-            "iso": now.isoformat(timespec="seconds")}
+    return {
+        "hour": now.hour,
+        "minute": now.minute,
+        "weekday": now.weekday(),
+        "iso": now.isoformat(timespec="seconds"),
+    }
 
 
 def build_context(

@@ -85,18 +85,46 @@ _MAX_TOKENS = 4096  # distinct live session contexts / session facts remembered
 # statement it runs (proxy/session.py); plain EXPLAIN because its tables are reads.
 FREE_KINDS = frozenset(
     {
-        "begin", "commit", "rollback", "rollback_to", "savepoint", "release",
-        "set", "reset", "show", "discard", "deallocate", "close", "fetch", "move",
-        "listen", "unlisten", "notify", "execute", "prepare", "declare",
-        "set_constraints", "explain",
+        "begin",
+        "commit",
+        "rollback",
+        "rollback_to",
+        "savepoint",
+        "release",
+        "set",
+        "reset",
+        "show",
+        "discard",
+        "deallocate",
+        "close",
+        "fetch",
+        "move",
+        "listen",
+        "unlisten",
+        "notify",
+        "execute",
+        "prepare",
+        "declare",
+        "set_constraints",
+        "explain",
     }
 )
 # Functions that change or read data named by an argument rather than by a FROM
 # item (sequences, large objects): they need a write or read right of their own,
 # and a SELECT calling them is not a free table-less SELECT.
 _WRITE_FUNCTIONS = frozenset(
-    {"nextval", "setval", "lowrite", "lo_create", "lo_creat", "lo_unlink", "lo_put",
-     "lo_from_bytea", "lo_truncate", "lo_truncate64"}
+    {
+        "nextval",
+        "setval",
+        "lowrite",
+        "lo_create",
+        "lo_creat",
+        "lo_unlink",
+        "lo_put",
+        "lo_from_bytea",
+        "lo_truncate",
+        "lo_truncate64",
+    }
 )
 _READ_FUNCTIONS = frozenset({"currval", "lastval", "loread", "lo_get", "lo_open"})
 
@@ -139,13 +167,12 @@ class _Grant:
     tables: tuple[str, ...]
 
     def applies(self, target: str, env: str) -> bool:
-        return (not self.targets or target in self.targets) and (
-            not self.envs or env in self.envs
-        )
+        return (not self.targets or target in self.targets) and (not self.envs or env in self.envs)
 
     def covers(self, need: Need) -> bool:
-        if not ("*" in self.rights or need.right in self.rights
-                or need.category.value in self.rights):
+        if not (
+            "*" in self.rights or need.right in self.rights or need.category.value in self.rights
+        ):
             return False
         return need.table is None or _glob_any(need.table, self.tables)
 
@@ -308,9 +335,14 @@ class PolicyEngine:
         )
         self._rules = tuple(
             _Rule(
-                i, r, frozenset(r.match.groups), frozenset(r.match.users),
+                i,
+                r,
+                frozenset(r.match.groups),
+                frozenset(r.match.users),
                 frozenset() if "*" in r.match.targets else frozenset(r.match.targets),
-                frozenset(r.match.envs), frozenset(r.match.kinds), frozenset(r.match.models),
+                frozenset(r.match.envs),
+                frozenset(r.match.kinds),
+                frozenset(r.match.models),
             )
             for i, r in enumerate(policy.rules)
         )
@@ -370,7 +402,11 @@ class PolicyEngine:
     def _token(self, ctx: SessionContext) -> int:
         ident = ctx.identity
         facts = (
-            ident.groups, ident.grants, ctx.target, ctx.target_env, ctx.search_path,
+            ident.groups,
+            ident.grants,
+            ctx.target,
+            ctx.target_env,
+            ctx.search_path,
             ident.user if self._key_user else None,
             ctx.in_transaction if self._key_session else None,
         )
@@ -391,7 +427,8 @@ class PolicyEngine:
             return ALLOW
         groups = ", ".join(sorted(ctx.identity.groups)) or "none"
         return Decision(
-            Verdict.DENY, NO_ACCESS,
+            Verdict.DENY,
+            NO_ACCESS,
             f"{ctx.identity.user} has no database access on {ctx.target}",
             hint=f"no grant in the policy covers target {ctx.target} for your groups "
             f"({groups}); ask an administrator for access",
@@ -403,13 +440,19 @@ class PolicyEngine:
         setting = self._setting(g, ctx)
         if setting.action == "off":
             return ALLOW
-        reason = setting.message or ("the fast-path FunctionCall protocol calls functions by "
-                                     "OID, out of the proxy's sight")
+        reason = setting.message or (
+            "the fast-path FunctionCall protocol calls functions by OID, out of the proxy's sight"
+        )
         if setting.action == "deny":
             return _deny(g.name, reason, g.hint, 0)
         assert setting.approval is not None  # _compute_setting: approval has approvers
-        return Decision(Verdict.APPROVAL, g.name, reason, _approval_hint(setting.approval),
-                        approval=setting.approval)
+        return Decision(
+            Verdict.APPROVAL,
+            g.name,
+            reason,
+            _approval_hint(setting.approval),
+            approval=setting.approval,
+        )
 
     # -- explain ----------------------------------------------------------------------
 
@@ -430,8 +473,12 @@ class PolicyEngine:
 
     def _decide(self, analysis: Analysis, ctx: SessionContext, run: _Run) -> Decision:
         if analysis.error is not None:
-            return _deny(FAIL_CLOSED, f"the query could not be analyzed: {analysis.error}",
-                         "dbgov refuses SQL it cannot parse; check the syntax", 0)
+            return _deny(
+                FAIL_CLOSED,
+                f"the query could not be analyzed: {analysis.error}",
+                "dbgov refuses SQL it cannot parse; check the syntax",
+                0,
+            )
         denied: Decision | None = None
         held: Decision | None = None
         used: dict[tuple[str, str], None] = {}
@@ -445,8 +492,8 @@ class PolicyEngine:
                     FAIL_CLOSED,
                     "an earlier statement of this query changed search_path in a way the "
                     "proxy cannot follow, so it cannot tell which tables this one names",
-                    "qualify the table names (schema.table), or send the statements "
-                    "separately", i,
+                    "qualify the table names (schema.table), or send the statements separately",
+                    i,
                 )
             else:
                 decision = self._statement(i, stmt, ctx, paths, run, trace)
@@ -470,23 +517,37 @@ class PolicyEngine:
         if denied is not None:
             return denied
         if held is not None:
-            return Decision(held.verdict, held.rule, held.reason, held.hint,
-                            held.statement_index, held.approval, held.sqlstate,
-                            tuple(used), masking)
+            return Decision(
+                held.verdict,
+                held.rule,
+                held.reason,
+                held.hint,
+                held.statement_index,
+                held.approval,
+                held.sqlstate,
+                tuple(used),
+                masking,
+            )
         if used or masking:
             return Decision(Verdict.ALLOW, grants_used=tuple(used), masking=masking)
         return ALLOW
 
-    def _statement(self, index: int, stmt: Statement, ctx: SessionContext,
-                   paths: tuple[tuple[str, ...], ...], run: _Run,
-                   trace: StatementTrace | None) -> Decision:
+    def _statement(
+        self,
+        index: int,
+        stmt: Statement,
+        ctx: SessionContext,
+        paths: tuple[tuple[str, ...], ...],
+        run: _Run,
+        trace: StatementTrace | None,
+    ) -> Decision:
         if not stmt.fully_analyzed:
             return _deny(
                 FAIL_CLOSED,
                 f"the proxy cannot fully analyze this statement "
                 f"({stmt.unanalyzed_reason or 'unknown construct'})",
-                "dbgov refuses what it cannot see through; rewrite it with plain SQL "
-                "statements", index,
+                "dbgov refuses what it cannot see through; rewrite it with plain SQL statements",
+                index,
             )
         view = StatementView.of(stmt, paths)
         if trace is not None:
@@ -512,8 +573,14 @@ class PolicyEngine:
             run.step(trace, f"guardrail {g.name}: requires approval ({setting.why})")
             if held is None:
                 assert setting.approval is not None
-                held = Decision(Verdict.APPROVAL, g.name, reason,
-                                _approval_hint(setting.approval), index, setting.approval)
+                held = Decision(
+                    Verdict.APPROVAL,
+                    g.name,
+                    reason,
+                    _approval_hint(setting.approval),
+                    index,
+                    setting.approval,
+                )
         if trace is not None and not trace.steps:
             run.step(trace, "guardrails: none apply")
 
@@ -528,8 +595,11 @@ class PolicyEngine:
                 if affected is None:
                     affected = frozenset(self.models.affected(view, ctx.target))
                 if not rule.models_match(affected):
-                    run.step(trace, f"rule {rule.name}: matches, but changes no input of "
-                             f"{', '.join(sorted(rule.models))}")
+                    run.step(
+                        trace,
+                        f"rule {rule.name}: matches, but changes no input of "
+                        f"{', '.join(sorted(rule.models))}",
+                    )
                     continue
             cond: CelCondition | None = rule.rule.when
             if cond is not None:
@@ -542,8 +612,12 @@ class PolicyEngine:
                     holds = cond.evaluate(context)
                 except ValueError as exc:
                     run.step(trace, f"rule {rule.name}: condition failed: {exc}")
-                    return _deny(rule.name, f"the rule's condition could not be evaluated ({exc})",
-                                 "this is a policy error; tell an administrator", index)
+                    return _deny(
+                        rule.name,
+                        f"the rule's condition could not be evaluated ({exc})",
+                        "this is a policy error; tell an administrator",
+                        index,
+                    )
                 if not holds:
                     run.step(trace, f"rule {rule.name}: matches, but `when` is false")
                     continue
@@ -554,8 +628,9 @@ class PolicyEngine:
             r = matched.rule
             run.step(trace, f"rule {r.name} (rules[{matched.index}]) matches: {r.action}")
             if r.action == "deny":
-                return _deny(r.name, r.message or f"{_what(view)} is denied by policy",
-                             r.hint, index)
+                return _deny(
+                    r.name, r.message or f"{_what(view)} is denied by policy", r.hint, index
+                )
             rule_used = self._jit_used(matched.groups, ctx)
         elif trace is not None:
             run.step(trace, "rules: none match")
@@ -577,18 +652,37 @@ class PolicyEngine:
             bool(stmt.reads) or stmt.returns_rows
         )
         if held is not None:
-            return Decision(held.verdict, held.rule, held.reason, held.hint, index,
-                            held.approval, grants_used=used, masking=masking)
+            return Decision(
+                held.verdict,
+                held.rule,
+                held.reason,
+                held.hint,
+                index,
+                held.approval,
+                grants_used=used,
+                masking=masking,
+            )
         if matched is not None and matched.rule.action == "require_approval":
             r = matched.rule
             assert r.approval is not None  # model validation
             spec = approval_spec(r.approval)
-            return Decision(Verdict.APPROVAL, r.name,
-                            r.message or f"{_what(view)} needs approval",
-                            r.hint or _approval_hint(spec), index, spec,
-                            grants_used=used, masking=masking)
-        return Decision(Verdict.ALLOW, matched.name if matched else None,
-                        grants_used=used, masking=masking, statement_index=index)
+            return Decision(
+                Verdict.APPROVAL,
+                r.name,
+                r.message or f"{_what(view)} needs approval",
+                r.hint or _approval_hint(spec),
+                index,
+                spec,
+                grants_used=used,
+                masking=masking,
+            )
+        return Decision(
+            Verdict.ALLOW,
+            matched.name if matched else None,
+            grants_used=used,
+            masking=masking,
+            statement_index=index,
+        )
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -605,7 +699,8 @@ class PolicyEngine:
         groups = ctx.identity.groups
         default_approval = (
             ApprovalSpec(tuple(sorted(self.admin_groups)), 1, "hold", 600, g.risk)
-            if self.admin_groups else None
+            if self.admin_groups
+            else None
         )
         for i, ov in enumerate(self.policy.guardrails):
             if ov.guardrail != g.name:
@@ -620,8 +715,9 @@ class PolicyEngine:
             if ov.action == "require_approval" and spec is None:
                 # load.py refuses this; an engine built directly must still not hold
                 # a statement that nobody can approve.
-                return _Setting("deny", None, ov.message, ov.functions,
-                                f"guardrails[{i}], no approvers")
+                return _Setting(
+                    "deny", None, ov.message, ov.functions, f"guardrails[{i}], no approvers"
+                )
             return _Setting(ov.action, spec, ov.message, ov.functions, f"guardrails[{i}]")
         exempt = groups & self.admin_groups
         if g.admin_exempt and exempt:
@@ -631,15 +727,25 @@ class PolicyEngine:
             return _Setting("deny", None, None, (), "built-in; no admin_groups to approve")
         return _Setting(g.default, default_approval, None, (), "built-in")
 
-    def _context(self, view: StatementView, ctx: SessionContext,
-                 affected: frozenset[str]) -> dict[str, Any]:
+    def _context(
+        self, view: StatementView, ctx: SessionContext, affected: frozenset[str]
+    ) -> dict[str, Any]:
         stmt = view.stmt
         return build_context(
-            kind=stmt.kind, kinds=stmt.kinds, reads=view.read_names(),
-            writes=view.write_names(), functions=stmt.functions,
-            has_where=not stmt.unfiltered_writes, flags=stmt.flags, target=ctx.target,
-            env=ctx.target_env, user=ctx.identity.user, groups=ctx.identity.groups,
-            now=self._clock(), in_transaction=ctx.in_transaction, models=affected,
+            kind=stmt.kind,
+            kinds=stmt.kinds,
+            reads=view.read_names(),
+            writes=view.write_names(),
+            functions=stmt.functions,
+            has_where=not stmt.unfiltered_writes,
+            flags=stmt.flags,
+            target=ctx.target,
+            env=ctx.target_env,
+            user=ctx.identity.user,
+            groups=ctx.identity.groups,
+            now=self._clock(),
+            in_transaction=ctx.in_transaction,
+            models=affected,
             tags=self.models.tags_of(view.table_names()),
         )
 
@@ -683,7 +789,8 @@ class PolicyEngine:
 
     def _applicable(self, ctx: SessionContext) -> list[_Grant]:
         return [
-            g for g in self._grants
+            g
+            for g in self._grants
             if g.groups & ctx.identity.groups and g.applies(ctx.target, ctx.target_env)
         ]
 
@@ -698,7 +805,11 @@ class PolicyEngine:
         return tuple((g, gid) for g, gid in ctx.identity.grants if g in groups)
 
     def _check_grants(
-        self, needs: list[Need], ctx: SessionContext, run: _Run, trace: StatementTrace | None,
+        self,
+        needs: list[Need],
+        ctx: SessionContext,
+        run: _Run,
+        trace: StatementTrace | None,
     ) -> tuple[list[Need], tuple[tuple[str, str], ...]]:
         if not needs:
             return [], ()

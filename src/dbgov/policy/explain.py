@@ -38,13 +38,26 @@ class ExplainLine:
         approval = None
         if self.approval is not None:
             a = self.approval
-            approval = {"approvers": list(a.approvers), "quorum": a.quorum, "mode": a.mode,
-                        "timeout_s": a.timeout_s, "risk": a.risk}
+            approval = {
+                "approvers": list(a.approvers),
+                "quorum": a.quorum,
+                "mode": a.mode,
+                "timeout_s": a.timeout_s,
+                "risk": a.risk,
+            }
         return {
-            "index": self.index, "sql": self.sql, "kind": self.kind, "kinds": list(self.kinds),
-            "reads": list(self.reads), "writes": list(self.writes),
-            "verdict": self.verdict.value, "rule": self.rule, "reason": self.reason,
-            "hint": self.hint, "approval": approval, "steps": list(self.steps),
+            "index": self.index,
+            "sql": self.sql,
+            "kind": self.kind,
+            "kinds": list(self.kinds),
+            "reads": list(self.reads),
+            "writes": list(self.writes),
+            "verdict": self.verdict.value,
+            "rule": self.rule,
+            "reason": self.reason,
+            "hint": self.hint,
+            "approval": approval,
+            "steps": list(self.steps),
         }
 
 
@@ -58,20 +71,47 @@ def explain(
     search_path: tuple[str, ...] = ("public",),
 ) -> list[ExplainLine]:
     """One line per statement (one line for a query that does not parse)."""
-    ctx = SessionContext(Identity(user, frozenset(groups), "explain", "explain"), target,
-                         target_env, search_path)
+    ctx = SessionContext(
+        Identity(user, frozenset(groups), "explain", "explain"), target, target_env, search_path
+    )
     connect = engine.may_connect(ctx)
     if not connect.allowed:
         # The session would end at startup (FATAL): no statement is ever decided.
-        return [ExplainLine(0, sql.strip(), "connect", (), (), (), connect.verdict, connect.rule,
-                            connect.reason, connect.hint, None,
-                            (f"connect to {target}: no grant covers it for these groups",))]
+        return [
+            ExplainLine(
+                0,
+                sql.strip(),
+                "connect",
+                (),
+                (),
+                (),
+                connect.verdict,
+                connect.rule,
+                connect.reason,
+                connect.hint,
+                None,
+                (f"connect to {target}: no grant covers it for these groups",),
+            )
+        ]
     analysis = analyze(sql)
     decision, traces = engine.trace(analysis, ctx)
     if analysis.error is not None:
-        return [ExplainLine(0, sql.strip(), "?", (), (), (), decision.verdict, decision.rule,
-                            decision.reason, decision.hint, None,
-                            ("the query does not parse: fail closed",))]
+        return [
+            ExplainLine(
+                0,
+                sql.strip(),
+                "?",
+                (),
+                (),
+                (),
+                decision.verdict,
+                decision.rule,
+                decision.reason,
+                decision.hint,
+                None,
+                ("the query does not parse: fail closed",),
+            )
+        ]
     texts = split_statements(sql)
     if len(texts) != len(traces):  # pragma: no cover - the splitter and parser agree
         texts = [""] * len(traces)
@@ -121,12 +161,16 @@ def render(lines: list[ExplainLine]) -> str:
             out.append(f"    hint: {line.hint}")
         if line.approval is not None:
             a = line.approval
-            out.append(f"    approval: {a.quorum} of {', '.join(a.approvers)}, {a.mode}, "
-                       f"timeout {a.timeout_s} s, risk {a.risk}")
+            out.append(
+                f"    approval: {a.quorum} of {', '.join(a.approvers)}, {a.mode}, "
+                f"timeout {a.timeout_s} s, risk {a.risk}"
+            )
         kinds = ", ".join(line.kinds) or line.kind
-        out.append(f"    statement: {kinds}"
-                   + (f"; reads {', '.join(line.reads)}" if line.reads else "")
-                   + (f"; writes {', '.join(line.writes)}" if line.writes else ""))
+        out.append(
+            f"    statement: {kinds}"
+            + (f"; reads {', '.join(line.reads)}" if line.reads else "")
+            + (f"; writes {', '.join(line.writes)}" if line.writes else "")
+        )
         for step in line.steps:
             out.append(f"      - {step}")
     decisive = overall(lines)
@@ -135,6 +179,7 @@ def render(lines: list[ExplainLine]) -> str:
             out.append("query: ALLOW (every statement is allowed)")
         else:
             verb = "nothing runs" if decisive.verdict is Verdict.DENY else "the query waits"
-            out.append(f"query: {decisive.verdict.value.upper()} by statement "
-                       f"{decisive.index + 1}; {verb}")
+            out.append(
+                f"query: {decisive.verdict.value.upper()} by statement {decisive.index + 1}; {verb}"
+            )
     return "\n".join(out)

@@ -80,12 +80,8 @@ _PRIVILEGE_FLAGS: dict[str, str] = {
     "grant": "GRANT changes privileges",
     "revoke": "REVOKE changes privileges",
 }
-_PRIVILEGE_KINDS = frozenset(
-    k for k, c in CATEGORY_OF_KIND.items() if c is Category.PRIVILEGE
-)
-_PROCEDURAL_KINDS = frozenset(
-    k for k, c in CATEGORY_OF_KIND.items() if c is Category.PROCEDURAL
-)
+_PRIVILEGE_KINDS = frozenset(k for k, c in CATEGORY_OF_KIND.items() if c is Category.PRIVILEGE)
+_PROCEDURAL_KINDS = frozenset(k for k, c in CATEGORY_OF_KIND.items() if c is Category.PROCEDURAL)
 _DDL_KINDS = frozenset(k for k, c in CATEGORY_OF_KIND.items() if c is Category.DDL)
 
 # Settings that change how the server lexes SQL (the analyzer would read the text
@@ -183,8 +179,10 @@ def _dangerous_functions(view: StatementView, extra: tuple[str, ...]) -> str | N
 def _procedural(view: StatementView, _: tuple[str, ...]) -> str | None:
     kinds = view.stmt.kinds & _PROCEDURAL_KINDS
     if kinds:
-        return (f"{_kinds_text(kinds)} runs code whose SQL the proxy cannot analyze "
-                "(dynamic SQL inside functions and DO blocks)")
+        return (
+            f"{_kinds_text(kinds)} runs code whose SQL the proxy cannot analyze "
+            "(dynamic SQL inside functions and DO blocks)"
+        )
     return None
 
 
@@ -207,14 +205,15 @@ def _harmless_value(name: str, value: str) -> bool:
 def _unsafe_settings(view: StatementView, _: tuple[str, ...]) -> str | None:
     stmt = view.stmt
     name = stmt.set_param[0] if stmt.set_param else None
-    if stmt.set_param is not None and name in _HARMLESS_VALUES \
-            and _harmless_value(*stmt.set_param):
+    if stmt.set_param is not None and name in _HARMLESS_VALUES and _harmless_value(*stmt.set_param):
         return None  # SET/RESET of a lexing setting to what the analyzer assumes
     if name in UNSAFE_SETTINGS:
         return f"changing {name} is not allowed through the proxy"
     if "unsafe_setting" in stmt.flags:
-        return ("the statement changes a setting that alters how SQL text is read "
-                "(standard_conforming_strings, backslash_quote or client_encoding)")
+        return (
+            "the statement changes a setting that alters how SQL text is read "
+            "(standard_conforming_strings, backslash_quote or client_encoding)"
+        )
     return None
 
 
@@ -230,8 +229,10 @@ def _unfiltered_write(view: StatementView, _: tuple[str, ...]) -> str | None:
     if not names:
         return None
     kinds = view.stmt.kinds & {"update", "delete", "merge"}
-    return (f"{_kinds_text(kinds or frozenset({view.stmt.kind}))} without a WHERE clause (or "
-            f"with one that is always true) would change every row of {', '.join(names)}")
+    return (
+        f"{_kinds_text(kinds or frozenset({view.stmt.kind}))} without a WHERE clause (or "
+        f"with one that is always true) would change every row of {', '.join(names)}"
+    )
 
 
 def _drop_cascade(view: StatementView, _: tuple[str, ...]) -> str | None:
@@ -266,8 +267,10 @@ def _ddl(view: StatementView, _: tuple[str, ...]) -> str | None:
     if not kinds:
         return None
     if kinds == {"create_index"} or kinds == {"reindex"}:
-        return (f"{_kinds_text(kinds)} without CONCURRENTLY locks "
-                f"{', '.join(view.write_names()) or 'the table'} on a production target")
+        return (
+            f"{_kinds_text(kinds)} without CONCURRENTLY locks "
+            f"{', '.join(view.write_names()) or 'the table'} on a production target"
+        )
     return f"{_kinds_text(kinds)} changes the schema of a production target"
 
 
@@ -280,80 +283,119 @@ GUARDRAILS: tuple[Guardrail, ...] = (
         "privilege_escalation",
         "SET ROLE, SET SESSION AUTHORIZATION, RESET ROLE, set_config('role', ...), ALTER "
         "SYSTEM, CREATE/ALTER/DROP ROLE, GRANT, REVOKE",
-        "deny", False, True, _privilege,
+        "deny",
+        False,
+        True,
+        _privilege,
         "the proxy connects as a fixed service role and decides access itself; ask for a "
-        "grant in the dbgov policy instead", "critical",
+        "grant in the dbgov policy instead",
+        "critical",
     ),
     Guardrail(
         "server_files",
         "COPY to or from PROGRAM or a server-side file, LOAD",
-        "deny", False, False, _server_files,
+        "deny",
+        False,
+        False,
+        _server_files,
         "use COPY ... FROM STDIN / TO STDOUT (psql's \\copy) to move data through your client",
         "critical",
     ),
     Guardrail(
         "dangerous_functions",
-        "file, network, replication and server-control functions, and functions that run "
-        "SQL text",
-        "deny", False, False, _dangerous_functions,
+        "file, network, replication and server-control functions, and functions that run SQL text",
+        "deny",
+        False,
+        False,
+        _dangerous_functions,
         "these functions reach past what the proxy can see; ask an administrator",
         "critical",
     ),
     Guardrail(
         "procedural",
         "DO blocks, CREATE FUNCTION/PROCEDURE, CALL",
-        "deny", False, True, _procedural,
+        "deny",
+        False,
+        True,
+        _procedural,
         "write the statements out as plain SQL, or ask an administrator to run the code",
     ),
     Guardrail(
         "unsafe_settings",
         "settings that change how SQL is lexed or switch safety mechanisms off",
-        "deny", False, False, _unsafe_settings,
-        "leave this setting at its default; the proxy needs it to read your SQL as the "
-        "server does",
+        "deny",
+        False,
+        False,
+        _unsafe_settings,
+        "leave this setting at its default; the proxy needs it to read your SQL as the server does",
     ),
     Guardrail(
         "catalog_secrets",
         "system relations holding secrets or other sessions' data (pg_authid, pg_shadow, "
         "pg_statistic, pg_stats, pg_user_mapping, pg_largeobject, pg_stat_activity, ...)",
-        "deny", False, True, _catalog_secrets,
+        "deny",
+        False,
+        True,
+        _catalog_secrets,
         "catalog metadata (pg_class, pg_attribute, information_schema, ...) is readable; "
         "ask an administrator for the rest",
     ),
     Guardrail(
         "unfiltered_write",
         "UPDATE/DELETE/MERGE without a WHERE, or with one that is always true",
-        "deny", False, False, _unfiltered_write,
-        "add a WHERE clause that selects the rows to change", "critical",
+        "deny",
+        False,
+        False,
+        _unfiltered_write,
+        "add a WHERE clause that selects the rows to change",
+        "critical",
     ),
     Guardrail(
         "drop_cascade",
         "DROP ... CASCADE, TRUNCATE ... CASCADE, ALTER TABLE ... DROP ... CASCADE",
-        "deny", False, False, _drop_cascade,
-        "drop the dependent objects explicitly, without CASCADE", "critical",
+        "deny",
+        False,
+        False,
+        _drop_cascade,
+        "drop the dependent objects explicitly, without CASCADE",
+        "critical",
     ),
     Guardrail(
         "drop_on_production",
         "DROP of any object on a production target",
-        "deny", True, False, _drop,
-        "run it on a non-production target, or ask an administrator", "critical",
+        "deny",
+        True,
+        False,
+        _drop,
+        "run it on a non-production target, or ask an administrator",
+        "critical",
     ),
     Guardrail(
         "truncate_on_production",
         "TRUNCATE on a production target",
-        "deny", True, False, _truncate,
-        "delete the rows you mean with DELETE ... WHERE, or ask an administrator", "critical",
+        "deny",
+        True,
+        False,
+        _truncate,
+        "delete the rows you mean with DELETE ... WHERE, or ask an administrator",
+        "critical",
     ),
     Guardrail(
         "ddl_on_production",
         "ALTER, CREATE INDEX without CONCURRENTLY and other DDL on a production target",
-        "require_approval", True, False, _ddl,
+        "require_approval",
+        True,
+        False,
+        _ddl,
         "the change waits for an approver; CREATE INDEX CONCURRENTLY needs none",
     ),
     Guardrail(
         "function_call",
         "the fast-path FunctionCall protocol message (calls a function by OID)",
-        "deny", False, False, _never,
+        "deny",
+        False,
+        False,
+        _never,
         "call functions through SQL (SELECT f(...)) so the proxy can see them",
     ),
 )

@@ -62,8 +62,10 @@ def parse_policy(
         problem = getattr(exc, "problem", None) or exc
         raise PolicyError(f"{source}: not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
-        raise PolicyError(f"{source}: (top level): expected a mapping (version, grants, rules, "
-                          "guardrails, masking, ...)")
+        raise PolicyError(
+            f"{source}: (top level): expected a mapping (version, grants, rules, "
+            "guardrails, masking, ...)"
+        )
     try:
         policy = PolicyFile.model_validate(raw)
     except ValidationError as exc:
@@ -119,7 +121,8 @@ def _format_errors(source: str, raw: Mapping[str, Any], exc: ValidationError) ->
     lines: list[str] = []
     for err in exc.errors():
         loc = tuple(
-            p for p in err["loc"]
+            p
+            for p in err["loc"]
             if not (isinstance(p, str) and (p.startswith("function-") or "[" in p))
         )
         msg = _message(err)
@@ -141,35 +144,44 @@ def _semantic_problems(policy: PolicyFile, targets: Mapping[str, str] | None) ->
     seen: dict[str, int] = {}
     for i, rule in enumerate(policy.rules):
         if rule.name in seen:
-            problems.append(f'rules[{i}] "{rule.name}": name: duplicate rule name (also '
-                            f"rules[{seen[rule.name]}])")
+            problems.append(
+                f'rules[{i}] "{rule.name}": name: duplicate rule name (also '
+                f"rules[{seen[rule.name]}])"
+            )
         else:
             seen[rule.name] = i
     reserved = {"fail-closed", "not-granted", "no-access"}
     for i, rule in enumerate(policy.rules):
         if rule.name in reserved:
-            problems.append(f'rules[{i}] "{rule.name}": name: reserved for the engine\'s own '
-                            "decisions")
+            problems.append(
+                f'rules[{i}] "{rule.name}": name: reserved for the engine\'s own decisions'
+            )
     grant_names: dict[str, int] = {}
     for i, g in enumerate(policy.grants):
         if g.name is None:
             continue
         if g.name in grant_names:
-            problems.append(f'grants[{i}] "{g.name}": name: duplicate grant name (also '
-                            f"grants[{grant_names[g.name]}])")
+            problems.append(
+                f'grants[{i}] "{g.name}": name: duplicate grant name (also '
+                f"grants[{grant_names[g.name]}])"
+            )
         else:
             grant_names[g.name] = i
     for i, ov in enumerate(policy.guardrails):
         if ov.action == "require_approval" and ov.approval is None and not policy.admin_groups:
-            problems.append(f'guardrails[{i}] "{ov.guardrail}": approval.approvers: '
-                            "require_approval needs approvers (there are no admin_groups to "
-                            "default to)")
+            problems.append(
+                f'guardrails[{i}] "{ov.guardrail}": approval.approvers: '
+                "require_approval needs approvers (there are no admin_groups to "
+                "default to)"
+            )
     declared = sorted(policy.models)
     for i, rule in enumerate(policy.rules):
         for name in rule.match.models:
             if name != "*" and name not in policy.models:
-                problems.append(f'rules[{i}] "{rule.name}": match.models: unknown model {name!r} '
-                                f"(declared: {', '.join(declared) or 'none'})")
+                problems.append(
+                    f'rules[{i}] "{rule.name}": match.models: unknown model {name!r} '
+                    f"(declared: {', '.join(declared) or 'none'})"
+                )
     if policy.jit_grants:
         from dbgov.approvals.jit import JitError, parse_jit_grants
 
@@ -190,8 +202,9 @@ def _target_problems(policy: PolicyFile, targets: Mapping[str, str]) -> list[str
     def check(label: str, field: str, values: tuple[str, ...], known: set[str], what: str) -> None:
         for v in values:
             if v != "*" and v not in known:
-                out.append(f"{label}: {field}: unknown {what} {v!r} (known: "
-                           f"{', '.join(sorted(known))})")
+                out.append(
+                    f"{label}: {field}: unknown {what} {v!r} (known: {', '.join(sorted(known))})"
+                )
 
     for i, g in enumerate(policy.grants):
         label = f'grants[{i}] "{g.name}"' if g.name else f"grants[{i}]"

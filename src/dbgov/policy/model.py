@@ -272,8 +272,9 @@ class Rule(_Model):
                 "approval.approvers: require_approval needs an approval block with approvers"
             )
         if self.action != "require_approval" and self.approval is not None:
-            raise ValueError(f"approval: only require_approval takes approval (action is "
-                             f"{self.action})")
+            raise ValueError(
+                f"approval: only require_approval takes approval (action is {self.action})"
+            )
         return self
 
 
@@ -297,8 +298,9 @@ class GuardrailOverride(_Model):
         if self.functions and self.guardrail != "dangerous_functions":
             raise ValueError("functions: only the dangerous_functions guardrail takes functions")
         if self.approval is not None and self.action != "require_approval":
-            raise ValueError(f"approval: only require_approval takes approval (action is "
-                             f"{self.action})")
+            raise ValueError(
+                f"approval: only require_approval takes approval (action is {self.action})"
+            )
         return self
 
 

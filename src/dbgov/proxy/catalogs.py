@@ -44,8 +44,12 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 
 def conninfo(target: Target) -> str:
     parts = {
-        "host": target.host, "port": str(target.port), "dbname": target.database,
-        "user": target.user, "application_name": "dbgov/catalog", "connect_timeout": "10",
+        "host": target.host,
+        "port": str(target.port),
+        "dbname": target.database,
+        "user": target.user,
+        "application_name": "dbgov/catalog",
+        "connect_timeout": "10",
     }
     password = target.password()
     if password is not None:

@@ -26,10 +26,10 @@ from dbgov.proxy.cancel import worker_of
 from dbgov.wire.postgres.framing import MAX_STARTUP_PACKET
 from dbgov.wire.postgres.messages import (
     CANCEL_REQUEST_CODE,
-    ErrorResponse,
     GSSENC_REQUEST_CODE,
     SSL_REQUEST_CODE,
     CancelRequest,
+    ErrorResponse,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +46,12 @@ def cancel_socket_path(data_dir: Path, worker_id: int) -> Path:
 
 async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
     fut: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(sock.fileno(), ready)
     try:
         await fut
     finally:
@@ -156,8 +161,10 @@ class Listener:
                     sock.close()
                     return
                 transport, _ = await loop.connect_accepted_socket(
-                    lambda: Session(ctx, tls=True, direct_tls=True), sock,
-                    ssl=ctx.server_tls, ssl_handshake_timeout=NEGOTIATION_TIMEOUT_S,
+                    lambda: Session(ctx, tls=True, direct_tls=True),
+                    sock,
+                    ssl=ctx.server_tls,
+                    ssl_handshake_timeout=NEGOTIATION_TIMEOUT_S,
                 )
                 ssl_obj = transport.get_extra_info("ssl_object")
                 if ssl_obj is None or ssl_obj.selected_alpn_protocol() != "postgresql":
@@ -181,7 +188,9 @@ class Listener:
                     return
                 sock.send(b"S")
                 await loop.connect_accepted_socket(
-                    lambda: Session(ctx, tls=True), sock, ssl=ctx.server_tls,
+                    lambda: Session(ctx, tls=True),
+                    sock,
+                    ssl=ctx.server_tls,
                     ssl_handshake_timeout=NEGOTIATION_TIMEOUT_S,
                 )
                 return

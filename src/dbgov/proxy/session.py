@@ -74,8 +74,8 @@ from dbgov.wire.postgres.messages import (
     NegotiateProtocolVersion,
     NoticeResponse,
     ParameterDescription,
-    Parse,
     ParameterStatus,
+    Parse,
     PasswordMessage,
     Query,
     ReadyForQuery,
@@ -369,8 +369,11 @@ class Session(asyncio.Protocol):
         target = self.ctx.target(database)
         if target is None:
             self._audit_auth_failed(user, database, "unknown_target", "no such target")
-            self._fatal("3D000", f'dbgov: target "{database}" does not exist',
-                        hint="connect to one of the targets in the dbgov config")
+            self._fatal(
+                "3D000",
+                f'dbgov: target "{database}" does not exist',
+                hint="connect to one of the targets in the dbgov config",
+            )
             return
         self.identity, self.target = identity, target
         if search_path is not None:
@@ -403,8 +406,11 @@ class Session(asyncio.Protocol):
         )
         if err is not None:
             self.identity = None
-            self._fatal("58000", "dbgov: the audit ledger cannot be written; refusing new sessions",
-                        hint="check the dbgov data directory's disk")
+            self._fatal(
+                "58000",
+                "dbgov: the audit ledger cannot be written; refusing new sessions",
+                hint="check the dbgov data directory's disk",
+            )
             return
         upstream_params["application_name"] = f"dbgov/{identity.user}/{self.id}"
         try:
@@ -458,13 +464,17 @@ class Session(asyncio.Protocol):
         if ssl_obj is not None and self.ctx.config.identity.client_certs.enabled:
             from dbgov.identity.certs import identity_from_cert
 
-            ident = identity_from_cert(ssl_obj.getpeercert(), user,
-                                       self.ctx.config.identity.client_certs)
+            ident = identity_from_cert(
+                ssl_obj.getpeercert(), user, self.ctx.config.identity.client_certs
+            )
             if ident is not None:
                 return ident
         if ssl_obj is None and not _is_loopback(self.peer[0]):
-            raise AuthError("plaintext", "tokens are only accepted over TLS; connect with sslmode=require",
-                            sqlstate="28000")
+            raise AuthError(
+                "plaintext",
+                "tokens are only accepted over TLS; connect with sslmode=require",
+                sqlstate="28000",
+            )
         self._send(self.conn.send(Authentication(AUTH_CLEARTEXT)))
         ev = await self._event()
         if isinstance(ev, ConnectionClosed):
@@ -513,8 +523,11 @@ class Session(asyncio.Protocol):
         outside the proxy): reload it in the background, at most every few seconds
         per session, so that a retry can be traced. The refusal itself stands."""
         now = time.monotonic()
-        if self.ctx.catalogs is None or self.target is None \
-                or now - self._catalog_reload_at < CATALOG_RELOAD_INTERVAL_S:
+        if (
+            self.ctx.catalogs is None
+            or self.target is None
+            or now - self._catalog_reload_at < CATALOG_RELOAD_INTERVAL_S
+        ):
             return
         self._catalog_reload_at = now
         self.ctx.catalogs.invalidate(self.target.name)
@@ -531,8 +544,13 @@ class Session(asyncio.Protocol):
             return
         target = self.target
         asyncio.get_running_loop().create_task(
-            send_cancel(target.host, target.port, self.up_pid, self.up_key,
-                        self.ctx.upstream_tls.get(target.name))
+            send_cancel(
+                target.host,
+                target.port,
+                self.up_pid,
+                self.up_key,
+                self.ctx.upstream_tls.get(target.name),
+            )
         )
 
     # ------------------------------------------------------------------ client -> server
@@ -600,8 +618,11 @@ class Session(asyncio.Protocol):
             self._flush_server()
             self.close("client terminated")
         elif t == 0x46:  # 'F' FunctionCall: calls by OID bypass SQL analysis
-            deny = Decision(Verdict.DENY, "function-call", "the fast-path FunctionCall protocol "
-                            "is not allowed; call functions through SQL")
+            deny = Decision(
+                Verdict.DENY,
+                "function-call",
+                "the fast-path FunctionCall protocol is not allowed; call functions through SQL",
+            )
             self._refuse_simple(deny, "")
         else:  # pragma: no cover - the phase table admits nothing else
             raise RemoteProtocolError(f"unexpected message type {chr(t)!r}")
@@ -616,20 +637,38 @@ class Session(asyncio.Protocol):
         identity = self.identity
         if self.ctx.approvals is not None and self.target is not None:
             identity = self.ctx.approvals.identity_with_grants(self.identity, self.target.name)
-        if ctx.search_path != self.search_path or ctx.in_transaction != (self.txn != "I") \
-                or ctx.time_zone != self.time_zone or ctx.identity is not identity:
-            ctx = SessionContext(identity, ctx.target, ctx.target_env, self.search_path,
-                                 self.id, self.txn != "I", self.time_zone)
+        if (
+            ctx.search_path != self.search_path
+            or ctx.in_transaction != (self.txn != "I")
+            or ctx.time_zone != self.time_zone
+            or ctx.identity is not identity
+        ):
+            ctx = SessionContext(
+                identity,
+                ctx.target,
+                ctx.target_env,
+                self.search_path,
+                self.id,
+                self.txn != "I",
+                self.time_zone,
+            )
             self.sctx = ctx
         return ctx
 
     def _decide(self, analysis: Analysis) -> Decision:
         """Decide, resolving what only this session knows (EXECUTE, FETCH targets)."""
         ctx = self._context()
-        if self.identity is not None and self.identity.expires_at is not None \
-                and time.time() > self.identity.expires_at:
-            return Decision(Verdict.DENY, "token-expired", "your token has expired",
-                            hint="get a new token and reconnect")
+        if (
+            self.identity is not None
+            and self.identity.expires_at is not None
+            and time.time() > self.identity.expires_at
+        ):
+            return Decision(
+                Verdict.DENY,
+                "token-expired",
+                "your token has expired",
+                hint="get a new token and reconnect",
+            )
         catalog = self._catalog() if self.masking else None
         decision = self.ctx.gate.decide(analysis, ctx, catalog)
         if not decision.allowed:
@@ -643,8 +682,17 @@ class Session(asyncio.Protocol):
                     continue  # the server will report the unknown statement
                 d = self.ctx.gate.decide(inner, ctx, catalog)
                 if not d.allowed:
-                    return Decision(d.verdict, d.rule, d.reason, d.hint, i, d.approval,
-                                    d.sqlstate, d.grants_used, d.masking)
+                    return Decision(
+                        d.verdict,
+                        d.rule,
+                        d.reason,
+                        d.hint,
+                        i,
+                        d.approval,
+                        d.sqlstate,
+                        d.grants_used,
+                        d.masking,
+                    )
         return decision
 
     def _statement_fields(self, analysis: Analysis) -> dict[str, Any]:
@@ -666,16 +714,22 @@ class Session(asyncio.Protocol):
         _FIELDS_CACHE[id(analysis)] = (analysis, fields)  # holds the analysis: ids stay unique
         return dict(fields)
 
-    def _statement_event(self, sql: str, analysis: Analysis, decision: Decision,
-                         params: list[str | None] | None = None,
-                         extra: dict[str, Any] | None = None) -> tuple[str, OSError | None]:
+    def _statement_event(
+        self,
+        sql: str,
+        analysis: Analysis,
+        decision: Decision,
+        params: list[str | None] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[str, OSError | None]:
         assert self.identity is not None and self.target is not None
         self.statements += 1
         event_id = self.ctx.audit.next_id(self.id)
         fields = self._statement_fields(analysis)
         # Model provenance (dbgov.models): link changes of declared model inputs.
-        fields["models"] = model_links(self.ctx.gate.policy, analysis, self.search_path,
-                                       self.target.name, self.sql_prepared)
+        fields["models"] = model_links(
+            self.ctx.gate.policy, analysis, self.search_path, self.target.name, self.sql_prepared
+        )
         err = self.ctx.audit.write_ahead(
             "statement",
             event_id,
@@ -692,7 +746,9 @@ class Session(asyncio.Protocol):
         )
         return event_id, err
 
-    def _denial_error(self, decision: Decision, analysis: Analysis | None, sql: str) -> ErrorResponse:
+    def _denial_error(
+        self, decision: Decision, analysis: Analysis | None, sql: str
+    ) -> ErrorResponse:
         message = decision.message()
         if analysis is not None and len(analysis.statements) > 1:
             from dbgov.sql.analyze import split_statements
@@ -705,12 +761,14 @@ class Session(asyncio.Protocol):
                 message += f" (statement {decision.statement_index + 1}: {text})"
         return ErrorResponse.build("ERROR", decision.sqlstate, message, hint=decision.hint)
 
-    def _refuse_simple(self, decision: Decision, sql: str, analysis: Analysis | None = None,
-                       event: bool = True) -> None:
+    def _refuse_simple(
+        self, decision: Decision, sql: str, analysis: Analysis | None = None, event: bool = True
+    ) -> None:
         """Replace a simple-protocol statement with one the server rejects, and rewrite
         that rejection into our denial: the batch fails as on a server error."""
-        unit = Unit(U_QUERY, rewrite=self._denial_error(decision, analysis, sql),
-                    started=time.monotonic())
+        unit = Unit(
+            U_QUERY, rewrite=self._denial_error(decision, analysis, sql), started=time.monotonic()
+        )
         if event and analysis is not None:
             unit.event_id, _ = self._statement_event(sql, analysis, decision)
         self.units.append(unit)
@@ -718,7 +776,8 @@ class Session(asyncio.Protocol):
 
     def _audit_unavailable(self, err: OSError) -> ErrorResponse:
         return ErrorResponse.build(
-            "ERROR", "58000",
+            "ERROR",
+            "58000",
             f"dbgov: the audit ledger cannot be written ({err.strerror or err}); statement refused",
             hint="nothing ran; retry when the ledger's disk is healthy",
         )
@@ -733,18 +792,26 @@ class Session(asyncio.Protocol):
             return
         if not decision.allowed:
             if decision.verdict is Verdict.APPROVAL:
-                decision = Decision(Verdict.DENY, decision.rule,
-                                    f"{decision.reason} (approvals are not configured)")
+                decision = Decision(
+                    Verdict.DENY, decision.rule, f"{decision.reason} (approvals are not configured)"
+                )
             self._refuse_simple(decision, sql, analysis)
             return
         self._forward_query(sql, analysis, decision, raw)
 
-    def _forward_query(self, sql: str, analysis: Analysis, decision: Decision, raw: bytes,
-                       approval_ref: str | None = None) -> None:
+    def _forward_query(
+        self,
+        sql: str,
+        analysis: Analysis,
+        decision: Decision,
+        raw: bytes,
+        approval_ref: str | None = None,
+    ) -> None:
         extra = {"approval_ref": approval_ref} if approval_ref else None
         event_id, err = self._statement_event(sql, analysis, decision, extra=extra)
-        unit = Unit(U_QUERY, event_id=event_id, statements=analysis.statements,
-                    started=time.monotonic())
+        unit = Unit(
+            U_QUERY, event_id=event_id, statements=analysis.statements, started=time.monotonic()
+        )
         if err is not None:
             unit.rewrite = self._audit_unavailable(err)
             self.units.append(unit)
@@ -787,8 +854,9 @@ class Session(asyncio.Protocol):
         self.prepared[msg.name] = Prepared(msg.sql, analysis, decision, msg.param_oids)
         if decision.verdict is Verdict.DENY:
             unit = Unit(U_PARSE, msg.name, rewrite=self._denial_error(decision, analysis, msg.sql))
-            unit.event_id, _ = self._statement_event(msg.sql, analysis, decision,
-                                                     extra={"protocol": "extended"})
+            unit.event_id, _ = self._statement_event(
+                msg.sql, analysis, decision, extra={"protocol": "extended"}
+            )
             self._push(unit)
             self._to_server.append(Parse(msg.name, REFUSED_SQL, ()).encode())
             return
@@ -802,8 +870,9 @@ class Session(asyncio.Protocol):
             self.units.append(unit)
 
     def _on_bind(self, msg: Bind, raw: bytes) -> None:
-        self.portals[msg.portal] = Portal(msg.statement, msg.params, msg.param_formats,
-                                          msg.result_formats)
+        self.portals[msg.portal] = Portal(
+            msg.statement, msg.params, msg.param_formats, msg.result_formats
+        )
         self._push(Unit(U_BIND, msg.portal))
         self._to_server.append(raw)
 
@@ -837,12 +906,17 @@ class Session(asyncio.Protocol):
             return
         if not decision.allowed:
             if decision.verdict is Verdict.APPROVAL:
-                decision = Decision(Verdict.DENY, decision.rule,
-                                    f"{decision.reason} (approvals are not configured)")
-            unit = Unit(U_EXECUTE, msg.portal,
-                        rewrite=self._denial_error(decision, prepared.analysis, prepared.sql))
-            unit.event_id, _ = self._statement_event(prepared.sql, prepared.analysis, decision,
-                                                     self._params(portal))
+                decision = Decision(
+                    Verdict.DENY, decision.rule, f"{decision.reason} (approvals are not configured)"
+                )
+            unit = Unit(
+                U_EXECUTE,
+                msg.portal,
+                rewrite=self._denial_error(decision, prepared.analysis, prepared.sql),
+            )
+            unit.event_id, _ = self._statement_event(
+                prepared.sql, prepared.analysis, decision, self._params(portal)
+            )
             self._push(unit)
             self._to_server.append(Execute(REFUSED_PORTAL, 0).encode())
             return
@@ -854,21 +928,36 @@ class Session(asyncio.Protocol):
         prepared = self.prepared.get(portal.statement)
         oids = prepared.param_oids if prepared is not None else ()
         fmt = Bind("", "", portal.param_formats)
-        return [events.param_repr(v, fmt.param_format(i), oids[i] if i < len(oids) else 0)
-                for i, v in enumerate(portal.params)]
+        return [
+            events.param_repr(v, fmt.param_format(i), oids[i] if i < len(oids) else 0)
+            for i, v in enumerate(portal.params)
+        ]
 
-    def _forward_execute(self, msg: Execute, portal: Portal, prepared: Prepared,
-                         decision: Decision, raw: bytes, approval_ref: str | None = None) -> None:
+    def _forward_execute(
+        self,
+        msg: Execute,
+        portal: Portal,
+        prepared: Prepared,
+        decision: Decision,
+        raw: bytes,
+        approval_ref: str | None = None,
+    ) -> None:
         extra: dict[str, Any] = {"protocol": "extended"}
         if approval_ref:
             extra["approval_ref"] = approval_ref
         if msg.max_rows:
             extra["max_rows"] = msg.max_rows
-        event_id, err = self._statement_event(prepared.sql, prepared.analysis, decision,
-                                              self._params(portal), extra)
-        unit = Unit(U_EXECUTE, msg.portal, event_id=event_id,
-                    statements=prepared.analysis.statements, started=time.monotonic(),
-                    result_formats=portal.result_formats)
+        event_id, err = self._statement_event(
+            prepared.sql, prepared.analysis, decision, self._params(portal), extra
+        )
+        unit = Unit(
+            U_EXECUTE,
+            msg.portal,
+            event_id=event_id,
+            statements=prepared.analysis.statements,
+            started=time.monotonic(),
+            result_formats=portal.result_formats,
+        )
         if err is not None:
             unit.rewrite = self._audit_unavailable(err)
             self._push(unit)
@@ -877,8 +966,11 @@ class Session(asyncio.Protocol):
         if self.masking and prepared.analysis.statements:
             fields = portal.fields or prepared.fields
             if fields is not None:
-                formats = (tuple(f.format for f in fields) if portal.fields is not None
-                           else _formats(len(fields), portal.result_formats))
+                formats = (
+                    tuple(f.format for f in fields)
+                    if portal.fields is not None
+                    else _formats(len(fields), portal.result_formats)
+                )
                 self._set_plan(unit, prepared.analysis.statements[0], fields, formats)
             else:
                 # We must know the columns before rows arrive: ask, and swallow the answer.
@@ -890,21 +982,35 @@ class Session(asyncio.Protocol):
 
     # -- holds (approvals) -------------------------------------------------------------------
 
-    def _hold(self, sql: str, analysis: Analysis, decision: Decision, raw: bytes,
-              extended: tuple[Execute, Portal] | None) -> None:
+    def _hold(
+        self,
+        sql: str,
+        analysis: Analysis,
+        decision: Decision,
+        raw: bytes,
+        extended: tuple[Execute, Portal] | None,
+    ) -> None:
         self.held = True
         self._flush_server()
         self._hold_task = asyncio.get_running_loop().create_task(
-            self._await_approval(sql, analysis, decision, raw, extended))
+            self._await_approval(sql, analysis, decision, raw, extended)
+        )
 
-    async def _await_approval(self, sql: str, analysis: Analysis, decision: Decision, raw: bytes,
-                              extended: tuple[Execute, Portal] | None) -> None:
+    async def _await_approval(
+        self,
+        sql: str,
+        analysis: Analysis,
+        decision: Decision,
+        raw: bytes,
+        extended: tuple[Execute, Portal] | None,
+    ) -> None:
         from dbgov.approvals.hold import wait_for_approval
 
         params = self._params(extended[1]) if extended else None
         try:
-            outcome = await wait_for_approval(self, sql, analysis, decision, params,
-                                              portal=extended[1] if extended else None)
+            outcome = await wait_for_approval(
+                self, sql, analysis, decision, params, portal=extended[1] if extended else None
+            )
         except asyncio.CancelledError:
             outcome = None
         if self.closed:
@@ -921,15 +1027,20 @@ class Session(asyncio.Protocol):
                     self._forward_execute(msg, portal, prepared, decision, raw, outcome.ref)
         else:
             if outcome is None:
-                denial = Decision(Verdict.DENY, decision.rule, "cancelled while waiting for approval",
-                                  sqlstate="57014")
+                denial = Decision(
+                    Verdict.DENY,
+                    decision.rule,
+                    "cancelled while waiting for approval",
+                    sqlstate="57014",
+                )
             else:
                 denial = outcome.as_decision(decision)
             if extended is None:
                 self._refuse_simple(denial, sql, analysis)
             else:
-                unit = Unit(U_EXECUTE, extended[0].portal,
-                            rewrite=self._denial_error(denial, analysis, sql))
+                unit = Unit(
+                    U_EXECUTE, extended[0].portal, rewrite=self._denial_error(denial, analysis, sql)
+                )
                 unit.event_id, _ = self._statement_event(sql, analysis, denial, params)
                 self._push(unit)
                 self._to_server.append(Execute(REFUSED_PORTAL, 0).encode())
@@ -983,25 +1094,27 @@ class Session(asyncio.Protocol):
                     if run_start < 0:
                         run_start = start
                     continue
-                if t in _PASS_BACKEND and not (t == 0x4E and self.masking) or (
-                        t == 0x54 and not self.masking and unit is not None
-                        and unit.kind == U_QUERY):
+                if (t in _PASS_BACKEND and not (t == 0x4E and self.masking)) or (
+                    t == 0x54 and not self.masking and unit is not None and unit.kind == U_QUERY
+                ):
                     if run_start < 0:
                         run_start = start
                     continue
                 if run_start >= 0:
                     out.append(bytes(buf[run_start:start]))
                     run_start = -1
-                reply = self._server_frame(t, bytes(buf[start + 5 : end]), unit)
-                if reply is None:
+                answer = self._server_frame(t, bytes(buf[start + 5 : end]), unit)
+                if answer is None:
                     out.append(bytes(buf[start:end]))
-                elif reply:
-                    out.append(reply)
+                elif answer:
+                    out.append(answer)
             if run_start >= 0:
                 out.append(bytes(buf[run_start : sin.pos]))
         except ProtocolError as exc:
             log.warning("session %s: upstream protocol error: %s", self.id, exc)
-            self._send(ErrorResponse.build("FATAL", "08P01", "dbgov: upstream protocol error").encode())
+            self._send(
+                ErrorResponse.build("FATAL", "08P01", "dbgov: upstream protocol error").encode()
+            )
             self.close("upstream protocol error")
             return
         if out:
@@ -1121,8 +1234,12 @@ class Session(asyncio.Protocol):
             if self.masking and nxt is not None and nxt.kind == U_EXECUTE and portal is not None:
                 prepared = self.prepared.get(portal.statement)
                 if prepared is not None and prepared.analysis.statements:
-                    self._set_plan(nxt, prepared.analysis.statements[0], rd.fields,
-                                   tuple(f.format for f in rd.fields))
+                    self._set_plan(
+                        nxt,
+                        prepared.analysis.statements[0],
+                        rd.fields,
+                        tuple(f.format for f in rd.fields),
+                    )
             return b"" if unit.internal else None
         if unit.kind == U_QUERY:
             if self.masking:
@@ -1131,8 +1248,13 @@ class Session(asyncio.Protocol):
             return None
         raise RemoteProtocolError("unexpected RowDescription")
 
-    def _set_plan(self, unit: Unit, stmt: Statement | None,
-                  fields: tuple[FieldDescription, ...], formats: tuple[int, ...]) -> None:
+    def _set_plan(
+        self,
+        unit: Unit,
+        stmt: Statement | None,
+        fields: tuple[FieldDescription, ...],
+        formats: tuple[int, ...],
+    ) -> None:
         """Plan the result set that `unit` is about to receive."""
         unit.plan = self._plan(stmt, fields)
         unit.formats = formats
@@ -1145,8 +1267,9 @@ class Session(asyncio.Protocol):
         unit.plan = None
         unit.rewriter = None
 
-    def _plan(self, stmt: Statement | None,
-              fields: tuple[FieldDescription, ...]) -> ResultPlan | None:
+    def _plan(
+        self, stmt: Statement | None, fields: tuple[FieldDescription, ...]
+    ) -> ResultPlan | None:
         """The masking plan for one result set. Failure to plan masks everything."""
         if stmt is not None and stmt.cursor_name is not None and stmt.kind == "fetch":
             stmt = self.cursors.get(stmt.cursor_name, stmt)
@@ -1155,8 +1278,11 @@ class Session(asyncio.Protocol):
             stmt = prepared.statements[0] if prepared is not None else None
         catalog = self._catalog()
         try:
-            plan = self.ctx.gate.result_plan(stmt, fields, self._context(), catalog) \
-                if stmt is not None else masking_io.mask_all(fields, "origin unknown")
+            plan = (
+                self.ctx.gate.result_plan(stmt, fields, self._context(), catalog)
+                if stmt is not None
+                else masking_io.mask_all(fields, "origin unknown")
+            )
         except Exception:
             log.exception("session %s: masking plan failed; masking every column", self.id)
             plan = masking_io.mask_all(fields, "masking plan failed")
@@ -1180,8 +1306,11 @@ class Session(asyncio.Protocol):
 
     def _apply_effects(self, stmt: Statement, cc: CommandComplete) -> None:
         """Track what a successful statement changed in the session."""
-        if (stmt.set_param is not None and stmt.set_param[0] in ("search_path", "all")) \
-                or "set_config" in stmt.functions or stmt.kind in ("discard", "reset"):
+        if (
+            (stmt.set_param is not None and stmt.set_param[0] in ("search_path", "all"))
+            or "set_config" in stmt.functions
+            or stmt.kind in ("discard", "reset")
+        ):
             self._sp_dirty = True
         if stmt.prepare_name is not None:
             self.sql_prepared[stmt.prepare_name] = Analysis((stmt,), "", False)

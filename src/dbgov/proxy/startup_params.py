@@ -13,14 +13,33 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 
-ALLOWED = frozenset({
-    "application_name", "client_encoding", "datestyle", "timezone", "intervalstyle",
-    "extra_float_digits", "search_path", "statement_timeout", "lock_timeout",
-    "idle_in_transaction_session_timeout", "default_transaction_isolation",
-    "default_transaction_read_only", "client_min_messages", "bytea_output",
-    "geqo", "jit", "work_mem", "lc_monetary", "lc_numeric", "lc_time",
-    "default_transaction_deferrable", "transaction_timeout", "idle_session_timeout",
-})
+ALLOWED = frozenset(
+    {
+        "application_name",
+        "client_encoding",
+        "datestyle",
+        "timezone",
+        "intervalstyle",
+        "extra_float_digits",
+        "search_path",
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "default_transaction_isolation",
+        "default_transaction_read_only",
+        "client_min_messages",
+        "bytea_output",
+        "geqo",
+        "jit",
+        "work_mem",
+        "lc_monetary",
+        "lc_numeric",
+        "lc_time",
+        "default_transaction_deferrable",
+        "transaction_timeout",
+        "idle_session_timeout",
+    }
+)
 SAFE_ENCODINGS = frozenset({"utf8", "utf-8", "unicode", "sql_ascii"})
 
 
@@ -54,10 +73,7 @@ def _options(value: str) -> dict[str, str]:
         if w == "-c" and i + 1 < len(words):
             setting = words[i + 1]
             i += 2
-        elif w.startswith("-c"):
-            setting = w[2:]
-            i += 1
-        elif w.startswith("--"):
+        elif w.startswith("-c") or w.startswith("--"):
             setting = w[2:]
             i += 1
         else:
@@ -69,7 +85,7 @@ def _options(value: str) -> dict[str, str]:
     return out
 
 
-def filter(params: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...] | None]:  # noqa: A001
+def filter(params: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...] | None]:
     """Return (parameters to send upstream, initial search_path if one was set)."""
     if "replication" in params and params["replication"].lower() not in ("false", "off", "0", "no"):
         raise StartupParamError("replication connections are not supported through dbgov")

@@ -42,8 +42,13 @@ class SupervisorError(RuntimeError):
 
 
 class Supervisor:
-    def __init__(self, config: Config, config_path: Path, workers: int,
-                 state_extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path,
+        workers: int,
+        state_extra: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.layout = Layout(config.data_dir)
@@ -63,7 +68,9 @@ class Supervisor:
                 f"another dbgov is already running on {self.layout.root} (ledger sequencer locked)"
             )
         origin = self.config.ledger.origin or default_origin(self.layout.root)
-        signer = load_or_create_signer(self.config.ledger.key_file or self.layout.ledger_key, origin)
+        signer = load_or_create_signer(
+            self.config.ledger.key_file or self.layout.ledger_key, origin
+        )
         hook: Callable[[bytes], None] | None = None
         if self.config.ledger.witness_url:
             from dbgov.ledger.witness_client import push_checkpoint
@@ -71,22 +78,35 @@ class Supervisor:
             url = self.config.ledger.witness_url
             hook = lambda note: push_checkpoint(url, note, self.layout)  # noqa: E731
         self.sequencer = Sequencer(
-            self.layout.root, signer, origin,
+            self.layout.root,
+            signer,
+            origin,
             checkpoint_every=self.config.ledger.checkpoint_every,
             checkpoint_interval_s=self.config.ledger.checkpoint_interval_s,
             on_checkpoint=hook,
         )
-        self._seq_thread = threading.Thread(target=self.sequencer.run, name="ledger-sequencer",
-                                            daemon=True)
+        self._seq_thread = threading.Thread(
+            target=self.sequencer.run, name="ledger-sequencer", daemon=True
+        )
         self._seq_thread.start()
 
     def start_workers(self, timeout: float = 30.0) -> None:
         env = dict(os.environ)
         for i in range(self.nworkers):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "dbgov.proxy.worker", "--config", str(self.config_path),
-                 "--worker-id", str(i)],
-                stdout=subprocess.PIPE, text=True, env=env, preexec_fn=_worker_preexec,  # noqa: PLW1509
+                [
+                    sys.executable,
+                    "-m",
+                    "dbgov.proxy.worker",
+                    "--config",
+                    str(self.config_path),
+                    "--worker-id",
+                    str(i),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+                preexec_fn=_worker_preexec,
             )
             self.procs.append(proc)
         deadline = time.monotonic() + timeout

@@ -25,7 +25,9 @@ from dbgov.durable import write_atomic, write_private
 ALPN = "postgresql"
 
 
-def ensure_self_signed(directory: Path, hostnames: tuple[str, ...] = ("localhost",)) -> tuple[Path, Path]:
+def ensure_self_signed(
+    directory: Path, hostnames: tuple[str, ...] = ("localhost",)
+) -> tuple[Path, Path]:
     """Create (once) a self-signed certificate for embedded mode."""
     cert_path, key_path = directory / "server.crt", directory / "server.key"
     if cert_path.exists() and key_path.exists():
@@ -34,7 +36,10 @@ def ensure_self_signed(directory: Path, hostnames: tuple[str, ...] = ("localhost
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dbgov embedded")])
     now = datetime.datetime.now(datetime.UTC)
     sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hostnames]
-    sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+    sans += [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

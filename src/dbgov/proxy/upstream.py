@@ -120,11 +120,11 @@ async def connect_upstream(
     params: Mapping[str, str],
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None = None,
-    timeout: float = 10.0,
+    connect_timeout: float = 10.0,
 ) -> tuple[asyncio.Transport, UpstreamProtocol, UpstreamLogin]:
     loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(connect_timeout):
             if host.startswith("/"):
                 transport, proto = await loop.create_unix_connection(
                     UpstreamProtocol, f"{host}/.s.PGSQL.{port}"
@@ -136,12 +136,16 @@ async def connect_upstream(
                     transport.write(SSLRequest().encode())
                     answer = await proto.recv()
                     if answer[:1] != b"S":
-                        raise UpstreamError("upstream does not accept TLS but the target requires it")
+                        raise UpstreamError(
+                            "upstream does not accept TLS but the target requires it"
+                        )
                     if len(answer) > 1:
                         raise UpstreamError("upstream sent data before the TLS handshake", "08P01")
                     new = await loop.start_tls(
                         transport, proto, ssl_context, server_hostname=server_hostname or host
                     )
+                    if new is None:
+                        raise UpstreamError("upstream TLS handshake did not complete")
                     transport = new
                     proto.transport = new
                 login = await _login(transport, proto, user, database, password, params)
@@ -149,7 +153,9 @@ async def connect_upstream(
                 transport.abort()
                 raise
     except TimeoutError:
-        raise UpstreamError(f"upstream {host}:{port} did not answer within {timeout:.0f} s") from None
+        raise UpstreamError(
+            f"upstream {host}:{port} did not answer within {connect_timeout:.0f} s"
+        ) from None
     except ssl.SSLError as exc:
         raise UpstreamError(f"upstream TLS failed: {exc.reason or exc}") from None
     except OSError as exc:
@@ -190,18 +196,21 @@ async def _login(
             code = event.sqlstate or "08006"
             if code.startswith("28"):
                 # Never echo upstream auth details (they name the service user).
-                raise UpstreamError("dbgov could not log in to the target with its credentials",
-                                    "08006")
-            raise UpstreamError(event.message or "upstream refused the connection", code,
-                                event.get("D"))
+                raise UpstreamError(
+                    "dbgov could not log in to the target with its credentials", "08006"
+                )
+            raise UpstreamError(
+                event.message or "upstream refused the connection", code, event.get("D")
+            )
         if isinstance(event, Authentication):
             if event.code == AUTH_OK:
                 continue
             if event.code == AUTH_CLEARTEXT:
                 transport.write(conn.send(PasswordMessage(need_password())))
             elif event.code == AUTH_MD5:
-                transport.write(conn.send(PasswordMessage(_md5_password(user, need_password(),
-                                                                        event.data[:4]))))
+                transport.write(
+                    conn.send(PasswordMessage(_md5_password(user, need_password(), event.data[:4])))
+                )
             elif event.code == AUTH_SASL:
                 mechs = event.sasl_mechanisms()
                 if "SCRAM-SHA-256" not in mechs:

@@ -62,8 +62,12 @@ def build_gate(config: Config) -> tuple[Gate, Any]:
 def build_context(config: Config, worker_id: int) -> ProxyContext:
     layout = Layout(config.data_dir)
     server_tls = tls.server_context(config.tls) if config.tls is not None else None
-    journal = Journal(layout.journal, f"{os.getpid()}-{secrets.token_hex(3)}",
-                      config.ledger.mode, config.ledger.fsync_interval_ms)
+    journal = Journal(
+        layout.journal,
+        f"{os.getpid()}-{secrets.token_hex(3)}",
+        config.ledger.mode,
+        config.ledger.fsync_interval_ms,
+    )
     gate, policy = build_gate(config)
     ctx = ProxyContext(
         config=config,
@@ -115,9 +119,11 @@ async def serve(config: Config, worker_id: int, *, announce: bool = True) -> Non
         await asyncio.sleep(0.05)
     for s in list(ctx.sessions.values()):
         with contextlib.suppress(Exception):
-            s._send(ErrorResponse.build("FATAL", "57P01",
-                                        "dbgov: terminating connection: the proxy is shutting down"
-                                        ).encode())
+            s._send(
+                ErrorResponse.build(
+                    "FATAL", "57P01", "dbgov: terminating connection: the proxy is shutting down"
+                ).encode()
+            )
             s.close("proxy shutdown")
     await asyncio.sleep(0.05)
     if approvals_task is not None:
@@ -130,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--worker-id", type=int, default=0)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("DBGOV_LOG", "WARNING").upper(),
-                        format=f"%(asctime)s worker-{args.worker_id} %(levelname)s %(name)s: "
-                               "%(message)s")
+    logging.basicConfig(
+        level=os.environ.get("DBGOV_LOG", "WARNING").upper(),
+        format=f"%(asctime)s worker-{args.worker_id} %(levelname)s %(name)s: %(message)s",
+    )
     # Die with the supervisor, whatever killed it.
     with contextlib.suppress(Exception):
         import ctypes

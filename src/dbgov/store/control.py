@@ -215,16 +215,38 @@ class ControlPort(Protocol):
 
     def get_request(self, request_id: int) -> RequestRecord | None: ...
 
-    def list_requests(self, *, states: Sequence[str] | None = None, kind: str | None = None,
-                      requester: str | None = None, limit: int = 100) -> list[RequestRecord]: ...
+    def list_requests(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        kind: str | None = None,
+        requester: str | None = None,
+        limit: int = 100,
+    ) -> list[RequestRecord]: ...
 
-    def find_requests(self, *, state: str, requester: str, requester_issuer: str, target: str,
-                      fingerprint: str, params_hash: str, rule: str | None
-                      ) -> list[RequestRecord]: ...
+    def find_requests(
+        self,
+        *,
+        state: str,
+        requester: str,
+        requester_issuer: str,
+        target: str,
+        fingerprint: str,
+        params_hash: str,
+        rule: str | None,
+    ) -> list[RequestRecord]: ...
 
-    def transition(self, request_id: int, from_states: Sequence[str], to_state: str, *,
-                   at: float, by: str | None = None, reason: str | None = None,
-                   valid_until: float | None = None) -> bool: ...
+    def transition(
+        self,
+        request_id: int,
+        from_states: Sequence[str],
+        to_state: str,
+        *,
+        at: float,
+        by: str | None = None,
+        reason: str | None = None,
+        valid_until: float | None = None,
+    ) -> bool: ...
 
     def consume(self, request_id: int, *, at: float, session: str | None) -> bool: ...
 
@@ -240,21 +262,25 @@ class ControlPort(Protocol):
 
     def active_grants(self, user: str, target: str, *, at: float) -> list[GrantRecord]: ...
 
-    def list_grants(self, *, user: str | None = None, active_at: float | None = None,
-                    limit: int = 100) -> list[GrantRecord]: ...
+    def list_grants(
+        self, *, user: str | None = None, active_at: float | None = None, limit: int = 100
+    ) -> list[GrantRecord]: ...
 
     def ended_grants(self, *, at: float) -> list[GrantRecord]: ...
 
     def end_grant(self, grant_id: int) -> bool: ...
 
-    def enqueue(self, request_id: int, event: str, payload: dict[str, Any], *,
-                at: float) -> None: ...
+    def enqueue(
+        self, request_id: int, event: str, payload: dict[str, Any], *, at: float
+    ) -> None: ...
 
-    def claim_notifications(self, *, at: float, stale_before: float,
-                            limit: int = 20) -> list[Notification]: ...
+    def claim_notifications(
+        self, *, at: float, stale_before: float, limit: int = 20
+    ) -> list[Notification]: ...
 
-    def finish_notification(self, notification_id: int, *, sent: bool, attempts: int,
-                            error: str | None) -> None: ...
+    def finish_notification(
+        self, notification_id: int, *, sent: bool, attempts: int, error: str | None
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -280,10 +306,35 @@ def _opt_float(v: Any) -> float | None:
 def _request(r: tuple[Any, ...]) -> RequestRecord:
     params = None if r[12] is None else tuple(json.loads(r[12]))
     return RequestRecord(
-        int(r[0]), r[1], r[2], r[3], r[4], _tuple(r[5]), r[6], r[7], r[8], r[9], r[10], r[11],
-        params, _tuple(r[13]), r[14], r[15], r[16], _tuple(r[17]), int(r[18]), r[19],
-        None if r[20] is None else int(r[20]), float(r[21]), float(r[22]),
-        _opt_float(r[23]), r[24], r[25], _opt_float(r[26]), _opt_float(r[27]), r[28],
+        int(r[0]),
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        _tuple(r[5]),
+        r[6],
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        r[11],
+        params,
+        _tuple(r[13]),
+        r[14],
+        r[15],
+        r[16],
+        _tuple(r[17]),
+        int(r[18]),
+        r[19],
+        None if r[20] is None else int(r[20]),
+        float(r[21]),
+        float(r[22]),
+        _opt_float(r[23]),
+        r[24],
+        r[25],
+        _opt_float(r[26]),
+        _opt_float(r[27]),
+        r[28],
     )
 
 
@@ -298,8 +349,9 @@ class ControlStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                    check_same_thread=False)
+        self.conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
         self._lock = threading.RLock()
         self._depth = 0
         self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -310,8 +362,10 @@ class ControlStore:
         with self.transaction():
             version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
-                raise RuntimeError(f"{path}: control store schema v{version} is newer than "
-                                   f"this dbgov (v{SCHEMA_VERSION})")
+                raise RuntimeError(
+                    f"{path}: control store schema v{version} is newer than "
+                    f"this dbgov (v{SCHEMA_VERSION})"
+                )
             for statement in re.split(r";\s*$", SCHEMA, flags=re.MULTILINE):
                 if statement.strip():
                     self.conn.execute(statement)
@@ -360,13 +414,30 @@ class ControlStore:
                 "requester_groups, target, session, mode, sql, fingerprint, params_hash, params, "
                 "tables, rule, reason, risk, approvers, quorum, grant_group, grant_seconds, "
                 "created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (new.kind, PENDING, new.requester, new.requester_issuer,
-                 json.dumps(sorted(new.requester_groups)), new.target, new.session, new.mode,
-                 new.sql, new.fingerprint, new.params_hash,
-                 None if new.params is None else json.dumps(list(new.params)),
-                 json.dumps(list(new.tables)),
-                 new.rule, new.reason, new.risk, json.dumps(list(new.approvers)), new.quorum,
-                 new.grant_group, new.grant_seconds, new.created_at, new.expires_at),
+                (
+                    new.kind,
+                    PENDING,
+                    new.requester,
+                    new.requester_issuer,
+                    json.dumps(sorted(new.requester_groups)),
+                    new.target,
+                    new.session,
+                    new.mode,
+                    new.sql,
+                    new.fingerprint,
+                    new.params_hash,
+                    None if new.params is None else json.dumps(list(new.params)),
+                    json.dumps(list(new.tables)),
+                    new.rule,
+                    new.reason,
+                    new.risk,
+                    json.dumps(list(new.approvers)),
+                    new.quorum,
+                    new.grant_group,
+                    new.grant_seconds,
+                    new.created_at,
+                    new.expires_at,
+                ),
             )
             request_id = cur.lastrowid
             assert request_id is not None
@@ -378,8 +449,14 @@ class ControlStore:
         rows = self._all(f"SELECT {_REQ_COLS} FROM requests WHERE id = ?", (request_id,))
         return _request(rows[0]) if rows else None
 
-    def list_requests(self, *, states: Sequence[str] | None = None, kind: str | None = None,
-                      requester: str | None = None, limit: int = 100) -> list[RequestRecord]:
+    def list_requests(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        kind: str | None = None,
+        requester: str | None = None,
+        limit: int = 100,
+    ) -> list[RequestRecord]:
         where: list[str] = []
         args: list[Any] = []
         if states:
@@ -393,13 +470,22 @@ class ControlStore:
             args.append(requester)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         args.append(limit)
-        rows = self._all(f"SELECT {_REQ_COLS} FROM requests {clause} ORDER BY id DESC LIMIT ?",
-                         args)
+        rows = self._all(
+            f"SELECT {_REQ_COLS} FROM requests {clause} ORDER BY id DESC LIMIT ?", args
+        )
         return [_request(r) for r in rows]
 
-    def find_requests(self, *, state: str, requester: str, requester_issuer: str, target: str,
-                      fingerprint: str, params_hash: str, rule: str | None
-                      ) -> list[RequestRecord]:
+    def find_requests(
+        self,
+        *,
+        state: str,
+        requester: str,
+        requester_issuer: str,
+        target: str,
+        fingerprint: str,
+        params_hash: str,
+        rule: str | None,
+    ) -> list[RequestRecord]:
         """Statement requests in `state` that match a statement exactly, oldest first."""
         rows = self._all(
             f"SELECT {_REQ_COLS} FROM requests WHERE kind = 'statement' AND state = ? "
@@ -409,34 +495,52 @@ class ControlStore:
         )
         return [_request(r) for r in rows]
 
-    def transition(self, request_id: int, from_states: Sequence[str], to_state: str, *,
-                   at: float, by: str | None = None, reason: str | None = None,
-                   valid_until: float | None = None) -> bool:
+    def transition(
+        self,
+        request_id: int,
+        from_states: Sequence[str],
+        to_state: str,
+        *,
+        at: float,
+        by: str | None = None,
+        reason: str | None = None,
+        valid_until: float | None = None,
+    ) -> bool:
         """Move a request from one of `from_states` to `to_state`. False when it was not
         in one of them any more (another process got there first)."""
         marks = ",".join("?" * len(from_states))
-        return self._run(
-            "UPDATE requests SET state = ?, decided_at = coalesce(decided_at, ?), "
-            "decided_by = coalesce(?, decided_by), decision_reason = coalesce(?, decision_reason),"
-            f" valid_until = coalesce(?, valid_until) WHERE id = ? AND state IN ({marks})",
-            (to_state, at, by, reason, valid_until, request_id, *from_states),
-        ) == 1
+        return (
+            self._run(
+                "UPDATE requests SET state = ?, decided_at = coalesce(decided_at, ?), "
+                "decided_by = coalesce(?, decided_by), "
+                "decision_reason = coalesce(?, decision_reason),"
+                f" valid_until = coalesce(?, valid_until) WHERE id = ? AND state IN ({marks})",
+                (to_state, at, by, reason, valid_until, request_id, *from_states),
+            )
+            == 1
+        )
 
     def consume(self, request_id: int, *, at: float, session: str | None) -> bool:
         """approved -> consumed, only while valid. True for exactly one caller."""
-        return self._run(
-            "UPDATE requests SET state = ?, consumed_at = ?, consumed_session = ? "
-            "WHERE id = ? AND state = ? AND valid_until > ?",
-            (CONSUMED, at, session, request_id, APPROVED, at),
-        ) == 1
+        return (
+            self._run(
+                "UPDATE requests SET state = ?, consumed_at = ?, consumed_session = ? "
+                "WHERE id = ? AND state = ? AND valid_until > ?",
+                (CONSUMED, at, session, request_id, APPROVED, at),
+            )
+            == 1
+        )
 
     def due(self, *, at: float) -> tuple[list[RequestRecord], list[RequestRecord]]:
         """(pending requests past their deadline, approved statements past validity)."""
-        late = self._all(f"SELECT {_REQ_COLS} FROM requests WHERE state = ? AND expires_at <= ?",
-                         (PENDING, at))
+        late = self._all(
+            f"SELECT {_REQ_COLS} FROM requests WHERE state = ? AND expires_at <= ?", (PENDING, at)
+        )
         lapsed = self._all(
             f"SELECT {_REQ_COLS} FROM requests WHERE state = ? AND kind = 'statement' "
-            "AND valid_until <= ?", (APPROVED, at))
+            "AND valid_until <= ?",
+            (APPROVED, at),
+        )
         return [_request(r) for r in late], [_request(r) for r in lapsed]
 
     # -- votes ------------------------------------------------------------------------------
@@ -446,8 +550,15 @@ class ControlStore:
             self._run(
                 "INSERT INTO votes (request_id, voter, voter_issuer, voter_groups, verdict, "
                 "reason, at) VALUES (?,?,?,?,?,?,?)",
-                (vote.request_id, vote.voter, vote.voter_issuer,
-                 json.dumps(sorted(vote.voter_groups)), vote.verdict, vote.reason, vote.at),
+                (
+                    vote.request_id,
+                    vote.voter,
+                    vote.voter_issuer,
+                    json.dumps(sorted(vote.voter_groups)),
+                    vote.verdict,
+                    vote.reason,
+                    vote.at,
+                ),
             )
         except sqlite3.IntegrityError:
             raise DuplicateVote(vote.voter) from None
@@ -455,16 +566,28 @@ class ControlStore:
     def votes(self, request_id: int) -> list[VoteRecord]:
         rows = self._all(
             "SELECT request_id, voter, voter_issuer, voter_groups, verdict, reason, at "
-            "FROM votes WHERE request_id = ? ORDER BY at, voter", (request_id,))
-        return [VoteRecord(int(r[0]), r[1], r[2], _tuple(r[3]), r[4], r[5], float(r[6]))
-                for r in rows]
+            "FROM votes WHERE request_id = ? ORDER BY at, voter",
+            (request_id,),
+        )
+        return [
+            VoteRecord(int(r[0]), r[1], r[2], _tuple(r[3]), r[4], r[5], float(r[6])) for r in rows
+        ]
 
     # -- grants ------------------------------------------------------------------------------
 
     def create_grant(self, grant: GrantRecord) -> None:
-        self._run(f"INSERT INTO grants ({_GRANT_COLS}) VALUES (?,?,?,?,?,?,?)",
-                  (grant.id, grant.user, grant.group, grant.target, grant.starts_at,
-                   grant.ends_at, grant.state))
+        self._run(
+            f"INSERT INTO grants ({_GRANT_COLS}) VALUES (?,?,?,?,?,?,?)",
+            (
+                grant.id,
+                grant.user,
+                grant.group,
+                grant.target,
+                grant.starts_at,
+                grant.ends_at,
+                grant.state,
+            ),
+        )
 
     def get_grant(self, grant_id: int) -> GrantRecord | None:
         rows = self._all(f"SELECT {_GRANT_COLS} FROM grants WHERE id = ?", (grant_id,))
@@ -473,11 +596,14 @@ class ControlStore:
     def active_grants(self, user: str, target: str, *, at: float) -> list[GrantRecord]:
         rows = self._all(
             f"SELECT {_GRANT_COLS} FROM grants WHERE user = ? AND target = ? AND state = 'active' "
-            "AND starts_at <= ? AND ends_at > ? ORDER BY id", (user, target, at, at))
+            "AND starts_at <= ? AND ends_at > ? ORDER BY id",
+            (user, target, at, at),
+        )
         return [_grant(r) for r in rows]
 
-    def list_grants(self, *, user: str | None = None, active_at: float | None = None,
-                    limit: int = 100) -> list[GrantRecord]:
+    def list_grants(
+        self, *, user: str | None = None, active_at: float | None = None, limit: int = 100
+    ) -> list[GrantRecord]:
         where: list[str] = []
         args: list[Any] = []
         if user is not None:
@@ -488,55 +614,68 @@ class ControlStore:
             args.append(active_at)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         args.append(limit)
-        rows = self._all(f"SELECT {_GRANT_COLS} FROM grants {clause} ORDER BY id DESC LIMIT ?",
-                         args)
+        rows = self._all(
+            f"SELECT {_GRANT_COLS} FROM grants {clause} ORDER BY id DESC LIMIT ?", args
+        )
         return [_grant(r) for r in rows]
 
     def ended_grants(self, *, at: float) -> list[GrantRecord]:
-        rows = self._all(f"SELECT {_GRANT_COLS} FROM grants WHERE state = 'active' "
-                         "AND ends_at <= ?", (at,))
+        rows = self._all(
+            f"SELECT {_GRANT_COLS} FROM grants WHERE state = 'active' AND ends_at <= ?", (at,)
+        )
         return [_grant(r) for r in rows]
 
     def end_grant(self, grant_id: int) -> bool:
-        return self._run("UPDATE grants SET state = 'ended' WHERE id = ? AND state = 'active'",
-                         (grant_id,)) == 1
+        return (
+            self._run(
+                "UPDATE grants SET state = 'ended' WHERE id = ? AND state = 'active'", (grant_id,)
+            )
+            == 1
+        )
 
     # -- webhook outbox ----------------------------------------------------------------------
 
-    def enqueue(self, request_id: int, event: str, payload: dict[str, Any], *,
-                at: float) -> None:
+    def enqueue(self, request_id: int, event: str, payload: dict[str, Any], *, at: float) -> None:
         self._run(
             "INSERT INTO notifications (request_id, event, payload, state, created_at) "
             "VALUES (?, ?, ?, 'pending', ?)",
             (request_id, event, json.dumps(payload, sort_keys=True), at),
         )
 
-    def claim_notifications(self, *, at: float, stale_before: float,
-                            limit: int = 20) -> list[Notification]:
+    def claim_notifications(
+        self, *, at: float, stale_before: float, limit: int = 20
+    ) -> list[Notification]:
         """Take up to `limit` notifications to send, oldest first: pending ones, and
         ones claimed before `stale_before` by a sender that never finished (it died)."""
         with self.transaction():
             rows = self._all(
                 "SELECT id, request_id, event, payload, attempts FROM notifications "
                 "WHERE state = 'pending' OR (state = 'sending' AND claimed_at < ?) "
-                "ORDER BY id LIMIT ?", (stale_before, limit))
+                "ORDER BY id LIMIT ?",
+                (stale_before, limit),
+            )
             for r in rows:
-                self._run("UPDATE notifications SET state = 'sending', claimed_at = ? "
-                          "WHERE id = ?", (at, r[0]))
-        return [Notification(int(r[0]), int(r[1]), r[2], json.loads(r[3]), int(r[4]))
-                for r in rows]
+                self._run(
+                    "UPDATE notifications SET state = 'sending', claimed_at = ? WHERE id = ?",
+                    (at, r[0]),
+                )
+        return [Notification(int(r[0]), int(r[1]), r[2], json.loads(r[3]), int(r[4])) for r in rows]
 
-    def finish_notification(self, notification_id: int, *, sent: bool, attempts: int,
-                            error: str | None) -> None:
-        self._run("UPDATE notifications SET state = ?, attempts = attempts + ?, error = ? "
-                  "WHERE id = ?", ("sent" if sent else "failed", attempts, error,
-                                   notification_id))
+    def finish_notification(
+        self, notification_id: int, *, sent: bool, attempts: int, error: str | None
+    ) -> None:
+        self._run(
+            "UPDATE notifications SET state = ?, attempts = attempts + ?, error = ? WHERE id = ?",
+            ("sent" if sent else "failed", attempts, error, notification_id),
+        )
 
     def notifications(self, request_id: int | None = None) -> list[tuple[str, str, int]]:
         """(event, state, attempts) of each notification, oldest first (for operators)."""
         if request_id is None:
             rows = self._all("SELECT event, state, attempts FROM notifications ORDER BY id")
         else:
-            rows = self._all("SELECT event, state, attempts FROM notifications "
-                             "WHERE request_id = ? ORDER BY id", (request_id,))
+            rows = self._all(
+                "SELECT event, state, attempts FROM notifications WHERE request_id = ? ORDER BY id",
+                (request_id,),
+            )
         return [(r[0], r[1], int(r[2])) for r in rows]

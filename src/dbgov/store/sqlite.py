@@ -89,11 +89,11 @@ _COLS = "idx, id, type, ts, session, user, target, ref, decision, body, leaf"
 def connect(path: Path, *, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=timeout, check_same_thread=False
+        )
     else:
-        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # The journal is the durable copy; the store is made durable explicitly
         # (`LedgerStore.sync`) before any journal segment is deleted.
@@ -173,8 +173,9 @@ class LedgerStore:
         ).fetchall()
         return [bytes(r[0]) for r in rows]
 
-    def iter_bodies(self, start: int = 0, end: int | None = None,
-                    batch: int = 50_000) -> Iterable[tuple[int, bytes, bytes]]:
+    def iter_bodies(
+        self, start: int = 0, end: int | None = None, batch: int = 50_000
+    ) -> Iterable[tuple[int, bytes, bytes]]:
         """(idx, body, stored leaf) in index order, in batches (for verification)."""
         pos = start
         while True:
@@ -256,8 +257,9 @@ class LedgerStore:
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[EventRow]:
         return [
-            EventRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bytes(r[9]),
-                     bytes(r[10]))
+            EventRow(
+                int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bytes(r[9]), bytes(r[10])
+            )
             for r in self.conn.execute(sql, args).fetchall()
         ]
 
@@ -266,8 +268,9 @@ class LedgerStore:
         return rows[0] if rows else None
 
     def event_by_id(self, event_id: str) -> EventRow | None:
-        rows = self._rows(f"SELECT {_COLS} FROM events WHERE id = ? ORDER BY idx LIMIT 1",
-                          (event_id,))
+        rows = self._rows(
+            f"SELECT {_COLS} FROM events WHERE id = ? ORDER BY idx LIMIT 1", (event_id,)
+        )
         return rows[0] if rows else None
 
     def search(

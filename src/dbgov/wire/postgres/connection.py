@@ -19,7 +19,7 @@ Once READY, the proxy's pump takes over the stream (`take_leftover()`).
 from __future__ import annotations
 
 from enum import Enum
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from dbgov.wire.postgres.errors import LocalProtocolError, RemoteProtocolError
 from dbgov.wire.postgres.framing import MAX_STARTUP_PACKET, FrameBuffer, read_startup_packet
@@ -228,7 +228,7 @@ class ClientConnection:
             self.phase = Phase.CLOSED
             raise
 
-    _DECODERS: dict[int, type] = {
+    _DECODERS: dict[int, Any] = {
         ord("R"): Authentication,
         ord("S"): ParameterStatus,
         ord("K"): BackendKeyData,

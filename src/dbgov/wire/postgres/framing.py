@@ -121,7 +121,7 @@ def read_startup_packet(buf: bytes | bytearray) -> tuple[StartupPacket, int] | N
         return CancelRequest.decode(body), n
     if code >> 16 != 3:
         raise RemoteProtocolError(
-            f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: server supports 3.0 to 3.2",
+            f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: dbgov speaks 3.0 to 3.2",
             sqlstate="0A000",
         )
     return StartupMessage.decode(body), n

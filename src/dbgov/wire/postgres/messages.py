@@ -85,7 +85,7 @@ class _Reader:
         self.pos += 1
         return v
 
-    def bytes(self, n: int) -> bytes:
+    def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.buf):
             raise self._short()
         v = self.buf[self.pos : self.pos + n]
@@ -219,8 +219,10 @@ class Parse:
     param_oids: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
-        body = cstr(self.name) + cstr(self.sql) + struct.pack(
-            f"!h{len(self.param_oids)}I", len(self.param_oids), *self.param_oids
+        body = (
+            cstr(self.name)
+            + cstr(self.sql)
+            + struct.pack(f"!h{len(self.param_oids)}I", len(self.param_oids), *self.param_oids)
         )
         return frame(self.TYPE, body)
 
@@ -246,16 +248,22 @@ class Bind:
 
     def encode(self) -> bytes:
         parts = [cstr(self.portal), cstr(self.statement)]
-        parts.append(struct.pack(f"!h{len(self.param_formats)}h", len(self.param_formats),
-                                 *self.param_formats))
+        parts.append(
+            struct.pack(
+                f"!h{len(self.param_formats)}h", len(self.param_formats), *self.param_formats
+            )
+        )
         parts.append(_I16.pack(len(self.params)))
         for p in self.params:
             if p is None:
                 parts.append(_I32.pack(-1))
             else:
                 parts.append(_I32.pack(len(p)) + p)
-        parts.append(struct.pack(f"!h{len(self.result_formats)}h", len(self.result_formats),
-                                 *self.result_formats))
+        parts.append(
+            struct.pack(
+                f"!h{len(self.result_formats)}h", len(self.result_formats), *self.result_formats
+            )
+        )
         return frame(self.TYPE, b"".join(parts))
 
     @classmethod
@@ -273,7 +281,7 @@ class Bind:
             elif n < -1:
                 raise RemoteProtocolError("malformed Bind message: negative length")
             else:
-                params.append(r.bytes(n))
+                params.append(r.take(n))
         rfmts = tuple(r.int16() for _ in range(r.count(2)))
         r.done()
         for f in (*fmts, *rfmts):
@@ -423,7 +431,7 @@ class SASLInitialResponse:
         r = _Reader(body, "SASLInitialResponse")
         mech = r.cstr()
         n = r.int32()
-        data = None if n == -1 else r.bytes(n)
+        data = None if n == -1 else r.take(n)
         r.done()
         return cls(mech, data)
 
@@ -549,8 +557,11 @@ class RowDescription:
         parts = [_I16.pack(len(self.fields))]
         for f in self.fields:
             parts.append(cstr(f.name))
-            parts.append(struct.pack("!IhIhih", f.table_oid, f.attnum, f.type_oid, f.typlen,
-                                     f.typmod, f.format))
+            parts.append(
+                struct.pack(
+                    "!IhIhih", f.table_oid, f.attnum, f.type_oid, f.typlen, f.typmod, f.format
+                )
+            )
         return frame(self.TYPE, b"".join(parts))
 
     @classmethod
@@ -594,7 +605,7 @@ class DataRow:
             elif ln < -1:
                 raise RemoteProtocolError("malformed DataRow: negative length")
             else:
-                vals.append(r.bytes(ln))
+                vals.append(r.take(ln))
         r.done()
         return cls(tuple(vals))
 
@@ -768,8 +779,12 @@ class CopyResponse:
     column_formats: tuple[int, ...] = field(default=())
 
     def encode(self) -> bytes:
-        body = struct.pack(f"!bh{len(self.column_formats)}h", self.format,
-                           len(self.column_formats), *self.column_formats)
+        body = struct.pack(
+            f"!bh{len(self.column_formats)}h",
+            self.format,
+            len(self.column_formats),
+            *self.column_formats,
+        )
         return frame(self.type_byte, body)
 
     @classmethod
