@@ -77,6 +77,8 @@ class Result:
     # CPU time of the proxy's processes (dbgov: supervisor with the ledger sequencer, and
     # workers; PgBouncer: its one process) per transaction, in microseconds.
     proxy_cpu_us_per_tx: float | None = None
+    # With --rounds: every round's TPS (this result is the best round).
+    tps_rounds: list[float | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,6 +171,6 @@ def run(pgbench: str, endpoint: Endpoint, load: Load, workdir: Path) -> Result:
     if lat:
         result.p50_ms = percentile(lat, 0.50) / 1000
         result.p99_ms = percentile(lat, 0.99) / 1000
-        result.mean_ms = sum(lat) / len(lat) / 1000
+        result.mean_ms = round(sum(lat) / len(lat) / 1000, 3)
     shutil.rmtree(logdir, ignore_errors=True)
     return result

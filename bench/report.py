@@ -324,11 +324,17 @@ def details(results: Results) -> str:
         )
     if results.scale:
         s = results.scale
+        b = s.get("busy") or {}
+        busy = (
+            f"pgbench {s.get('busy_label', '')} beside them {_f(b.get('tps'), ',.0f')} tps "
+            f"p50 {_f(b.get('p50_ms'), '.3f')} ms p99 {_f(b.get('p99_ms'), '.3f')} ms; "
+            if b
+            else ""
+        )
         out.append(
-            f"Scale: {s['opened']:,}/{s['connections']:,} connections open in "
-            f"{s['open_seconds']} s ({s['logins_per_s']}/s), errors {s['errors']}; busy "
-            f"{s['busy_connections']} conns {s['busy_qps']:,} q/s p50 {_f(s['busy_p50_ms'], '.3f')}"
-            f" ms p99 {_f(s['busy_p99_ms'], '.3f')} ms; {s['workers']} workers' RSS "
+            f"Scale: {s['opened']:,}/{s['connections']:,} idle connections open in "
+            f"{s['open_seconds']} s ({s['logins_per_s']}/s), errors {s['errors']}; {busy}"
+            f"{s['idle_probed']} idle ones probed after; {s['workers']} workers' RSS "
             f"{s['workers_rss_before_kib']:,} -> {s['workers_rss_after_kib']:,} KiB = "
             f"{s['rss_per_connection_kib']} KiB per connection"
         )

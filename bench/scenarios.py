@@ -41,6 +41,7 @@ from bench.systems import DbgovInstance, EmbeddedWorld, Endpoint, PgBouncer
 ALL = ("select", "tpcb", "churn", "policy", "ledger-mode", "masked", "ledger", "scale")
 SERVER_SCENARIOS = frozenset(ALL) - {"ledger"}
 QUICK = frozenset(ALL) - {"tpcb"}
+SCALE_BUSY_CLIENTS = 32  # pgbench clients running beside the idle connections
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,16 @@ class Settings:
     ledger_events: int
     masked_repeats: int
     scale_connections: int
+    rounds: int
 
     @classmethod
     def make(
-        cls, quick: bool, only: Iterable[str], workers: int, seconds: int | None = None
+        cls,
+        quick: bool,
+        only: Iterable[str],
+        workers: int,
+        seconds: int | None = None,
+        rounds: int = 1,
     ) -> Settings:
         # --quick leaves out TPC-B (it has no target) and 64 clients, unless asked for.
         chosen = frozenset(only) or (QUICK if quick else frozenset(ALL))
@@ -71,6 +78,7 @@ class Settings:
             ledger_events=200_000 if quick else 1_000_000,
             masked_repeats=2 if quick else 5,
             scale_connections=2000,
+            rounds=max(1, rounds),
         )
 
     def wants(self, name: str) -> bool:
@@ -170,41 +178,54 @@ class Runner:
         )
 
     def measure(
-        self, scenario: str, load: pgbench.Load, system: str, ep: Endpoint, phase: str
-    ) -> Row:
+        self, scenario: str, load: pgbench.Load, systems: list[tuple[str, Endpoint]], phase: str
+    ) -> None:
+        """Run `load` against each system, `rounds` times in alternating order; one row per
+        system with its best round (on a shared machine, disturbance only ever slows)."""
         assert self.world is not None
+        runs: dict[str, list[pgbench.Result]] = {name: [] for name, _ in systems}
         la = loadavg()
-        result = pgbench.run(self.world.pgbench, ep, load, self.workdir)
-        row = Row(
-            scenario,
-            load.label,
-            system,
-            phase,
-            {
+        for rnd in range(self.s.rounds):
+            order = systems if rnd % 2 == 0 else systems[::-1]
+            for name, ep in order:
+                result = pgbench.run(self.world.pgbench, ep, load, self.workdir)
+                runs[name].append(result)
+                self._print(scenario, load, name, result, rnd)
+        for name, _ in systems:
+            results = runs[name]
+            ok = [r for r in results if r.tps is not None and not r.error]
+            best = max(ok, key=lambda r: r.tps or 0.0) if ok else results[-1]
+            best.tps_rounds = [r.tps for r in results]
+            load_json = {
                 "script": load.script,
                 "mode": load.mode,
                 "clients": load.clients,
                 "seconds": load.seconds,
                 "connect": load.connect,
-            },
-            result,
-            la,
-        )
-        self.results.rows.append(row)
-        if result.error:
-            self.results.errors.append(f"{scenario} {load.label} {system}: {result.error}")
+            }
+            self.results.rows.append(Row(scenario, load.label, name, phase, load_json, best, la))
+            for r in results:
+                if r.error:
+                    self.results.errors.append(f"{scenario} {load.label} {name}: {r.error}")
+
+    def _print(
+        self, scenario: str, load: pgbench.Load, system: str, result: pgbench.Result, rnd: int
+    ) -> None:
         tps = f"{result.tps:10,.0f} tps" if result.tps is not None else "    failed"
         lat = (
             f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms"
             if result.p50_ms is not None and result.p99_ms is not None
             else ""
         )
-        err = f"  ERROR {result.error}" if result.error else ""
-        fail = f"  failed tx {result.failed}" if result.failed else ""
         if result.proxy_cpu_us_per_tx is not None:
             lat += f"  proxy cpu {result.proxy_cpu_us_per_tx:5.0f} us/tx"
-        print(f"  {scenario:<11} {load.label:<24} {system:<16} {tps}  {lat}{fail}{err}", flush=True)
-        return row
+        err = f"  ERROR {result.error}" if result.error else ""
+        fail = f"  failed tx {result.failed}" if result.failed else ""
+        tag = f" #{rnd + 1}" if self.s.rounds > 1 else ""
+        print(
+            f"  {scenario:<11} {load.label:<24} {system + tag:<19} {tps}  {lat}{fail}{err}",
+            flush=True,
+        )
 
     def warm_up(self, systems: list[tuple[str, Endpoint]], modes: Iterable[str]) -> None:
         assert self.world is not None
@@ -235,16 +256,13 @@ class Runner:
             for mode in ("simple", "prepared"):
                 for clients in s.select_clients:
                     load = self.load("select", mode, clients)
-                    for name, ep in systems:
-                        self.measure("select", load, name, ep, "A")
+                    self.measure("select", load, systems, "A")
         if s.wants("tpcb"):
             load = self.load("tpcb", "simple", 8)
-            for name, ep in systems:
-                self.measure("tpcb", load, name, ep, "A")
+            self.measure("tpcb", load, systems, "A")
         if s.wants("churn"):
             load = self.load("select", "simple", 8, connect=True)
-            for name, ep in systems:
-                self.measure("churn", load, name, ep, "A")
+            self.measure("churn", load, systems, "A")
         if s.wants("masked"):
             self.masked(dbgov)
         dbgov_ep = systems[-1][1]
@@ -253,8 +271,7 @@ class Runner:
             if s.wants(scenario):
                 for mode in ("simple", "prepared"):
                     load = self.load("select", mode, 8)
-                    self.measure(scenario, load, "direct", direct, "A")
-                    self.measure(scenario, load, "dbgov", dbgov_ep, "A")
+                    self.measure(scenario, load, [("direct", direct), ("dbgov", dbgov_ep)], "A")
 
     def phase_variant(
         self, phase: str, dbgov: DbgovInstance, system: str, loads: list[tuple[str, pgbench.Load]]
@@ -265,8 +282,7 @@ class Runner:
         ep = dbgov.endpoint("carol", self.token("carol", "dba"))
         self.warm_up([(system, ep)], {load.mode for _, load in loads})
         for scenario, load in loads:
-            self.measure(scenario, load, "direct", direct, phase)
-            self.measure(scenario, load, system, ep, phase)
+            self.measure(scenario, load, [("direct", direct), (system, ep)], phase)
 
     def masked(self, dbgov: DbgovInstance) -> None:
         assert self.world is not None
@@ -290,24 +306,39 @@ class Runner:
                 )
 
     def scale(self, dbgov: DbgovInstance) -> None:
+        assert self.world is not None
+        world = self.world
         ep = dbgov.endpoint("carol", self.token("carol", "dba"))
         n = self.s.scale_connections
-        print(f"  scale       opening {n:,} connections to dbgov ...", flush=True)
+        busy_load = pgbench.Load("select", "simple", SCALE_BUSY_CLIENTS, self.s.seconds)
+
+        def busy() -> pgbench.Result:
+            return pgbench.run(world.pgbench, ep, busy_load, self.workdir)
+
+        print(
+            f"  scale       opening {n:,} idle connections to dbgov, then pgbench "
+            f"{busy_load.label} beside them ...",
+            flush=True,
+        )
         try:
-            out = scale.run(
-                ep, dbgov.worker_pids, connections=n, busy_seconds=3.0 if self.s.quick else 5.0
-            )
+            out = scale.run(ep, dbgov.worker_pids, connections=n, busy=busy)
         except Exception as exc:
             self.results.errors.append(f"scale: {type(exc).__name__}: {exc}")
             print(f"  scale       ERROR {type(exc).__name__}: {exc}", flush=True)
             return
+        out["busy_label"] = busy_load.label
         self.results.scale = out
+        b = out["busy"] or {}
         print(
             f"  scale       {out['opened']:,}/{n:,} open in {out['open_seconds']} s, "
-            f"errors {out['errors']}, busy {out['busy_connections']} conns "
-            f"{out['busy_qps']:,} q/s, workers RSS +{out['rss_per_connection_kib']} KiB/conn",
+            f"errors {out['errors']}, busy {_num(b.get('tps'))} tps, "
+            f"workers RSS +{out['rss_per_connection_kib']} KiB/conn",
             flush=True,
         )
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
 
 
 def run_ledger(settings: Settings, workdir: Path) -> dict[str, Any]:

@@ -107,6 +107,14 @@ class Journal:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_fsync)
 
+    def write_now(self) -> OSError | None:
+        """Strict mode: write everything pending now; the error if it failed."""
+        err = self._write(self._pending)
+        if err is None:
+            self._pending = []
+            self._arm_timer()
+        return err
+
     def _write_pending(self) -> None:
         waiters, self._waiters = self._waiters, []
         err = self._write(self._pending)

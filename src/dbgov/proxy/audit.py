@@ -54,5 +54,25 @@ class Audit:
         self.journal.when_durable(result.append)
         return result[0] if result else None
 
+    def event(self, type_: str, prefix: str) -> dict[str, Any]:
+        """A new event's common fields; the caller adds the rest (None values left out)."""
+        return {
+            "v": events.SCHEMA_VERSION,
+            "type": type_,
+            "id": f"{prefix}:{next(self._ids)}",
+            "ts": events.utc_now_iso(),
+        }
+
+    def append_event(self, ev: dict[str, Any]) -> None:
+        """`record` for an event built with `event()`: nothing waits on it."""
+        self.journal.append(events.encode(ev))
+
+    def write_ahead_event(self, ev: dict[str, Any]) -> OSError | None:
+        """`write_ahead` for an event built with `event()`."""
+        self.journal.append(events.encode(ev))
+        if self.journal.mode != "strict":
+            return self.journal.failed
+        return self.journal.write_now()
+
     def when_durable(self, callback: Callable[[OSError | None], None]) -> None:
         self.journal.when_durable(callback)

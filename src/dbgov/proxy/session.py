@@ -56,6 +56,7 @@ from dbgov.wire.postgres import (
     backend_step,
     frontend_step,
 )
+from dbgov.wire.postgres.framing import BODILESS_BACKEND
 from dbgov.wire.postgres.messages import (
     AUTH_CLEARTEXT,
     AUTH_OK_BYTES,
@@ -101,6 +102,7 @@ REFUSED_PORTAL = "\x01dbgov-refused"
 _CATALOG_MISS = "is not in the catalog"
 CATALOG_RELOAD_INTERVAL_S = 5.0
 _I32 = struct.Struct("!i")
+_U32 = struct.Struct("!I")
 
 # Unit kinds: what a forwarded message expects back.
 U_QUERY, U_PARSE, U_BIND, U_DESC_STMT, U_DESC_PORTAL, U_EXECUTE, U_CLOSE, U_SYNC = range(8)
@@ -606,7 +608,15 @@ class Session(asyncio.Protocol):
 
     def _client_frame(self, t: int, body: bytes, raw: bytes) -> None:
         if t == 0x51:  # 'Q' Query
-            self._on_query(Query.decode(body).sql, raw)
+            # Fast path for a well-formed body; anything odd gets the full decoder's error.
+            if body[-1:] == b"\x00" and body.find(b"\x00") == len(body) - 1:
+                try:
+                    sql = body[:-1].decode()
+                except UnicodeDecodeError:
+                    sql = Query.decode(body).sql
+            else:
+                sql = Query.decode(body).sql
+            self._on_query(sql, raw)
         elif t == 0x50:  # 'P' Parse
             self._on_parse(Parse.decode(body), raw)
         elif t == 0x42:  # 'B' Bind
@@ -699,7 +709,7 @@ class Session(asyncio.Protocol):
         """The event fields that depend only on the analysis, computed once per analysis."""
         hit = _FIELDS_CACHE.get(id(analysis))
         if hit is not None and hit[0] is analysis:
-            return dict(hit[1])
+            return hit[1]  # shared: callers MUST NOT mutate it
         stmts = analysis.statements
         reads = sorted({str(r) for s in stmts for r in s.reads})
         writes = sorted({str(r) for s in stmts for r in s.writes})
@@ -712,7 +722,7 @@ class Session(asyncio.Protocol):
         if len(_FIELDS_CACHE) > 10_000:
             _FIELDS_CACHE.clear()
         _FIELDS_CACHE[id(analysis)] = (analysis, fields)  # holds the analysis: ids stay unique
-        return dict(fields)
+        return fields
 
     def _statement_event(
         self,
@@ -724,27 +734,30 @@ class Session(asyncio.Protocol):
     ) -> tuple[str, OSError | None]:
         assert self.identity is not None and self.target is not None
         self.statements += 1
-        event_id = self.ctx.audit.next_id(self.id)
-        fields = self._statement_fields(analysis)
+        ev = self.ctx.audit.event("statement", self.id)
+        ev["session"] = self.id
+        ev["user"] = self.identity.user
+        ev["target"] = self.target.name
+        ev["sql"] = events.clip(redact_sql(sql, analysis))
+        if params is not None:
+            ev["params"] = params
+        ev["decision"] = decision.as_event()
+        if self.search_path != ("public",):
+            ev["search_path"] = ",".join(self.search_path)
+        if self.txn != "I":
+            ev["in_txn"] = True
+        for k, v in self._statement_fields(analysis).items():
+            if v is not None:
+                ev[k] = v
         # Model provenance (dbgov.models): link changes of declared model inputs.
-        fields["models"] = model_links(
+        models = model_links(
             self.ctx.gate.policy, analysis, self.search_path, self.target.name, self.sql_prepared
         )
-        err = self.ctx.audit.write_ahead(
-            "statement",
-            event_id,
-            session=self.id,
-            user=self.identity.user,
-            target=self.target.name,
-            sql=events.clip(redact_sql(sql, analysis)),
-            params=params,
-            decision=decision.as_event(),
-            search_path=",".join(self.search_path) if self.search_path != ("public",) else None,
-            in_txn=self.txn != "I" or None,
-            **fields,
-            **(extra or {}),
-        )
-        return event_id, err
+        if models:
+            ev["models"] = models
+        if extra:
+            ev.update((k, v) for k, v in extra.items() if v is not None)
+        return ev["id"], self.ctx.audit.write_ahead_event(ev)
 
     def _denial_error(
         self, decision: Decision, analysis: Analysis | None, sql: str
@@ -1062,60 +1075,82 @@ class Session(asyncio.Protocol):
         self.close("upstream closed")
 
     def _on_server_data(self, data: bytes) -> None:
+        """Server bytes: frames that need attention are handled, runs of the others are
+        forwarded as they are. When a whole chunk passes unchanged (the common case),
+        the received bytes object itself is sent on, with no copy."""
         sin = self.sin
+        whole = sin.pending() == 0  # the chunk starts at a frame boundary
         sin.feed(data)
         buf = sin.buf
         out = self._to_client
         run_start = -1
+        changed = False
+        pos = sin.pos
+        size = len(buf)
+        max_len = sin.max_len
         try:
-            while True:
-                fr = sin.next_frame()
-                if fr is None:
+            while size - pos >= 5:
+                # Framing inlined (FrameBuffer.next_frame's checks): this loop is hot.
+                t = buf[pos]
+                (n,) = _U32.unpack_from(buf, pos + 1)
+                if n < 4 or n > max_len or (n != 4 and t in BODILESS_BACKEND):
+                    raise RemoteProtocolError(f"invalid message length {n} for type {chr(t)!r}")
+                end = pos + 1 + n
+                if end > size:
                     break
-                t, start, end = fr
+                start = pos
+                pos = end
                 if self.phase is not Phase.READY or t not in _READY_STAY:
                     self.phase = backend_step(self.phase, t)
                 unit = self.units[0] if self.units else None
+                if t == 0x44 and (unit is None or unit.rewriter is None and not unit.internal):
+                    if run_start < 0:  # 'D' DataRow, nothing to rewrite
+                        run_start = start
+                    continue
+                if unit is None or not unit.internal:
+                    if (t in _PASS_BACKEND and not (t == 0x4E and self.masking)) or (
+                        t == 0x54 and not self.masking and unit is not None and unit.kind == U_QUERY
+                    ):
+                        if run_start < 0:
+                            run_start = start
+                        continue
+                if run_start >= 0:
+                    out.append(bytes(buf[run_start:start]))
+                    run_start = -1
                 if unit is not None and unit.internal:
-                    if run_start >= 0:
-                        out.append(bytes(buf[run_start:start]))
-                        run_start = -1
+                    changed = True
                     reply = self._internal_frame(t, bytes(buf[start + 5 : end]), unit)
                     if reply:
                         out.append(reply)
                     continue
-                if t == 0x44:  # 'D' DataRow
-                    if unit is not None and unit.rewriter is not None:
-                        if run_start >= 0:
-                            out.append(bytes(buf[run_start:start]))
-                            run_start = -1
-                        out.append(unit.rewriter(buf, start, end))
-                        continue
-                    if run_start < 0:
-                        run_start = start
+                if t == 0x44:
+                    changed = True
+                    assert unit is not None and unit.rewriter is not None
+                    out.append(unit.rewriter(buf, start, end))
                     continue
-                if (t in _PASS_BACKEND and not (t == 0x4E and self.masking)) or (
-                    t == 0x54 and not self.masking and unit is not None and unit.kind == U_QUERY
-                ):
-                    if run_start < 0:
-                        run_start = start
-                    continue
-                if run_start >= 0:
-                    out.append(bytes(buf[run_start:start]))
-                    run_start = -1
                 answer = self._server_frame(t, bytes(buf[start + 5 : end]), unit)
                 if answer is None:
                     out.append(bytes(buf[start:end]))
-                elif answer:
-                    out.append(answer)
+                else:
+                    changed = True
+                    if answer:
+                        out.append(answer)
+            sin.pos = pos
             if run_start >= 0:
-                out.append(bytes(buf[run_start : sin.pos]))
+                out.append(bytes(buf[run_start:pos]))
         except ProtocolError as exc:
             log.warning("session %s: upstream protocol error: %s", self.id, exc)
             self._send(
                 ErrorResponse.build("FATAL", "08P01", "dbgov: upstream protocol error").encode()
             )
             self.close("upstream protocol error")
+            return
+        if whole and not changed and pos == size:
+            # Every frame went out unchanged, some via _server_frame's bookkeeping.
+            out.clear()
+            sin.buf.clear()
+            sin.pos = 0
+            self._send(data)
             return
         if out:
             data_out = b"".join(out) if len(out) > 1 else out[0]
@@ -1381,19 +1416,22 @@ class Session(asyncio.Protocol):
         if unit.event_id is None or self.identity is None:
             return
         event_id, unit.event_id = unit.event_id, None
-        self.ctx.audit.record(
-            "statement.done",
-            self.ctx.audit.next_id(self.id),
-            session=self.id,
-            user=self.identity.user,
-            target=self.target.name if self.target else None,
-            ref=event_id,
-            tags=unit.tags or None,
-            rows=unit.rows or None,
-            sqlstate=unit.sqlstate or "00000",
-            duration_us=int((time.monotonic() - unit.started) * 1e6) if unit.started else None,
-            masked=unit.masked or None,
-        )
+        ev = self.ctx.audit.event("statement.done", self.id)
+        ev["session"] = self.id
+        ev["user"] = self.identity.user
+        if self.target is not None:
+            ev["target"] = self.target.name
+        ev["ref"] = event_id
+        if unit.tags:
+            ev["tags"] = unit.tags
+        if unit.rows:
+            ev["rows"] = unit.rows
+        ev["sqlstate"] = unit.sqlstate or "00000"
+        if unit.started:
+            ev["duration_us"] = int((time.monotonic() - unit.started) * 1e6)
+        if unit.masked:
+            ev["masked"] = unit.masked
+        self.ctx.audit.append_event(ev)
 
 
 def _formats(n: int, result_formats: tuple[int, ...]) -> tuple[int, ...]:
