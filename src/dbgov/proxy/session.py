@@ -1103,21 +1103,22 @@ class Session(asyncio.Protocol):
                 if self.phase is not Phase.READY or t not in _READY_STAY:
                     self.phase = backend_step(self.phase, t)
                 unit = self.units[0] if self.units else None
-                if t == 0x44 and (unit is None or unit.rewriter is None and not unit.internal):
-                    if run_start < 0:  # 'D' DataRow, nothing to rewrite
+                internal = unit is not None and unit.internal
+                if not internal and (
+                    (t == 0x44 and (unit is None or unit.rewriter is None))  # DataRow as is
+                    or (t in _PASS_BACKEND and not (t == 0x4E and self.masking))
+                    or (
+                        t == 0x54 and not self.masking and unit is not None and unit.kind == U_QUERY
+                    )
+                ):
+                    if run_start < 0:
                         run_start = start
                     continue
-                if unit is None or not unit.internal:
-                    if (t in _PASS_BACKEND and not (t == 0x4E and self.masking)) or (
-                        t == 0x54 and not self.masking and unit is not None and unit.kind == U_QUERY
-                    ):
-                        if run_start < 0:
-                            run_start = start
-                        continue
                 if run_start >= 0:
                     out.append(bytes(buf[run_start:start]))
                     run_start = -1
-                if unit is not None and unit.internal:
+                if internal:
+                    assert unit is not None
                     changed = True
                     reply = self._internal_frame(t, bytes(buf[start + 5 : end]), unit)
                     if reply:
