@@ -297,6 +297,11 @@ class Sequencer:
     # -- the thread ----------------------------------------------------------------------
 
     def run(self, poll_s: float = 0.02) -> None:
+        # Integration can wait; statements cannot. Under CPU contention the proxy
+        # workers go first (Linux niceness is per thread): durability is already
+        # the journal's, and the backlog shows as ledger lag until load drops.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while not self._stop.is_set():
             try:
                 self.integrate_once()

@@ -91,36 +91,46 @@ class Supervisor:
         self._seq_thread.start()
 
     def start_workers(self, timeout: float = 30.0) -> None:
-        env = dict(os.environ)
-        for i in range(self.nworkers):
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dbgov.proxy.worker",
-                    "--config",
-                    str(self.config_path),
-                    "--worker-id",
-                    str(i),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-                env=env,
-                preexec_fn=_worker_preexec,
-            )
-            self.procs.append(proc)
+        """Start the workers and wait until each listens. With port 0 in the config,
+        worker 0 picks the port and the others join it, so all share one port."""
         deadline = time.monotonic() + timeout
-        for proc in self.procs:
-            assert proc.stdout is not None
-            line = ""
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if line.startswith("READY") or not line:
-                    break
-            if not line.startswith("READY"):
-                self.stop_workers()
-                raise SupervisorError("a proxy worker failed to start; see the messages above")
-            self.port = int(line.split()[1])
+        _, port = self.config.listen.proxy_addr()
+        for i in range(self.nworkers):
+            proc = self._spawn(i, port)
+            self.procs.append(proc)
+            if port == 0:
+                port = self._await_ready(proc, deadline)
+        for proc in self.procs[1:] if self.config.listen.proxy_addr()[1] == 0 else self.procs:
+            self._await_ready(proc, deadline)
+        self.port = port
+
+    def _spawn(self, worker_id: int, port: int) -> subprocess.Popen[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "dbgov.proxy.worker",
+            "--config",
+            str(self.config_path),
+            "--worker-id",
+            str(worker_id),
+        ]
+        if port:
+            cmd += ["--port", str(port)]
+        return subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ), preexec_fn=_worker_preexec
+        )
+
+    def _await_ready(self, proc: subprocess.Popen[str], deadline: float) -> int:
+        assert proc.stdout is not None
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("READY") or not line:
+                break
+        if not line.startswith("READY"):
+            self.stop_workers()
+            raise SupervisorError("a proxy worker failed to start; see the messages above")
+        return int(line.split()[1])
 
     def write_state(self, **extra: Any) -> None:
         host, _ = self.config.listen.proxy_addr()

@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="dbgov-worker")
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--worker-id", type=int, default=0)
+    ap.add_argument("--port", type=int, default=None, help="override the config's proxy port")
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("DBGOV_LOG", "WARNING").upper(),
@@ -151,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = load_config(args.config)
+    if args.port is not None:
+        host, _ = config.listen.proxy_addr()
+        listen = config.listen.model_copy(update={"proxy": f"{host}:{args.port}"})
+        config = config.model_copy(update={"listen": listen})
     try:
         import uvloop
 
