@@ -15,8 +15,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from scramp import ScramClient, ScramException
-
+from dbgov.proxy.upstream_scram import ScramClient, ScramError
 from dbgov.wire.postgres import NEED_DATA, ClientConnection, ConnectionClosed, RemoteProtocolError
 from dbgov.wire.postgres.messages import (
     AUTH_CLEARTEXT,
@@ -215,19 +214,18 @@ async def _login(
                 mechs = event.sasl_mechanisms()
                 if "SCRAM-SHA-256" not in mechs:
                     raise UpstreamError(f"upstream offers no supported SASL mechanism: {mechs}")
-                scram = ScramClient(["SCRAM-SHA-256"], user, need_password())
-                first = scram.get_client_first().encode()
-                transport.write(conn.send(SASLInitialResponse("SCRAM-SHA-256", first)))
+                scram = ScramClient(need_password())
+                transport.write(conn.send(SASLInitialResponse("SCRAM-SHA-256", scram.first())))
             elif event.code == AUTH_SASL_CONTINUE and scram is not None:
                 try:
-                    scram.set_server_first(event.data.decode())
-                except ScramException as exc:
+                    final = scram.final(event.data)
+                except (ScramError, ValueError) as exc:
                     raise UpstreamError(f"upstream SCRAM exchange failed: {exc}") from None
-                transport.write(conn.send(SASLResponse(scram.get_client_final().encode())))
+                transport.write(conn.send(SASLResponse(final)))
             elif event.code == AUTH_SASL_FINAL and scram is not None:
                 try:
-                    scram.set_server_final(event.data.decode())
-                except ScramException:
+                    scram.verify(event.data)
+                except (ScramError, ValueError):
                     raise UpstreamError("upstream failed SCRAM server verification") from None
             else:
                 raise UpstreamError(f"unexpected authentication request {event.code}")
