@@ -33,7 +33,7 @@ import logging
 import struct
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dbgov.gate import Decision, ResultPlan, SessionContext, Verdict
@@ -130,18 +130,21 @@ class Portal:
 
 @dataclass(slots=True)
 class Unit:
+    """One forwarded message awaiting its response. Cheap to make: four per pipelined
+    statement, so the result lists are created only for units that get results."""
+
     kind: int
     name: str = ""
     event_id: str | None = None
     statements: tuple[Statement, ...] = ()
     stmt_i: int = 0
     started: float = 0.0
-    rows: list[int | None] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
+    rows: list[int | None] | None = None
+    tags: list[str] | None = None
     sqlstate: str | None = None
     plan: ResultPlan | None = None
     rewriter: masking_io.RowRewriter | None = None  # applies `plan` to DataRows
-    masked: list[dict[str, str]] = field(default_factory=list)
+    masked: list[dict[str, str]] | None = None
     rewrite: ErrorResponse | None = None  # replaces the server's error for this unit
     internal: bool = False  # injected by dbgov: its responses are swallowed
     result_formats: tuple[int, ...] = ()  # Bind's result format codes
@@ -940,9 +943,10 @@ class Session(asyncio.Protocol):
             return None
         prepared = self.prepared.get(portal.statement)
         oids = prepared.param_oids if prepared is not None else ()
-        fmt = Bind("", "", portal.param_formats)
+        fmts = _formats(len(portal.params), portal.param_formats)
+        n_oids = len(oids)
         return [
-            events.param_repr(v, fmt.param_format(i), oids[i] if i < len(oids) else 0)
+            events.param_repr(v, fmts[i], oids[i] if i < n_oids else 0)
             for i, v in enumerate(portal.params)
         ]
 
@@ -1104,6 +1108,22 @@ class Session(asyncio.Protocol):
                     self.phase = backend_step(self.phase, t)
                 unit = self.units[0] if self.units else None
                 internal = unit is not None and unit.internal
+                if (
+                    unit is not None
+                    and not internal
+                    and not self.masking
+                    and (
+                        (t in _COMPLETIONS and unit.kind in (U_PARSE, U_BIND, U_CLOSE))
+                        or (t == 0x54 and unit.kind in (U_DESC_STMT, U_DESC_PORTAL))
+                        or (t == 0x6E and unit.kind in (U_DESC_STMT, U_DESC_PORTAL))
+                    )
+                ):
+                    # Parse/Bind/CloseComplete, and descriptions nobody needs to read
+                    # (column origins matter only to masking): settle the unit, pass bytes.
+                    self.units.popleft()
+                    if run_start < 0:
+                        run_start = start
+                    continue
                 if not internal and (
                     (t == 0x44 and (unit is None or unit.rewriter is None))  # DataRow as is
                     or (t in _PASS_BACKEND and not (t == 0x4E and self.masking))
@@ -1227,7 +1247,7 @@ class Session(asyncio.Protocol):
             return None
         if t in (0x49, 0x73):  # 'I' EmptyQueryResponse, 's' PortalSuspended
             if kind == U_EXECUTE:
-                unit.tags.append("SUSPENDED" if t == 0x73 else "EMPTY")
+                unit.tags = [*(unit.tags or ()), "SUSPENDED" if t == 0x73 else "EMPTY"]
                 self._end_result(unit)
                 self._finish_unit(unit)
                 self.units.popleft()
@@ -1299,6 +1319,8 @@ class Session(asyncio.Protocol):
     def _end_result(self, unit: Unit) -> None:
         """A result set ended (CommandComplete, PortalSuspended): audit its masks."""
         if unit.plan:
+            if unit.masked is None:
+                unit.masked = []
             unit.masked.extend({"column": c.column, "mask": c.mask} for c in unit.plan.columns)
         unit.plan = None
         unit.rewriter = None
@@ -1327,8 +1349,12 @@ class Session(asyncio.Protocol):
         return plan or None
 
     def _on_command_complete(self, cc: CommandComplete, unit: Unit) -> None:
-        unit.tags.append(cc.tag)
-        unit.rows.append(cc.rows())
+        if unit.tags is None:
+            unit.tags, unit.rows = [cc.tag], [cc.rows()]
+        else:
+            assert unit.rows is not None
+            unit.tags.append(cc.tag)
+            unit.rows.append(cc.rows())
         self._end_result(unit)
         if unit.kind == U_QUERY:
             if unit.stmt_i < len(unit.statements):
@@ -1472,6 +1498,7 @@ def _parse_search_path(value: str) -> tuple[str, ...]:
 _PASS_FRONTEND = frozenset(b"SHDCdcf")
 # Statement event fields per analysis (id -> (analysis, fields)).
 _FIELDS_CACHE: dict[int, tuple[Analysis, dict[str, Any]]] = {}
+_COMPLETIONS = frozenset(b"123")  # ParseComplete, BindComplete, CloseComplete
 # Backend types that leave phase READY unchanged (checked inline on the hot path;
 # everything else goes through states.backend_step).
 _READY_STAY = frozenset(b"123nIsTDCNASZtK")
