@@ -331,6 +331,10 @@ DEMO: list[Case] = [
 # -- guardrails ------------------------------------------------------------------------
 PE = "privilege_escalation"
 GUARDRAILS: list[Case] = [
+    # a session's own temporary table is no schema change on production
+    _c(CAROL, "prod", "CREATE TEMP TABLE carol_scratch (id int)", ALLOW, None, True),
+    _c(CAROL, "prod", "CREATE TEMPORARY TABLE carol_t2 AS SELECT 1 AS x", ALLOW, None, True),
+    _c(CAROL, "prod", "CREATE TABLE carol_scratch (id int)", APPROVAL, "ddl_on_production", True),
     # privilege escalation
     _c(ALICE, "prod", "SET ROLE postgres", DENY, PE),
     _c(ALICE, "prod", "SET SESSION ROLE postgres", DENY, PE),

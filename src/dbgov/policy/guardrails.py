@@ -266,6 +266,8 @@ def _ddl(view: StatementView, _: tuple[str, ...]) -> str | None:
         kinds = kinds | {"reindex"}
     if not kinds:
         return None
+    if "temp_object" in stmt.flags and kinds <= {"create_table", "create_table_as"}:
+        return None  # a session's own temporary table changes no shared schema
     if kinds == {"create_index"} or kinds == {"reindex"}:
         return (
             f"{_kinds_text(kinds)} without CONCURRENTLY locks "
