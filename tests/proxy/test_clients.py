@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import datetime
 import os
 import subprocess
@@ -167,3 +168,17 @@ def test_session_open_and_close_events(dbgov, user):
     sid = opens[-1]["session"]
     closes = dbgov.wait_events(lambda e: e.get("session") == sid, types=["connection.close"])
     assert closes and closes[0]["duration_us"] > 0
+
+
+def test_secret_bind_parameters_never_enter_the_ledger(dbgov):
+    # The demo policy marks parameters of statements on customers as secret.
+    email = dbgov.app("SELECT email FROM customers WHERE id = 11")[0][0]
+    with psycopg.connect(dbgov.dsn("carol")) as conn:
+        for _ in range(2):
+            conn.execute("SELECT id FROM customers WHERE email = %s", (email,))
+    evs = dbgov.wait_events(lambda e: e.get("sql") == "SELECT id FROM customers WHERE email = $1",
+                            types=["statement"], count=2)
+    assert len(evs) >= 2
+    params = [e["params"][0] for e in evs[-2:]]
+    assert all(p.startswith("hmac:") for p in params) and params[0] == params[1]
+    assert email not in json.dumps(evs)

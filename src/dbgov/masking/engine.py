@@ -271,6 +271,11 @@ class MaskingEngine:
             if not groups & c.exempt and (not wanted or c.mask.kind in wanted)
         }
 
+    def audit_token(self, value: bytes) -> str:
+        """A keyed, deterministic stand-in for a secret bind parameter in the ledger."""
+        digest = hmac.new(self._master, b"audit-param:" + value, hashlib.sha256).hexdigest()
+        return f"hmac:{digest[:32]}"
+
     def key_for(self, target: str) -> bytes:
         key = self._keys.get(target)
         if key is None:

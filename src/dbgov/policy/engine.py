@@ -320,6 +320,7 @@ class PolicyEngine:
         self.source = source
         self.admin_groups = frozenset(policy.admin_groups)
         self.masking_config = MaskingConfig.of(policy.masking)
+        self.secret_params_tables = policy.audit.secret_params_tables
         self.models = ModelRegistry.of(policy)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._grants = tuple(

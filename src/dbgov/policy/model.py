@@ -430,12 +430,21 @@ class ModelSpec(_Model):
         return v
 
 
+class Audit(_Model):
+    """What the ledger keeps of statements. Bind parameters of statements that touch
+    `secret_params_tables` (schema.table globs) are recorded as keyed hashes, so
+    equal values still correlate but the values themselves never enter the ledger."""
+
+    secret_params_tables: tuple[str, ...] = ()
+
+
 class PolicyFile(_Model):
     version: Literal[1] = 1
     admin_groups: tuple[str, ...] = ()
     grants: tuple[Grant, ...] = ()
     rules: tuple[Rule, ...] = ()
     guardrails: tuple[GuardrailOverride, ...] = ()
+    audit: Audit = Audit()
     masking: Masking = Masking()
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     table_tags: dict[str, tuple[TableTag, ...]] = Field(default_factory=dict)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import ipaddress
 import logging
 import struct
@@ -630,15 +631,26 @@ class Session(asyncio.Protocol):
             self.close_reason = "client terminated"
             self._flush_server()
             self.close("client terminated")
-        elif t == 0x46:  # 'F' FunctionCall: calls by OID bypass SQL analysis
-            deny = Decision(
-                Verdict.DENY,
-                "function-call",
-                "the fast-path FunctionCall protocol is not allowed; call functions through SQL",
-            )
-            self._refuse_simple(deny, "")
+        elif t == 0x46:  # 'F' FunctionCall: calls a function by OID, out of SQL's sight
+            self._on_function_call(body, raw)
         else:  # pragma: no cover - the phase table admits nothing else
             raise RemoteProtocolError(f"unexpected message type {chr(t)!r}")
+
+    def _on_function_call(self, body: bytes, raw: bytes) -> None:
+        """The function_call guardrail decides (deny by default); if a policy turns it
+        off, the call is audited like a statement, by OID, before it is forwarded."""
+        policy = self.ctx.gate.policy
+        decide = getattr(policy, "decide_function_call", None)
+        decision = decide(self._context()) if decide is not None else Decision(Verdict.ALLOW)
+        oid = int.from_bytes(body[:4], "big") if len(body) >= 4 else 0
+        label = f"/* FunctionCall */ function oid {oid}"
+        analysis = Analysis((), "", False)
+        if decision.verdict is not Verdict.ALLOW:
+            if decision.verdict is Verdict.APPROVAL:  # nothing to hold: no statement text
+                decision = Decision(Verdict.DENY, decision.rule, decision.reason, decision.hint)
+            self._refuse_simple(decision, label, analysis)
+            return
+        self._forward_query(label, analysis, decision, raw)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -938,10 +950,26 @@ class Session(asyncio.Protocol):
             return
         self._forward_execute(msg, portal, prepared, decision, raw)
 
+    def _secret_params(self, analysis: Analysis) -> bool:
+        """Does the policy mark this statement's bind parameters as secret?"""
+        globs = getattr(self.ctx.gate.policy, "secret_params_tables", ())
+        if not globs or self.ctx.gate.masking is None:
+            return False
+        default = self.search_path[0] if self.search_path else "public"
+        return any(
+            fnmatch.fnmatchcase(rel.qualified(default), g)
+            for stmt in analysis.statements
+            for rel in stmt.reads | stmt.writes
+            for g in globs
+        )
+
     def _params(self, portal: Portal) -> list[str | None] | None:
         if not portal.params:
             return None
         prepared = self.prepared.get(portal.statement)
+        if prepared is not None and self._secret_params(prepared.analysis):
+            token = self.ctx.gate.masking.audit_token  # type: ignore[union-attr]
+            return [None if v is None else token(v) for v in portal.params]
         oids = prepared.param_oids if prepared is not None else ()
         fmts = _formats(len(portal.params), portal.param_formats)
         n_oids = len(oids)
@@ -1254,7 +1282,7 @@ class Session(asyncio.Protocol):
             elif kind == U_QUERY:
                 unit.stmt_i += 1
             return None
-        if t in (0x47, 0x48):  # CopyInResponse, CopyOutResponse
+        if t in (0x47, 0x48, 0x56):  # CopyInResponse, CopyOutResponse, FunctionCallResponse
             return None
         if t in (0x4E, 0x41, 0x53):
             return self._async_message(t, body)
