@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dbgov.config import ConfigError, config_from_dict, load_config
+from dbgov.durations import time_arg
 from dbgov.layout import Layout, resolve_data_dir
 
 Handler = Callable[[argparse.Namespace], int]
@@ -34,7 +35,8 @@ def _die(message: str, code: int = 1) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from dbgov.demo import world
     from dbgov.demo.embedded import EmbeddedError, EmbeddedPostgres, bin_path
-    from dbgov.identity.issuer import LocalIssuer, parse_ttl
+    from dbgov.durations import parse_duration
+    from dbgov.identity.issuer import LocalIssuer
     from dbgov.proxy.supervisor import Supervisor, SupervisorError
 
     t0 = time.monotonic()
@@ -103,7 +105,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"  dashboard  http://{config.listen.web}/")
         print(f"  data dir   {layout.root}")
         print("\nConnect as a demo identity (tokens valid 8 h):")
-        ttl = parse_ttl("8h")
+        ttl = parse_duration("8h")
         for user, groups in world.IDENTITIES.items():
             token = issuer.issue(user, groups, ttl)
             print(f"  # {user} ({', '.join(groups)})")
@@ -165,11 +167,12 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
-    from dbgov.identity.issuer import LocalIssuer, parse_ttl
+    from dbgov.durations import parse_duration
+    from dbgov.identity.issuer import LocalIssuer
 
     layout = Layout(resolve_data_dir(args.data_dir))
     try:
-        ttl = parse_ttl(args.ttl)
+        ttl = parse_duration(args.ttl)
     except ValueError as exc:
         return _die(str(exc), 2)
     issuer = LocalIssuer.from_file(layout.issuer_key, args.issuer, args.audience)
@@ -249,8 +252,8 @@ def cmd_audit_search(args: argparse.Namespace) -> int:
         user=args.user,
         target=args.target,
         types=args.type or None,
-        since=_time_arg(args.since),
-        until=_time_arg(args.until),
+        since=time_arg(args.since),
+        until=time_arg(args.until),
         text=args.text,
         decision=args.decision,
         limit=args.limit,
@@ -258,22 +261,6 @@ def cmd_audit_search(args: argparse.Namespace) -> int:
     for r in rows:
         _print_event(r, args.json)
     return 0
-
-
-def _time_arg(text: str | None) -> str | None:
-    """ISO timestamps pass through; '15m', '2h', '1d' mean that long ago."""
-    if not text:
-        return None
-    from dbgov.identity.issuer import parse_ttl
-
-    try:
-        seconds = parse_ttl(text)
-    except ValueError:
-        return text
-    import datetime
-
-    t = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # ---------------------------------------------------------------------------- parser

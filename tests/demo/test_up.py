@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from conftest import ROOT, start_dbgov, stop_dbgov
 
 
@@ -83,9 +84,13 @@ def test_audit_tail_and_search(dbgov) -> None:
     dbgov.wait_events(lambda e: marker in e.get("sql", ""), types=["statement"])
 
     def cli(*args: str) -> str:
-        res = subprocess.run([sys.executable, "-m", "dbgov", "audit", *args, "--data-dir",
-                              str(dbgov.data_dir)], capture_output=True, text=True, timeout=60,
-                             cwd=ROOT)
+        res = subprocess.run(
+            [sys.executable, "-m", "dbgov", "audit", *args, "--data-dir", str(dbgov.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert res.returncode == 0, res.stderr
         return res.stdout
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import datetime
+import json
 import os
 import subprocess
 import uuid
@@ -176,8 +176,11 @@ def test_secret_bind_parameters_never_enter_the_ledger(dbgov):
     with psycopg.connect(dbgov.dsn("carol")) as conn:
         for _ in range(2):
             conn.execute("SELECT id FROM customers WHERE email = %s", (email,))
-    evs = dbgov.wait_events(lambda e: e.get("sql") == "SELECT id FROM customers WHERE email = $1",
-                            types=["statement"], count=2)
+    evs = dbgov.wait_events(
+        lambda e: e.get("sql") == "SELECT id FROM customers WHERE email = $1",
+        types=["statement"],
+        count=2,
+    )
     assert len(evs) >= 2
     params = [e["params"][0] for e in evs[-2:]]
     assert all(p.startswith("hmac:") for p in params) and params[0] == params[1]

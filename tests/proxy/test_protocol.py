@@ -477,8 +477,14 @@ def test_error_response_fields_survive(dbgov):
 def test_fast_path_function_call_is_refused_and_audited(dbgov):
     c = login(dbgov, user="alice")
     # FunctionCall of lo_import (OID 764) with one text argument: bypasses SQL analysis.
-    body = (struct.pack("!Ih", 764, 1) + struct.pack("!h", 0) + struct.pack("!h", 1)
-            + struct.pack("!i", 11) + b"/etc/passwd" + struct.pack("!h", 0))
+    body = (
+        struct.pack("!Ih", 764, 1)
+        + struct.pack("!h", 0)
+        + struct.pack("!h", 1)
+        + struct.pack("!i", 11)
+        + b"/etc/passwd"
+        + struct.pack("!h", 0)
+    )
     c.send(frame(b"F", body))
     msgs = c.until_ready()
     err = error_of(msgs)
@@ -486,6 +492,7 @@ def test_fast_path_function_call_is_refused_and_audited(dbgov):
     assert err.message.startswith('dbgov: denied by rule "function_call"')
     assert rows_of(q(c, "SELECT 1")) == [(b"1",)]
     c.close()
-    evs = dbgov.wait_events(lambda e: "FunctionCall" in e.get("sql", "") and e["user"] == "alice",
-                            types=["statement"])
+    evs = dbgov.wait_events(
+        lambda e: "FunctionCall" in e.get("sql", "") and e["user"] == "alice", types=["statement"]
+    )
     assert evs and evs[-1]["decision"]["verdict"] == "deny"

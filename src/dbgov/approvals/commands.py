@@ -296,7 +296,7 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 
 def cmd_access_request(args: argparse.Namespace) -> int:
-    from dbgov.approvals.jit import parse_duration
+    from dbgov.durations import parse_duration
 
     try:
         seconds = parse_duration(args.duration)

@@ -22,7 +22,6 @@ grants a decision relied on (`Decision.grants_used`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dbgov.durations import parse_duration
 from dbgov.identity import Identity
-
-_DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class JitError(Exception):
@@ -42,21 +39,6 @@ class JitError(Exception):
 
 class AccessRefused(Exception):
     """A grant request that no jit_grants entry allows; the message says why."""
-
-
-def parse_duration(value: object) -> int:
-    """Seconds from 3600, "90s", "30m", "4h" or "1d"."""
-    if isinstance(value, bool):
-        raise ValueError(f"bad duration {value!r}")
-    if isinstance(value, int):
-        seconds = value
-    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
-        seconds = int(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError(f"bad duration {value!r}: use seconds or e.g. 90s, 30m, 4h, 1d")
-    if seconds <= 0:
-        raise ValueError(f"bad duration {value!r}: must be positive")
-    return seconds
 
 
 class JitGrantRule(BaseModel):

@@ -40,17 +40,6 @@ def key_id(public: Ed25519PublicKey) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()[:12]).decode().rstrip("=")
 
 
-def parse_ttl(text: str) -> int:
-    """'8h', '30m', '90s', '2d' or plain seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip()
-    mult = units.get(text[-1:].lower())
-    number = text[:-1] if mult else text
-    if not number.isdigit() or int(number) <= 0:
-        raise ValueError(f"bad duration {text!r}: use e.g. 90s, 30m, 8h, 2d")
-    return int(number) * (mult or 1)
-
-
 class LocalIssuer:
     def __init__(self, key: Ed25519PrivateKey, issuer: str, audience: str) -> None:
         self.key = key

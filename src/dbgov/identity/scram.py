@@ -58,7 +58,8 @@ def make_verifier(password: str, iterations: int = 4096) -> str:
     return str(Verifier(iters, salt, stored_key, server_key))
 
 
-def _attrs(message: str) -> dict[str, str]:
+def scram_attributes(message: str) -> dict[str, str]:
+    """`k=v,k=v` SCRAM attributes; ValueError on anything else (RFC 5802 section 5.1)."""
     out: dict[str, str] = {}
     for part in message.split(","):
         key, eq, value = part.partition("=")
@@ -93,7 +94,7 @@ class ScramExchange:
             raise self._fail("unsupported channel binding or authorization identity")
         self._gs2 = f"{flag},{authzid},"
         try:
-            attrs = _attrs(bare)
+            attrs = scram_attributes(bare)
         except ValueError as exc:
             raise self._fail(str(exc)) from None
         client_nonce = attrs.get("r", "")
@@ -113,7 +114,7 @@ class ScramExchange:
         try:
             text = client_final.decode()
             without_proof, _, proof_part = text.rpartition(",p=")
-            attrs = _attrs(without_proof)
+            attrs = scram_attributes(without_proof)
             proof = base64.b64decode(proof_part, validate=True)
         except (UnicodeDecodeError, ValueError):
             raise self._fail("malformed client-final") from None

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from dbgov.durations import time_arg
 from dbgov.layout import Layout, resolve_data_dir
 from dbgov.ledger.integrate import integrate_if_idle
 from dbgov.ledger.keys import load_verifier
@@ -39,27 +39,12 @@ __all__ = [
     "cmd_audit_verify_receipt",
     "cmd_witness",
     "integrate_if_idle",
-    "parse_time_arg",
 ]
 
 
 def _die(message: str, code: int = 1) -> int:
     print(f"dbgov: {message}", file=sys.stderr)
     return code
-
-
-def parse_time_arg(text: str | None) -> str | None:
-    """ISO timestamps pass through; ``15m``, ``2h``, ``1d`` mean that long ago (UTC)."""
-    if not text:
-        return None
-    from dbgov.identity.issuer import parse_ttl
-
-    try:
-        seconds = parse_ttl(text)
-    except ValueError:
-        return text
-    t = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _layout(args: argparse.Namespace) -> Layout:
@@ -234,7 +219,7 @@ def _print_report(doc: dict[str, Any], verifier: Verifier) -> None:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    since, until = parse_time_arg(args.since), parse_time_arg(args.until)
+    since, until = time_arg(args.since), time_arg(args.until)
     layout = _layout(args)
     if not layout.ledger_db.exists():
         return _die(f"no ledger in {layout.root}")

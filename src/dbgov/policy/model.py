@@ -92,6 +92,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dbgov.durations import parse_duration
 from dbgov.policy.context import CelCondition, compile_condition
 from dbgov.sql.kinds import CATEGORY_OF_KIND
 from dbgov.sql.model import Category
@@ -126,8 +127,6 @@ KINDS = frozenset(CATEGORY_OF_KIND) - {"other"}
 MASK_KINDS = ("redact", "null", "partial", "email", "pseudonym", "hash", "bucket", "pii_text")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]*$")
-_DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _check_glob(pattern: str, *, qualified: bool) -> str:
@@ -160,21 +159,6 @@ def _check_rights(values: tuple[str, ...], *, allow_star: bool) -> tuple[str, ..
                 "insert, update, delete, merge, create_index, drop, truncate)"
             )
     return values
-
-
-def parse_duration(value: object) -> int:
-    """Seconds from 600, "90s", "10m", "1h" or "1d"."""
-    if isinstance(value, bool):
-        raise ValueError(f"bad duration {value!r}")
-    if isinstance(value, int):
-        seconds = value
-    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
-        seconds = int(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError(f"bad duration {value!r}: use seconds or e.g. 90s, 10m, 1h, 1d")
-    if seconds <= 0:
-        raise ValueError(f"bad duration {value!r}: must be positive")
-    return seconds
 
 
 class Approval(_Model):

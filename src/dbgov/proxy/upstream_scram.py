@@ -17,6 +17,8 @@ from functools import lru_cache
 
 from scramp.core import saslprep
 
+from dbgov.identity.scram import scram_attributes
+
 
 class ScramError(Exception):
     pass
@@ -28,16 +30,6 @@ def _salted_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, by
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
     return client_key, hashlib.sha256(client_key).digest(), server_key
-
-
-def _attrs(message: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in message.split(","):
-        key, eq, value = part.partition("=")
-        if len(key) != 1 or not eq:
-            raise ScramError(f"malformed SCRAM attribute {part!r}")
-        out[key] = value
-    return out
 
 
 class ScramClient:
@@ -55,7 +47,10 @@ class ScramClient:
 
     def final(self, server_first: bytes) -> bytes:
         text = server_first.decode()
-        attrs = _attrs(text)
+        try:
+            attrs = scram_attributes(text)
+        except ValueError as exc:
+            raise ScramError(str(exc)) from None
         nonce, salt, iters = attrs.get("r", ""), attrs.get("s", ""), attrs.get("i", "")
         if not nonce.startswith(self.nonce) or len(nonce) == len(self.nonce):
             raise ScramError("server nonce does not extend ours")
@@ -72,7 +67,10 @@ class ScramClient:
         return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
 
     def verify(self, server_final: bytes) -> None:
-        attrs = _attrs(server_final.decode())
+        try:
+            attrs = scram_attributes(server_final.decode())
+        except ValueError as exc:
+            raise ScramError(str(exc)) from None
         if "e" in attrs:
             raise ScramError(f"server refused: {attrs['e']}")
         got = base64.b64decode(attrs.get("v", ""), validate=True)

@@ -18,6 +18,7 @@ Once READY, the proxy's pump takes over the stream (`take_leftover()`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Any, Protocol, TypeAlias
 
@@ -90,6 +91,19 @@ ClientEvent: TypeAlias = (
 )
 
 
+def _sticky(conn: Any, step: Callable[[], Any]) -> Any:
+    """Errors are sticky (h11 habit): after the peer broke the protocol once, the
+    connection is CLOSED and every later call raises the same error."""
+    if conn._error is not None:
+        raise conn._error
+    try:
+        return step()
+    except RemoteProtocolError as exc:
+        conn._error = exc
+        conn.phase = Phase.CLOSED
+        raise
+
+
 class _Expect(Enum):
     """What a 'p' message from the client means, given what we last asked for."""
 
@@ -123,14 +137,7 @@ class ServerConnection:
         return len(self._startup_buf) + self._frames.pending()
 
     def next_event(self) -> ServerEvent | _NeedData:
-        if self._error is not None:
-            raise self._error
-        try:
-            return self._next_event()
-        except RemoteProtocolError as exc:
-            self._error = exc
-            self.phase = Phase.CLOSED
-            raise
+        return _sticky(self, self._next_event)  # type: ignore[no-any-return]
 
     def _next_event(self) -> ServerEvent | _NeedData:
         if self.phase is Phase.STARTUP:
@@ -219,14 +226,7 @@ class ClientConnection:
         return message.encode()
 
     def next_event(self) -> ClientEvent | _NeedData:
-        if self._error is not None:
-            raise self._error
-        try:
-            return self._next_event()
-        except RemoteProtocolError as exc:
-            self._error = exc
-            self.phase = Phase.CLOSED
-            raise
+        return _sticky(self, self._next_event)  # type: ignore[no-any-return]
 
     _DECODERS: dict[int, Any] = {
         ord("R"): Authentication,
