@@ -4,9 +4,6 @@ sink that keeps what the service writes (encoded exactly as the ledger would).""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
 import json
 import os
 import subprocess
@@ -181,42 +178,11 @@ def statement(
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Until cli.py wires the commands in, run them through the same argparse plumbing.
-_STANDALONE = """
-import argparse, sys
-from dbgov.approvals.commands import add_access_commands, add_approvals_commands
-common = argparse.ArgumentParser(add_help=False)
-common.add_argument("--data-dir", default=None)
-ap = argparse.ArgumentParser(prog="dbgov")
-sub = ap.add_subparsers(dest="command", required=True)
-add_approvals_commands(sub, common)
-add_access_commands(sub, common)
-args = ap.parse_args()
-sys.exit(args.func(args))
-"""
-
-
-@functools.cache
-def _wired() -> bool:
-    from dbgov.cli import build_parser
-
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            build_parser().parse_args(["approvals", "list"])
-    except SystemExit:
-        return False
-    return True
-
 
 def dbgov_cmd(
     *args: str, token: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    mine = args[0] in ("approvals", "access")
-    base = (
-        [sys.executable, "-m", "dbgov"]
-        if _wired() or not mine
-        else [sys.executable, "-c", _STANDALONE]
-    )
+    base = [sys.executable, "-m", "dbgov"]
     full_env = {k: v for k, v in os.environ.items() if k != "DBGOV_TOKEN"}
     full_env.update(env or {})
     if token is not None:

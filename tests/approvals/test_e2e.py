@@ -113,13 +113,6 @@ JIT_GRANTS = [
 # ---------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def wired(dbgov: Dbgov) -> Dbgov:
-    if not (dbgov.data_dir / "control.db").exists():
-        pytest.skip("the proxy worker does not open the approvals service yet (ctx.approvals)")
-    return dbgov
-
-
 def requests(d: Dbgov) -> list[RequestRecord]:
     store = ControlStore(d.data_dir / "control.db")
     try:
@@ -253,8 +246,8 @@ def hook() -> Iterator[Hook]:
 
 
 @pytest.fixture(scope="module")
-def custom(wired: Dbgov, tmp_root: Path, hook: Hook) -> Iterator[Dbgov]:
-    d, _ = start_custom(wired, tmp_root / "approvals-custom", hook.url)
+def custom(dbgov: Dbgov, tmp_root: Path, hook: Hook) -> Iterator[Dbgov]:
+    d, _ = start_custom(dbgov, tmp_root / "approvals-custom", hook.url)
     yield d
     stop_dbgov(d)
 
@@ -262,8 +255,8 @@ def custom(wired: Dbgov, tmp_root: Path, hook: Hook) -> Iterator[Dbgov]:
 # ---------------------------------------------------------------------------- holds (demo world)
 
 
-def test_hold_then_approve_runs_in_the_same_psql_session(wired):
-    d = wired
+def test_hold_then_approve_runs_in_the_same_psql_session(dbgov):
+    d = dbgov
     cid, last = customer(d, 10), last_id(d)
     sql = (
         f"UPDATE feature_store SET value = 0.125 WHERE customer_id = {cid} "
@@ -300,8 +293,8 @@ def test_hold_then_approve_runs_in_the_same_psql_session(wired):
     }
 
 
-def test_hold_with_psycopg_extended_protocol_inside_a_transaction(wired):
-    d = wired
+def test_hold_with_psycopg_extended_protocol_inside_a_transaction(dbgov):
+    d = dbgov
     cid, last = customer(d, 20), last_id(d)
     result: dict[str, Any] = {}
 
@@ -340,8 +333,8 @@ def test_hold_with_psycopg_extended_protocol_inside_a_transaction(wired):
     assert ran and ran[0]["protocol"] == "extended" and ran[0]["in_txn"] is True
 
 
-def test_a_denial_names_who_and_why_and_nothing_runs(wired):
-    d = wired
+def test_a_denial_names_who_and_why_and_nothing_runs(dbgov):
+    d = dbgov
     cid, last = customer(d, 30), last_id(d)
     before = d.app(
         "SELECT value FROM feature_store WHERE customer_id = %s ORDER BY feature", (cid,)
@@ -373,8 +366,8 @@ def test_a_denial_names_who_and_why_and_nothing_runs(wired):
     }
 
 
-def test_ctrl_c_withdraws_the_request(wired):
-    d = wired
+def test_ctrl_c_withdraws_the_request(dbgov):
+    d = dbgov
     cid, last = customer(d, 40), last_id(d)
     sql = f"UPDATE feature_store SET value = 0.5 WHERE customer_id = {cid}"
     with running(psql_bg(d, "bob", sql)) as proc:
@@ -389,8 +382,8 @@ def test_ctrl_c_withdraws_the_request(wired):
     assert late.returncode == 1 and "already withdrawn" in late.stderr
 
 
-def test_a_dba_cannot_approve_their_own_ddl(wired):
-    d = wired
+def test_a_dba_cannot_approve_their_own_ddl(dbgov):
+    d = dbgov
     last = last_id(d)
     try:
         with running(
@@ -509,10 +502,6 @@ def test_the_webhook_announces_request_and_decision(custom, hook):
 
 
 def test_a_jit_grant_ends_in_open_sessions(custom, tmp_root):
-    import dbgov.proxy.session as session_module
-
-    if "identity_with_grants" not in Path(session_module.__file__).read_text():
-        pytest.skip("the proxy session does not apply just-in-time grants yet")
     d = custom
     cfg = tmp_root / "approvals-custom" / "cli.json"
     cid = customer(d, 50)
@@ -570,9 +559,9 @@ def test_a_jit_grant_ends_in_open_sessions(custom, tmp_root):
         d.app("DELETE FROM feature_store WHERE feature LIKE %s", (feature + "%",))
 
 
-def test_a_request_survives_a_proxy_restart(wired, tmp_root):
+def test_a_request_survives_a_proxy_restart(dbgov, tmp_root):
     root = tmp_root / "approvals-restart"
-    d, cfg = start_custom(wired, root, None)
+    d, cfg = start_custom(dbgov, root, None)
     cid = customer(d, 60)
     sql = f"UPDATE feature_store SET value = 0.375 WHERE customer_id = {cid}"
     try:
@@ -584,7 +573,7 @@ def test_a_request_survives_a_proxy_restart(wired, tmp_root):
         assert request(d, req.id).state == "pending"  # ...and the request stays open
         ok = cli(d, "approvals", "approve", str(req.id), user="carol", config=cfg)
         assert ok.returncode == 0, ok.stderr
-        d, _ = start_custom(wired, root, None)
+        d, _ = start_custom(dbgov, root, None)
         rerun = d.psql_run("bob", sql)
         assert rerun.returncode == 0, rerun.stderr
         assert f"dbgov: running with approval #{req.id} (approved by carol)" in rerun.stderr
