@@ -255,30 +255,20 @@ class Approvals:
             tables=tuple(tables),
             rule=rule,
         )
-        with self.store.transaction():
-            req = self.store.create_request(new)
-            self._emit(
-                "requested",
-                req,
-                identity.user,
-                groups=sorted(identity.groups),
-                session=session,
-                kind=STATEMENT,
-                mode=mode,
-                sql=events.clip(sql),
-                params=list(params) if params is not None else None,
-                fingerprint=fingerprint or None,
-                params_hash=params_hash,
-                tables=list(tables) or None,
-                rule=rule,
-                reason=reason,
-                risk=risk,
-                approvers=list(approvers),
-                quorum=req.quorum,
-                expires_at=iso(req.expires_at),
-            )
-            self._notify(req, "requested", actor=identity.user)
-        return req
+        return self._open(
+            new,
+            identity,
+            session=session,
+            kind=STATEMENT,
+            mode=mode,
+            sql=events.clip(sql),
+            params=list(params) if params is not None else None,
+            fingerprint=fingerprint or None,
+            params_hash=params_hash,
+            tables=list(tables) or None,
+            rule=rule,
+            risk=risk,
+        )
 
     def request_grant(
         self, identity: Identity, target: str, group: str, duration_s: int, reason: str
@@ -308,6 +298,11 @@ class Approvals:
             grant_group=group,
             grant_seconds=duration_s,
         )
+        return self._open(new, identity, kind=GRANT, group=group, duration_s=duration_s)
+
+    def _open(self, new: NewRequest, identity: Identity, **fields: Any) -> Request:
+        """Store a new request, record `*.requested` on the ledger and notify, atomically
+        with respect to the store (the event is written before the commit)."""
         with self.store.transaction():
             req = self.store.create_request(new)
             self._emit(
@@ -315,13 +310,11 @@ class Approvals:
                 req,
                 identity.user,
                 groups=sorted(identity.groups),
-                kind=GRANT,
-                group=group,
-                duration_s=duration_s,
-                reason=reason,
-                approvers=list(rule.approvers),
-                quorum=rule.quorum,
+                reason=new.reason,
+                approvers=list(new.approvers),
+                quorum=req.quorum,
                 expires_at=iso(req.expires_at),
+                **fields,
             )
             self._notify(req, "requested", actor=identity.user)
         return req

@@ -117,13 +117,9 @@ class Journal:
 
     def _write_pending(self) -> None:
         waiters, self._waiters = self._waiters, []
-        err = self._write(self._pending)
-        if err is None:
-            self._pending = []
+        err = self.write_now()
         for cb in waiters:
             cb(err)
-        if err is None and self.mode == "strict":
-            self._arm_timer()
 
     def _write(self, records: list[bytes]) -> OSError | None:
         if not records:

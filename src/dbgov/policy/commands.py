@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 # The handlers import the engine (pydantic, CEL, pglast) when they run, so that
 # building the CLI parser stays cheap for every other command.
@@ -73,18 +74,26 @@ def _select(file: str | None, config_path: str | None) -> tuple[Path, dict[str, 
     return world.demo_policy_path(), dict(world.TARGETS)
 
 
-def cmd_policy_check(args: argparse.Namespace) -> int:
+def _load(file: str | None, config: str | None) -> tuple[Path, dict[str, str] | None, Any] | int:
+    """The policy engine with where it came from, or the exit code of the failure."""
     from dbgov.policy.load import PolicyError, load_policy_file
 
     try:
-        path, targets = _select(args.file, args.config)
-        engine = load_policy_file(path, targets=targets)
+        path, targets = _select(file, config)
+        return path, targets, load_policy_file(path, targets=targets)
     except _Usage as exc:
         print(f"dbgov: {exc}", file=sys.stderr)
         return 2
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    loaded = _load(args.file, args.config)
+    if isinstance(loaded, int):
+        return loaded
+    path, targets, engine = loaded
     p = engine.policy
     print(
         f"{path}: OK ({len(p.grants)} grants, {len(p.rules)} rules, "
@@ -96,17 +105,11 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def cmd_policy_explain(args: argparse.Namespace) -> int:
     from dbgov.policy.explain import explain, render
-    from dbgov.policy.load import PolicyError, load_policy_file
 
-    try:
-        path, targets = _select(args.policy, args.config)
-        engine = load_policy_file(path, targets=targets)
-    except _Usage as exc:
-        print(f"dbgov: {exc}", file=sys.stderr)
-        return 2
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+    loaded = _load(args.policy, args.config)
+    if isinstance(loaded, int):
+        return loaded
+    path, targets, engine = loaded
     env = args.env
     if env is None:
         if targets is not None and args.target not in targets:

@@ -35,25 +35,6 @@ class Audit:
     def next_id(self, prefix: str) -> str:
         return f"{prefix}:{next(self._ids)}"
 
-    def record(self, type_: str, event_id: str, **fields: Any) -> dict[str, Any]:
-        """Append an event that nothing waits on (completions, closes, failures)."""
-        ev = events.base(type_, event_id, **fields)
-        try:
-            self.journal.append(events.encode(ev))
-        except (TypeError, ValueError):
-            log.exception("unencodable %s event dropped", type_)
-        return ev
-
-    def write_ahead(self, type_: str, event_id: str, **fields: Any) -> OSError | None:
-        """Append an event and make it durable per the mode before returning (strict),
-        or report the journal's standing failure. Returns the error, if any."""
-        self.journal.append(events.encode(events.base(type_, event_id, **fields)))
-        if self.journal.mode != "strict":
-            return self.journal.failed
-        result: list[OSError | None] = []
-        self.journal.when_durable(result.append)
-        return result[0] if result else None
-
     def event(self, type_: str, prefix: str) -> dict[str, Any]:
         """A new event's common fields; the caller adds the rest (None values left out)."""
         return {
@@ -64,15 +45,29 @@ class Audit:
         }
 
     def append_event(self, ev: dict[str, Any]) -> None:
-        """`record` for an event built with `event()`: nothing waits on it."""
-        self.journal.append(events.encode(ev))
+        """Append an event that nothing waits on (completions, closes, failures)."""
+        try:
+            self.journal.append(events.encode(ev))
+        except (TypeError, ValueError):  # a bug in an event's shape, never user input
+            log.exception("unencodable %s event dropped", ev.get("type"))
 
     def write_ahead_event(self, ev: dict[str, Any]) -> OSError | None:
-        """`write_ahead` for an event built with `event()`."""
+        """Append an event and, in strict mode, write it to the OS before returning;
+        otherwise report the journal's standing failure. Returns the error, if any."""
         self.journal.append(events.encode(ev))
         if self.journal.mode != "strict":
             return self.journal.failed
         return self.journal.write_now()
+
+    def record(self, type_: str, event_id: str, **fields: Any) -> dict[str, Any]:
+        """`append_event` from keyword fields (None values left out)."""
+        ev = events.base(type_, event_id, **fields)
+        self.append_event(ev)
+        return ev
+
+    def write_ahead(self, type_: str, event_id: str, **fields: Any) -> OSError | None:
+        """`write_ahead_event` from keyword fields (None values left out)."""
+        return self.write_ahead_event(events.base(type_, event_id, **fields))
 
     def when_durable(self, callback: Callable[[OSError | None], None]) -> None:
         self.journal.when_durable(callback)

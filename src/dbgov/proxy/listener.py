@@ -27,6 +27,7 @@ from dbgov.wire.postgres.framing import MAX_STARTUP_PACKET
 from dbgov.wire.postgres.messages import (
     CANCEL_REQUEST_CODE,
     GSSENC_REQUEST_CODE,
+    MAX_CANCEL_KEY,
     SSL_REQUEST_CODE,
     CancelRequest,
     ErrorResponse,
@@ -198,7 +199,7 @@ class Listener:
                 sock.recv(8)
                 sock.send(b"N")
                 continue
-            if code == CANCEL_REQUEST_CODE and 12 <= length <= 8 + 256:
+            if code == CANCEL_REQUEST_CODE and 16 <= length <= 12 + MAX_CANCEL_KEY:
                 data = await _peek(loop, sock, length)
                 sock.recv(length)
                 sock.close()

@@ -46,6 +46,7 @@ from dbgov.proxy import masking_io, startup_params
 from dbgov.proxy.redact import redact_sql
 from dbgov.proxy.upstream import UpstreamError, UpstreamProtocol, connect_upstream, send_cancel
 from dbgov.sql.model import Analysis, Statement
+from dbgov.sql.settings import parse_search_path
 from dbgov.wire.postgres import (
     NEED_DATA,
     ConnectionClosed,
@@ -57,7 +58,6 @@ from dbgov.wire.postgres import (
     backend_step,
     frontend_step,
 )
-from dbgov.wire.postgres.framing import BODILESS_BACKEND
 from dbgov.wire.postgres.messages import (
     AUTH_CLEARTEXT,
     AUTH_OK_BYTES,
@@ -67,7 +67,6 @@ from dbgov.wire.postgres.messages import (
     Authentication,
     BackendKeyData,
     Bind,
-    CancelRequest,
     Close,
     CommandComplete,
     Describe,
@@ -86,6 +85,7 @@ from dbgov.wire.postgres.messages import (
     SASLResponse,
     StartupMessage,
     Terminate,
+    frame,
 )
 
 if TYPE_CHECKING:
@@ -103,7 +103,6 @@ REFUSED_PORTAL = "\x01dbgov-refused"
 _CATALOG_MISS = "is not in the catalog"
 CATALOG_RELOAD_INTERVAL_S = 5.0
 _I32 = struct.Struct("!i")
-_U32 = struct.Struct("!I")
 
 # Unit kinds: what a forwarded message expects back.
 U_QUERY, U_PARSE, U_BIND, U_DESC_STMT, U_DESC_PORTAL, U_EXECUTE, U_CLOSE, U_SYNC = range(8)
@@ -333,18 +332,9 @@ class Session(asyncio.Protocol):
         if isinstance(ev, ConnectionClosed):
             self.close("closed before startup")
             return
-        if isinstance(ev, CancelRequest):
-            await self.ctx_cancel(ev)
-            self.close("cancel request")
-            return
-        if not isinstance(ev, StartupMessage):
+        if not isinstance(ev, StartupMessage):  # CancelRequests never get here: listener.py
             raise RemoteProtocolError("expected a startup message")
         await self._handle_startup(ev)
-
-    async def ctx_cancel(self, req: CancelRequest) -> None:
-        from dbgov.proxy.listener import route_cancel
-
-        await route_cancel(self.ctx, req)
 
     async def _handle_startup(self, msg: StartupMessage) -> None:
         params = dict(msg.params)
@@ -567,11 +557,10 @@ class Session(asyncio.Protocol):
         out = self._to_server
         run_start = -1
         try:
-            while not self.held and not self.closed:
-                fr = cin.next_frame()
-                if fr is None:
+            for t, start, end in cin.frames():
+                if self.held or self.closed:
+                    cin.pos = start  # the rest waits until the hold is decided
                     break
-                t, start, end = fr
                 self.phase = frontend_step(self.phase, t)
                 if t in _PASS_FRONTEND:
                     if run_start < 0:
@@ -1117,21 +1106,8 @@ class Session(asyncio.Protocol):
         out = self._to_client
         run_start = -1
         changed = False
-        pos = sin.pos
-        size = len(buf)
-        max_len = sin.max_len
         try:
-            while size - pos >= 5:
-                # Framing inlined (FrameBuffer.next_frame's checks): this loop is hot.
-                t = buf[pos]
-                (n,) = _U32.unpack_from(buf, pos + 1)
-                if n < 4 or n > max_len or (n != 4 and t in BODILESS_BACKEND):
-                    raise RemoteProtocolError(f"invalid message length {n} for type {chr(t)!r}")
-                end = pos + 1 + n
-                if end > size:
-                    break
-                start = pos
-                pos = end
+            for t, start, end in sin.frames():
                 if self.phase is not Phase.READY or t not in _READY_STAY:
                     self.phase = backend_step(self.phase, t)
                 unit = self.units[0] if self.units else None
@@ -1184,9 +1160,8 @@ class Session(asyncio.Protocol):
                     changed = True
                     if answer:
                         out.append(answer)
-            sin.pos = pos
             if run_start >= 0:
-                out.append(bytes(buf[run_start:pos]))
+                out.append(bytes(buf[run_start : sin.pos]))
         except ProtocolError as exc:
             log.warning("session %s: upstream protocol error: %s", self.id, exc)
             self._send(
@@ -1194,7 +1169,7 @@ class Session(asyncio.Protocol):
             )
             self.close("upstream protocol error")
             return
-        if whole and not changed and pos == size:
+        if whole and not changed and sin.pending() == 0:
             # Every frame went out unchanged, some via _server_frame's bookkeeping.
             out.clear()
             sin.buf.clear()
@@ -1211,7 +1186,7 @@ class Session(asyncio.Protocol):
         if t == 0x44 and unit.name == "search_path":  # the SHOW search_path row
             values = masking_io.datarow_values(body)
             if values and values[0] is not None:
-                self.search_path = _parse_search_path(values[0].decode())
+                self.search_path = parse_search_path(values[0].decode())
         elif t == 0x54 and unit.kind == U_DESC_PORTAL:
             rd = RowDescription.decode(body)
             self._on_row_description(rd, unit)
@@ -1229,7 +1204,7 @@ class Session(asyncio.Protocol):
             held, self._held_ready = self._held_ready, b""
             return held
         elif t in (0x4E, 0x41, 0x53):
-            return self._async_message(t, body) or frame_bytes(t, body)
+            return self._async_message(t, body) or frame(bytes((t,)), body)
         return b""
 
     def _refresh_search_path(self) -> bytes:
@@ -1496,29 +1471,6 @@ def _formats(n: int, result_formats: tuple[int, ...]) -> tuple[int, ...]:
     if len(result_formats) == 1:
         return result_formats * n
     return result_formats
-
-
-def frame_bytes(t: int, body: bytes) -> bytes:
-    return bytes((t,)) + _I32.pack(len(body) + 4) + body
-
-
-def _parse_search_path(value: str) -> tuple[str, ...]:
-    if value.upper() == "DEFAULT":
-        return ("public",)
-    out = []
-    for part in value.split(","):
-        name = part.strip()
-        if name.startswith('"') and name.endswith('"'):
-            name = name[1:-1].replace('""', '"')
-        elif name.startswith("'") and name.endswith("'"):
-            name = name[1:-1]
-        else:
-            name = name.lower()
-        if name == "$user":
-            continue
-        if name:
-            out.append(name)
-    return tuple(out) or ("public",)
 
 
 # Frontend types forwarded without decoding: Sync, Flush, Describe, Close, CopyData,

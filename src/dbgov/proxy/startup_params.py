@@ -13,6 +13,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 
+from dbgov.sql.settings import parse_search_path
+
 ALLOWED = frozenset(
     {
         "application_name",
@@ -105,6 +107,4 @@ def filter(params: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...] |
         out["client_encoding"] = "UTF8"
     if sp is None:
         return out, None
-    from dbgov.proxy.session import _parse_search_path
-
-    return out, _parse_search_path(sp)
+    return out, parse_search_path(sp)

@@ -102,3 +102,23 @@ def set_value(node: ast.VariableSetStmt) -> tuple[str, str]:
     if kind == enums.VariableSetKind.VAR_SET_CURRENT:
         return name, "FROM CURRENT"
     return name, _flatten(name, tuple(node.args or ()))
+
+
+def parse_search_path(value: str) -> tuple[str, ...]:
+    """The schemas of a search_path value as the server reports it (SHOW, startup
+    options): quoted names keep their case, `$user` (no such schema for dbgov's
+    upstream role) is skipped, an empty or DEFAULT path means public."""
+    if value.upper() == "DEFAULT":
+        return ("public",)
+    out = []
+    for part in value.split(","):
+        name = part.strip()
+        if name.startswith('"') and name.endswith('"'):
+            name = name[1:-1].replace('""', '"')
+        elif name.startswith("'") and name.endswith("'"):
+            name = name[1:-1]
+        else:
+            name = name.lower()
+        if name and name != "$user":
+            out.append(name)
+    return tuple(out) or ("public",)

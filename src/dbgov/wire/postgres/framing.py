@@ -54,23 +54,38 @@ class FrameBuffer:
             self.pos = 0
         self.buf += data
 
-    def next_frame(self) -> tuple[int, int, int] | None:
-        """Return (type, start, end) of the next whole frame, or None if incomplete."""
+    def frames(self, limit: int = -1) -> list[tuple[int, int, int]]:
+        """(type, start, end) of every whole frame buffered (at most `limit`), consumed.
+
+        One call per received chunk rather than per frame: the pumps' hot loops
+        iterate a list. A caller that stops early sets `pos` back to the first
+        frame it did not handle.
+        """
         buf = self.buf
         pos = self.pos
-        if len(buf) - pos < 5:
-            return None
-        t = buf[pos]
-        (n,) = _U32.unpack_from(buf, pos + 1)
-        if n < 4 or n > self.max_len:
-            raise RemoteProtocolError(f"invalid message length {n} for type {chr(t)!r}")
-        if n != 4 and t in self._bodiless:
-            raise RemoteProtocolError(f"message type {chr(t)!r} must have no body")
-        end = pos + 1 + n
-        if end > len(buf):
-            return None
-        self.pos = end
-        return t, pos, end
+        size = len(buf)
+        max_len = self.max_len
+        bodiless = self._bodiless
+        out: list[tuple[int, int, int]] = []
+        while size - pos >= 5 and limit != len(out):
+            t = buf[pos]
+            (n,) = _U32.unpack_from(buf, pos + 1)
+            if n < 4 or n > max_len:
+                raise RemoteProtocolError(f"invalid message length {n} for type {chr(t)!r}")
+            if n != 4 and t in bodiless:
+                raise RemoteProtocolError(f"message type {chr(t)!r} must have no body")
+            end = pos + 1 + n
+            if end > size:
+                break
+            out.append((t, pos, end))
+            pos = end
+        self.pos = pos
+        return out
+
+    def next_frame(self) -> tuple[int, int, int] | None:
+        """Return (type, start, end) of the next whole frame, or None if incomplete."""
+        got = self.frames(1)
+        return got[0] if got else None
 
     def pending(self) -> int:
         return len(self.buf) - self.pos
