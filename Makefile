@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint bench clean
+.PHONY: up test lint bench native clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,12 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
+## native: compile the hot path with mypyc (a no-op when up to date; see src/dbgov/native.py)
+native: $(STAMP)
+	$(BIN)/python -m tools.build_native
+
 ## up: start the embedded default (embedded PostgreSQL + demo world + proxy + web)
-up: $(STAMP)
+up: native
 	$(BIN)/dbgov up
 
 ## test: the whole suite against a real embedded PostgreSQL
-test: $(STAMP)
+test: native
 	$(BIN)/python -m tools.ensure_debs chromium chromium-driver
 	$(BIN)/pytest -q
 
@@ -28,9 +32,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## bench: direct PostgreSQL vs PgBouncer vs dbgov, same run
-bench: $(STAMP)
+bench: native
 	$(BIN)/python -m tools.ensure_debs pgbouncer
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .dbgov .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .dbgov .pytest_cache .mypy_cache .ruff_cache

@@ -52,6 +52,7 @@ from bench.systems import (
     pgbouncer_binary,
     pgbouncer_version,
 )
+from dbgov import native
 
 HERE = Path(__file__).resolve().parent
 MAX_CONNECTIONS = 2200  # the scale scenario's 2,000 sessions each hold an upstream connection
@@ -249,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {
             "python": platform.python_version(),
             "dbgov": _version("dbgov"),
+            # True: the hot path ran compiled (mypyc, `make native`); False: pure Python.
+            "dbgov_compiled": native.loaded(),
             "psycopg": _version("psycopg"),
             "asyncpg": _version("asyncpg"),
             "uvloop": _version("uvloop"),

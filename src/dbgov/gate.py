@@ -53,12 +53,18 @@ class Decision:
     grants_used: tuple[tuple[str, str], ...] = ()
     # True when results may carry masked columns for this identity and target.
     masking: bool = False
+    # A denial that comes from an approval (denied, timed out, withdrawn): its reason
+    # is the approval's own sentence, and its ledger form links the request.
+    from_approval: bool = False
+    approval_id: int | None = None
 
     @property
     def allowed(self) -> bool:
         return self.verdict is Verdict.ALLOW
 
     def message(self) -> str:
+        if self.from_approval:
+            return f"dbgov: {self.reason}"
         if self.rule:
             return f'dbgov: denied by rule "{self.rule}": {self.reason}'
         return f"dbgov: denied: {self.reason}"
@@ -71,6 +77,8 @@ class Decision:
             out["reason"] = self.reason
         if self.grants_used:
             out["grants"] = [g for _, g in self.grants_used]
+        if self.approval_id is not None:
+            out["approval"] = str(self.approval_id)
         return out
 
 

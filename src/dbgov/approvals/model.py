@@ -12,7 +12,6 @@ asks: `dbgov: approval #17 denied by carol: "not during business hours"`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from dbgov.gate import Decision, Verdict
 from dbgov.store.control import (
@@ -47,7 +46,6 @@ __all__ = [
     "STATES",
     "TIMED_OUT",
     "WITHDRAWN",
-    "ApprovalDenial",
     "Grant",
     "Outcome",
     "Request",
@@ -76,27 +74,6 @@ def format_duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ApprovalDenial(Decision):
-    """A denial that comes from an approval (denied, timed out, required, withdrawn).
-
-    Its message is the approval's own sentence rather than `denied by rule ...`,
-    and its ledger form carries the approval id, linking the refused statement to
-    the request's events.
-    """
-
-    approval_id: int | None = None
-
-    def message(self) -> str:
-        return f"dbgov: {self.reason}"
-
-    def as_event(self) -> dict[str, Any]:
-        out = Decision.as_event(self)
-        if self.approval_id is not None:
-            out["approval"] = str(self.approval_id)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """How a statement that needed approval ends, for the session.
 
@@ -115,7 +92,7 @@ class Outcome:
         return "" if self.request_id is None else str(self.request_id)
 
     def as_decision(self, original: Decision) -> Decision:
-        return ApprovalDenial(
+        return Decision(
             Verdict.DENY,
             original.rule,
             self.message.removeprefix("dbgov: "),
@@ -125,5 +102,6 @@ class Outcome:
             self.sqlstate,
             original.grants_used,
             original.masking,
-            self.request_id,
+            from_approval=True,
+            approval_id=self.request_id,
         )

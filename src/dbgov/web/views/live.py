@@ -32,9 +32,11 @@ async def _sessions(request: Request) -> list[dict[str, Any]]:
 async def page(request: Request) -> Response:
     svc = services(request)
     who = scope(viewer_of(request))
+    # The stream's cursor is read first: an event integrated while the page is being
+    # built is then sent again by the stream (rows replace by id) instead of lost.
+    cursor = await svc.read(lambda s: s.size() - 1)
     sessions = await _sessions(request)
     statements = await svc.read(lambda s: queries.recent_statements(s, who, limit=50))
-    cursor = await svc.read(lambda s: s.size() - 1)
     return render(
         request,
         "live.html",
