@@ -44,7 +44,7 @@ PLAN = ResultPlan(
 
 def rewrite(values: tuple[bytes | None, ...], formats: tuple[int, ...]) -> tuple[bytes | None, ...]:
     frame = DataRow(values).encode()
-    buf = bytearray(b"junk" + frame + b"more")
+    buf = b"junk" + frame + b"more"
     out = RowRewriter(PLAN, formats)(buf, 4, 4 + len(frame))
     assert out[:1] == b"D" and int.from_bytes(out[1:5], "big") == len(out) - 1
     return DataRow.decode(out[5:]).values
@@ -87,13 +87,14 @@ def test_rewrite(
     assert rewrite(values, formats) == expected
 
 
-def _frame(body: bytes) -> bytearray:
-    return bytearray(b"D" + (len(body) + 4).to_bytes(4, "big") + body)
+def _frame(body: bytes) -> bytes:
+    return b"D" + (len(body) + 4).to_bytes(4, "big") + body
 
 
 @pytest.mark.parametrize(
     "body",
     [
+        b"\x00",  # no whole column count
         b"\x00\x06",  # six columns announced, none present
         b"\x00\x06\x00\x00\x00\x01a\x00\x00",  # a length word cut short
         b"\x00\x06\x00\x00\x00\x01a\x00\x00\x00\x09abc",  # a value past the end
@@ -101,10 +102,13 @@ def _frame(body: bytes) -> bytearray:
         b"\x00\x02\x00\x00\x00\x01a\x00\x00\x00\x01b",  # fewer columns than described
     ],
 )
-def test_malformed_rows_fail(body: bytes) -> None:
-    buf = _frame(body)
+@pytest.mark.parametrize("after", [b"", _frame(b"\x00\x06" + b"\x00\x00\x00\x04abcd" * 6)])
+def test_malformed_rows_fail(body: bytes, after: bytes) -> None:
+    # `after`: the receive buffer usually holds the next row too; a short row must not
+    # borrow its bytes.
+    frame = _frame(body)
     with pytest.raises(RemoteProtocolError):
-        RowRewriter(PLAN, (0,) * 6)(buf, 0, len(buf))
+        RowRewriter(PLAN, (0,) * 6)(frame + after, 0, len(frame))
 
 
 @pytest.mark.parametrize(

@@ -185,6 +185,41 @@ def test_frame_buffer_splits_and_waits_for_more() -> None:
     assert fb.next_frame() is None
 
 
+def test_frame_buffer_gathers_a_big_frame_whole() -> None:
+    """A multi-megabyte message arriving in small chunks, between two small ones, comes
+    out byte for byte, with pending() counting every buffered byte on the way."""
+    big = Query("SELECT '" + "x" * (3 << 20) + "'").encode()
+    stream = Query("SELECT 1").encode() + big + b"S\x00\x00\x00\x04"
+    fb = FrameBuffer(max_len=8 << 20)
+    got: list[bytes] = []
+    fed = 0
+    for i in range(0, len(stream), 65536):
+        chunk = stream[i : i + 65536]
+        fb.feed(chunk)
+        fed += len(chunk)
+        frames = fb.frames()
+        got += [fb.buf[s:e] for _, s, e in frames]
+        assert fb.pending() == fed - sum(len(g) for g in got)
+    assert got == [Query("SELECT 1").encode(), big, b"S\x00\x00\x00\x04"]
+    assert fb.pending() == 0 and fb.take_rest() == b""
+
+
+def test_frame_buffer_keeps_frames_handed_back_before_a_big_one() -> None:
+    """A caller that stops early (a held statement) sets pos back; what follows, a big
+    frame still arriving included, is delivered later in order."""
+    first, second = Query("SELECT 1").encode(), Query("SELECT 2").encode()
+    big = Query("SELECT '" + "y" * (1 << 20) + "'").encode()
+    stream = first + second + big
+    fb = FrameBuffer(max_len=4 << 20)
+    fb.feed(stream[:100_000])
+    frames = fb.frames()
+    assert [fb.buf[s:e] for _, s, e in frames] == [first, second]
+    fb.pos = frames[1][1]  # hand the second frame back
+    for i in range(100_000, len(stream), 32768):
+        fb.feed(stream[i : i + 32768])
+    assert [fb.buf[s:e] for _, s, e in fb.frames()] == [second, big]
+
+
 @pytest.mark.parametrize(
     ("data", "why"),
     [

@@ -36,18 +36,30 @@ SCHEMA_VERSION = 1
 MAX_TEXT = 64 * 1024  # longer SQL texts are cut, with their full hash kept
 
 
-_second: list[Any] = [-1, ""]  # the last whole second formatted, reused within it
+class _Second:
+    """The last whole second formatted, reused within it."""
+
+    __slots__ = ("sec", "text")
+
+    def __init__(self) -> None:
+        self.sec = -1
+        self.text = ""
+
+
+_second = _Second()
 
 
 def utc_now_iso() -> str:
     """UTC now with microseconds, e.g. 2026-11-27T09:14:18.279185Z (hot path: the
-    date part is formatted once per second)."""
+    date part is formatted once per second, the microseconds without a format spec)."""
     t = time.time()
     sec = int(t)
-    if sec != _second[0]:
-        _second[0] = sec
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-    return f"{_second[1]}.{int((t - sec) * 1_000_000):06d}Z"
+    last = _second
+    if sec != last.sec:
+        last.sec = sec
+        last.text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+    micros = min(999_999, int((t - sec) * 1_000_000))
+    return last.text + str(1_000_000 + micros)[1:] + "Z"
 
 
 def new_session_id() -> str:

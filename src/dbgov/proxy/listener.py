@@ -20,7 +20,7 @@ import logging
 import socket
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from dbgov.proxy.cancel import worker_of
 from dbgov.wire.postgres.framing import MAX_STARTUP_PACKET
@@ -35,6 +35,7 @@ from dbgov.wire.postgres.messages import (
 
 if TYPE_CHECKING:
     from dbgov.proxy.context import ProxyContext
+    from dbgov.proxy.session import Session
 
 log = logging.getLogger(__name__)
 NEGOTIATION_TIMEOUT_S = 10.0
@@ -162,7 +163,7 @@ class Listener:
                     sock.close()
                     return
                 transport, _ = await loop.connect_accepted_socket(
-                    lambda: Session(ctx, tls=True, direct_tls=True),
+                    lambda: _protocol(Session(ctx, tls=True, direct_tls=True)),
                     sock,
                     ssl=ctx.server_tls,
                     ssl_handshake_timeout=NEGOTIATION_TIMEOUT_S,
@@ -189,7 +190,7 @@ class Listener:
                     return
                 sock.send(b"S")
                 await loop.connect_accepted_socket(
-                    lambda: Session(ctx, tls=True),
+                    lambda: _protocol(Session(ctx, tls=True)),
                     sock,
                     ssl=ctx.server_tls,
                     ssl_handshake_timeout=NEGOTIATION_TIMEOUT_S,
@@ -207,8 +208,13 @@ class Listener:
                     with contextlib.suppress(Exception):
                         await route_cancel(ctx, CancelRequest.decode(data[4:]))
                 return
-            await loop.connect_accepted_socket(lambda: Session(ctx), sock)
+            await loop.connect_accepted_socket(lambda: _protocol(Session(ctx)), sock)
             return
+
+
+def _protocol(session: Session) -> asyncio.Protocol:
+    """Sessions are protocols by duck typing (a compiled class cannot extend one)."""
+    return cast(asyncio.Protocol, session)
 
 
 async def route_cancel(ctx: ProxyContext, req: CancelRequest) -> None:

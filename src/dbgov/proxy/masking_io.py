@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable
+from typing import Final
 
 from dbgov.gate import ColumnMask, ResultPlan
 from dbgov.wire.postgres.errors import RemoteProtocolError
@@ -25,11 +26,11 @@ from dbgov.wire.postgres.messages import ErrorResponse, FieldDescription
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _HDR = struct.Struct("!cI")
-_unpack_i16 = _I16.unpack_from
-_unpack_i32 = _I32.unpack_from
 _pack_i32 = _I32.pack
 _pack_hdr = _HDR.pack
 _NULL_WORD = b"\xff\xff\xff\xff"
+_SMALL: Final = 4096
+_WORDS: Final = tuple(_pack_i32(i) for i in range(_SMALL))  # length words, made once
 
 REDACTED = b"[REDACTED]"
 # Types whose text and binary forms are the UTF-8 string itself, so the redaction
@@ -83,55 +84,66 @@ class RowRewriter:
         self._columns = tuple(columns)
         self._count = len(formats)
 
-    def __call__(self, buf: bytearray, start: int, end: int) -> bytes:
-        """The DataRow frame at buf[start:end] (type byte included), rewritten."""
-        row = bytes(buf[start:end])  # one copy; every slice below is of immutable bytes
+    def __call__(self, row: bytes, start: int, end: int) -> bytes:
+        """The DataRow frame at row[start:end] (type byte included), rewritten."""
+        if end - start < 7:
+            raise RemoteProtocolError("malformed DataRow")
         try:
-            size = len(row)
-            n = _unpack_i16(row, 5)[0]
+            n = (row[start + 5] << 8) | row[start + 6]
             if n != self._count and self._count:
                 raise RemoteProtocolError("DataRow and RowDescription disagree on the column count")
-            pos = 7
-            last = 5
+            pos = start + 7
+            last = start + 5
             i = 0
             grown = 0  # bytes the values grew by (negative: shrank)
             parts: list[bytes] = [b""]  # the header goes first, once the length is known
-            append = parts.append
             for index, fn, fixed, constant in self._columns:
                 if index >= n:
                     raise RemoteProtocolError("DataRow has fewer columns than its RowDescription")
                 while i < index:  # unmasked columns before this one: step over
-                    ln = _unpack_i32(row, pos)[0]
+                    if pos + 4 > end:
+                        raise RemoteProtocolError("malformed DataRow")
+                    ln = _int32(row, pos)
                     if ln < -1:
                         raise RemoteProtocolError("malformed DataRow")
                     pos += 4 + ln if ln > 0 else 4
                     i += 1
-                ln = _unpack_i32(row, pos)[0]
+                if pos + 4 > end:
+                    raise RemoteProtocolError("malformed DataRow")
+                ln = _int32(row, pos)
                 i += 1
                 value_end = pos + 4 + ln if ln > 0 else pos + 4
-                if value_end > size or ln < -1:
+                if value_end > end or ln < -1:
                     raise RemoteProtocolError("malformed DataRow")
                 if ln == -1 and not constant:
                     pos = value_end  # NULL stays NULL
                     continue
                 new = fixed if constant else fn(row[pos + 4 : value_end])
                 if last != pos:
-                    append(row[last:pos])
+                    parts.append(row[last:pos])
                 if new is None:
-                    append(_NULL_WORD)
+                    parts.append(_NULL_WORD)
                     grown -= value_end - pos - 4
                 else:
-                    append(_pack_i32(len(new)))
-                    append(new)
-                    grown += len(new) - (value_end - pos - 4)
+                    size = len(new)
+                    parts.append(_WORDS[size] if size < _SMALL else _pack_i32(size))
+                    parts.append(new)
+                    grown += size - (value_end - pos - 4)
                 pos = last = value_end
-            if pos > size:
+            if pos > end:
                 raise RemoteProtocolError("malformed DataRow")
-            append(row[last:])
-            parts[0] = _pack_hdr(b"D", size - 1 + grown)
+            parts.append(row[last:end])
+            parts[0] = _pack_hdr(b"D", end - start - 1 + grown)
             return b"".join(parts)
-        except struct.error:  # a length word past the end of the message
+        except IndexError:  # a header past the end of what arrived
             raise RemoteProtocolError("malformed DataRow") from None
+
+
+def _int32(b: bytes, pos: int) -> int:
+    """The signed big-endian int32 at b[pos]. Byte indexing, compiled (dbgov.native),
+    costs a fraction of a struct call."""
+    v = (b[pos] << 24) | (b[pos + 1] << 16) | (b[pos + 2] << 8) | b[pos + 3]
+    return v - 0x100000000 if v & 0x80000000 else v
 
 
 def _redact(_: bytes) -> bytes | None:

@@ -158,7 +158,10 @@ def _is_loopback(host: str) -> bool:
         return host in ("localhost", "")
 
 
-class Session(asyncio.Protocol):
+class Session:
+    """One client connection and its upstream: an asyncio protocol by duck typing (a
+    base class would keep mypyc from compiling it as a native class, see dbgov.native)."""
+
     def __init__(self, ctx: ProxyContext, *, tls: bool = False, direct_tls: bool = False) -> None:
         self.ctx = ctx
         self.id = events.new_session_id()
@@ -574,11 +577,11 @@ class Session(asyncio.Protocol):
                         self._note_close(buf, start, end)
                     continue
                 if run_start >= 0:
-                    out.append(bytes(buf[run_start:start]))
+                    out.append(buf[run_start:start])
                     run_start = -1
-                self._client_frame(t, bytes(buf[start + 5 : end]), bytes(buf[start:end]))
+                self._client_frame(t, buf[start + 5 : end], buf[start:end])
             if run_start >= 0:
-                out.append(bytes(buf[run_start : cin.pos]))
+                out.append(buf[run_start : cin.pos])
         except ProtocolError as exc:
             self._protocol_failure(exc)
             return
@@ -893,12 +896,12 @@ class Session(asyncio.Protocol):
         self._push(Unit(U_BIND, msg.portal))
         self._to_server.append(raw)
 
-    def _note_describe(self, buf: bytearray, start: int, end: int) -> None:
-        msg = Describe.decode(bytes(buf[start + 5 : end]))
+    def _note_describe(self, buf: bytes, start: int, end: int) -> None:
+        msg = Describe.decode(buf[start + 5 : end])
         self._push(Unit(U_DESC_STMT if msg.kind == "S" else U_DESC_PORTAL, msg.name))
 
-    def _note_close(self, buf: bytearray, start: int, end: int) -> None:
-        msg = Close.decode(bytes(buf[start + 5 : end]))
+    def _note_close(self, buf: bytes, start: int, end: int) -> None:
+        msg = Close.decode(buf[start + 5 : end])
         if msg.kind == "S":
             self.prepared.pop(msg.name, None)
         else:
@@ -1139,12 +1142,12 @@ class Session(asyncio.Protocol):
                         run_start = start
                     continue
                 if run_start >= 0:
-                    out.append(bytes(buf[run_start:start]))
+                    out.append(buf[run_start:start])
                     run_start = -1
                 if internal:
                     assert unit is not None
                     changed = True
-                    reply = self._internal_frame(t, bytes(buf[start + 5 : end]), unit)
+                    reply = self._internal_frame(t, buf[start + 5 : end], unit)
                     if reply:
                         out.append(reply)
                     continue
@@ -1153,15 +1156,15 @@ class Session(asyncio.Protocol):
                     assert unit is not None and unit.rewriter is not None
                     out.append(unit.rewriter(buf, start, end))
                     continue
-                answer = self._server_frame(t, bytes(buf[start + 5 : end]), unit)
+                answer = self._server_frame(t, buf[start + 5 : end], unit)
                 if answer is None:
-                    out.append(bytes(buf[start:end]))
+                    out.append(buf[start:end])
                 else:
                     changed = True
                     if answer:
                         out.append(answer)
             if run_start >= 0:
-                out.append(bytes(buf[run_start : sin.pos]))
+                out.append(buf[run_start : sin.pos])
         except ProtocolError as exc:
             log.warning("session %s: upstream protocol error: %s", self.id, exc)
             self._send(
@@ -1172,8 +1175,6 @@ class Session(asyncio.Protocol):
         if whole and not changed and sin.pending() == 0:
             # Every frame went out unchanged, some via _server_frame's bookkeeping.
             out.clear()
-            sin.buf.clear()
-            sin.pos = 0
             self._send(data)
             return
         if out:

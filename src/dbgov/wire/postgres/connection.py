@@ -164,7 +164,7 @@ class ServerConnection:
                 raise RemoteProtocolError(
                     f"expected password response, got message type {chr(t)!r}", sqlstate="28000"
                 )
-            body = bytes(self._frames.buf[start + 5 : end])
+            body = self._frames.buf[start + 5 : end]
             expect = self._expect
             self._expect = _Expect.NOTHING
             if expect is _Expect.PASSWORD:
@@ -248,7 +248,7 @@ class ClientConnection:
         decoder = self._DECODERS.get(t)
         if decoder is None or self.phase is not Phase.AUTHENTICATING:
             raise RemoteProtocolError(f"unexpected message type {chr(t)!r} from server at startup")
-        event = decoder.decode(bytes(self._frames.buf[start + 5 : end]))
+        event = decoder.decode(self._frames.buf[start + 5 : end])
         if isinstance(event, ReadyForQuery):
             self.phase = Phase.READY
         elif isinstance(event, ErrorResponse):

@@ -28,6 +28,7 @@ from dbgov.wire.postgres.messages import (
 )
 
 MAX_STARTUP_PACKET = 10_000
+GATHER_AT = 256 * 1024  # frames at least this big are gathered, not re-copied per chunk
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 _U32 = struct.Struct("!I")
 
@@ -37,22 +38,48 @@ BODILESS_BACKEND = frozenset(b"123nIsc")
 
 
 class FrameBuffer:
-    """A growing receive buffer that yields frame offsets."""
+    """A receive buffer that yields frame offsets.
 
-    __slots__ = ("_bodiless", "buf", "max_len", "pos")
+    `buf` is immutable bytes: a chunk that starts at a frame boundary becomes the
+    buffer itself, with no copy, and compiled code reads its length words by
+    indexing (dbgov.native). A frame of at least `GATHER_AT` bytes that has not
+    fully arrived is gathered as a list of chunks and joined once, so a big message
+    costs one copy rather than one per chunk.
+    """
+
+    __slots__ = ("_bodiless", "_have", "_need", "_parts", "buf", "max_len", "pos")
 
     def __init__(self, *, max_len: int = DEFAULT_MAX_MESSAGE, frontend: bool = True) -> None:
-        self.buf = bytearray()
+        self.buf = b""
         self.pos = 0
         self.max_len = max_len
         self._bodiless = BODILESS_FRONTEND if frontend else BODILESS_BACKEND
+        self._parts: list[bytes] = []  # chunks of a big frame being gathered
+        self._have = 0  # bytes in _parts
+        self._need = 0  # end of the incomplete frame in buf; while gathering, its size
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if self.pos:
-            # Drop consumed bytes before growing, so the buffer stays small.
-            del self.buf[: self.pos]
-            self.pos = 0
-        self.buf += data
+        chunk = bytes(data)  # the same object when it is bytes already
+        if self._parts:  # gathering a big frame
+            self._parts.append(chunk)
+            self._have += len(chunk)
+            if self._have >= self._need:
+                self.buf = b"".join(self._parts)
+                self._parts = []
+                self._have = self._need = 0
+            return
+        rest = len(self.buf) - self.pos
+        if rest == 0:
+            self.buf = chunk
+        elif self._need - self.pos >= GATHER_AT and self._need - self.pos > rest + len(chunk):
+            self._parts = [self.buf[self.pos :], chunk]
+            self._have = rest + len(chunk)
+            self._need -= self.pos
+            self.buf = b""
+        else:
+            self.buf = self.buf[self.pos :] + chunk
+            self._need = 0
+        self.pos = 0
 
     def frames(self, limit: int = -1) -> list[tuple[int, int, int]]:
         """(type, start, end) of every whole frame buffered (at most `limit`), consumed.
@@ -67,19 +94,22 @@ class FrameBuffer:
         max_len = self.max_len
         bodiless = self._bodiless
         out: list[tuple[int, int, int]] = []
+        need = 0
         while size - pos >= 5 and limit != len(out):
             t = buf[pos]
-            (n,) = _U32.unpack_from(buf, pos + 1)
+            n = (buf[pos + 1] << 24) | (buf[pos + 2] << 16) | (buf[pos + 3] << 8) | buf[pos + 4]
             if n < 4 or n > max_len:
                 raise RemoteProtocolError(f"invalid message length {n} for type {chr(t)!r}")
             if n != 4 and t in bodiless:
                 raise RemoteProtocolError(f"message type {chr(t)!r} must have no body")
             end = pos + 1 + n
             if end > size:
+                need = end  # where the incomplete frame ends: feed() may gather it
                 break
             out.append((t, pos, end))
             pos = end
         self.pos = pos
+        self._need = need
         return out
 
     def next_frame(self) -> tuple[int, int, int] | None:
@@ -88,12 +118,14 @@ class FrameBuffer:
         return got[0] if got else None
 
     def pending(self) -> int:
-        return len(self.buf) - self.pos
+        return len(self.buf) - self.pos + self._have
 
     def take_rest(self) -> bytes:
-        rest = bytes(self.buf[self.pos :])
-        self.buf.clear()
+        rest = b"".join([self.buf[self.pos :], *self._parts])
+        self.buf = b""
         self.pos = 0
+        self._parts = []
+        self._have = self._need = 0
         return rest
 
 
