@@ -30,6 +30,7 @@ from types import ModuleType
 # Dotted names. Each must be mypy --strict clean, and a class defined in one cannot
 # be subclassed outside them (mypyc makes such classes final).
 MODULES = (
+    "dbgov.wire.postgres.messages",
     "dbgov.wire.postgres.framing",
     "dbgov.wire.postgres.states",
     "dbgov.proxy.session",

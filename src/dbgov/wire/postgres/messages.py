@@ -1,7 +1,7 @@
 """PostgreSQL protocol messages as frozen values, with their wire encodings.
 
 Protocol reference: https://www.postgresql.org/docs/current/protocol-message-formats.html
-Each class knows its type byte (`TYPE`), how to `encode()` itself and how to be
+Each class knows how to `encode()` itself, type byte included, and how to be
 decoded from a message body (`decode(body)`), the bytes after the 5-byte header.
 Decoding distrusts every length and count: a short or malformed body raises
 `RemoteProtocolError`, never IndexError or struct.error.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from dbgov.wire.postgres.errors import RemoteProtocolError
 
@@ -197,11 +196,10 @@ class CancelRequest:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    TYPE: ClassVar[bytes] = b"Q"
     sql: str
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, cstr(self.sql))
+        return frame(b"Q", cstr(self.sql))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Query:
@@ -213,7 +211,6 @@ class Query:
 
 @dataclass(frozen=True, slots=True)
 class Parse:
-    TYPE: ClassVar[bytes] = b"P"
     name: str
     sql: str
     param_oids: tuple[int, ...] = ()
@@ -224,7 +221,7 @@ class Parse:
             + cstr(self.sql)
             + struct.pack(f"!h{len(self.param_oids)}I", len(self.param_oids), *self.param_oids)
         )
-        return frame(self.TYPE, body)
+        return frame(b"P", body)
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Parse:
@@ -239,7 +236,6 @@ class Parse:
 
 @dataclass(frozen=True, slots=True)
 class Bind:
-    TYPE: ClassVar[bytes] = b"B"
     portal: str
     statement: str
     param_formats: tuple[int, ...] = ()
@@ -264,7 +260,7 @@ class Bind:
                 f"!h{len(self.result_formats)}h", len(self.result_formats), *self.result_formats
             )
         )
-        return frame(self.TYPE, b"".join(parts))
+        return frame(b"B", b"".join(parts))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Bind:
@@ -299,12 +295,11 @@ class Bind:
 
 @dataclass(frozen=True, slots=True)
 class Describe:
-    TYPE: ClassVar[bytes] = b"D"
     kind: str  # "S" statement or "P" portal
     name: str
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, self.kind.encode() + cstr(self.name))
+        return frame(b"D", self.kind.encode() + cstr(self.name))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Describe:
@@ -319,12 +314,11 @@ class Describe:
 
 @dataclass(frozen=True, slots=True)
 class Execute:
-    TYPE: ClassVar[bytes] = b"E"
     portal: str
     max_rows: int = 0
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, cstr(self.portal) + _I32.pack(self.max_rows))
+        return frame(b"E", cstr(self.portal) + _I32.pack(self.max_rows))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Execute:
@@ -339,12 +333,11 @@ class Execute:
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    TYPE: ClassVar[bytes] = b"C"
     kind: str
     name: str
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, self.kind.encode() + cstr(self.name))
+        return frame(b"C", self.kind.encode() + cstr(self.name))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Close:
@@ -359,35 +352,31 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Sync:
-    TYPE: ClassVar[bytes] = b"S"
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, b"")
+        return frame(b"S", b"")
 
 
 @dataclass(frozen=True, slots=True)
 class Flush:
-    TYPE: ClassVar[bytes] = b"H"
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, b"")
+        return frame(b"H", b"")
 
 
 @dataclass(frozen=True, slots=True)
 class Terminate:
-    TYPE: ClassVar[bytes] = b"X"
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, b"")
+        return frame(b"X", b"")
 
 
 @dataclass(frozen=True, slots=True)
 class CopyFail:
-    TYPE: ClassVar[bytes] = b"f"
     message: str
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, cstr(self.message))
+        return frame(b"f", cstr(self.message))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> CopyFail:
@@ -401,11 +390,10 @@ class CopyFail:
 class PasswordMessage:
     """'p' in reply to a cleartext or md5 request: a NUL-terminated password."""
 
-    TYPE: ClassVar[bytes] = b"p"
     password: str
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, cstr(self.password))
+        return frame(b"p", cstr(self.password))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> PasswordMessage:
@@ -417,14 +405,13 @@ class PasswordMessage:
 
 @dataclass(frozen=True, slots=True)
 class SASLInitialResponse:
-    TYPE: ClassVar[bytes] = b"p"
     mechanism: str
     data: bytes | None
 
     def encode(self) -> bytes:
         body = cstr(self.mechanism)
         body += _I32.pack(-1) if self.data is None else _I32.pack(len(self.data)) + self.data
-        return frame(self.TYPE, body)
+        return frame(b"p", body)
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> SASLInitialResponse:
@@ -438,11 +425,10 @@ class SASLInitialResponse:
 
 @dataclass(frozen=True, slots=True)
 class SASLResponse:
-    TYPE: ClassVar[bytes] = b"p"
     data: bytes
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, self.data)
+        return frame(b"p", self.data)
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> SASLResponse:
@@ -464,12 +450,11 @@ AUTH_SASL_FINAL = 12
 class Authentication:
     """'R': `code` selects the variant; `data` is the salt, SASL mechanisms or payload."""
 
-    TYPE: ClassVar[bytes] = b"R"
     code: int
     data: bytes = b""
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, _I32.pack(self.code) + self.data)
+        return frame(b"R", _I32.pack(self.code) + self.data)
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Authentication:
@@ -487,12 +472,11 @@ class Authentication:
 
 @dataclass(frozen=True, slots=True)
 class BackendKeyData:
-    TYPE: ClassVar[bytes] = b"K"
     pid: int
     key: bytes
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, _I32.pack(self.pid) + self.key)
+        return frame(b"K", _I32.pack(self.pid) + self.key)
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> BackendKeyData:
@@ -506,12 +490,11 @@ class BackendKeyData:
 
 @dataclass(frozen=True, slots=True)
 class ParameterStatus:
-    TYPE: ClassVar[bytes] = b"S"
     name: str
     value: str
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, cstr(self.name) + cstr(self.value))
+        return frame(b"S", cstr(self.name) + cstr(self.value))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> ParameterStatus:
@@ -524,11 +507,10 @@ class ParameterStatus:
 
 @dataclass(frozen=True, slots=True)
 class ReadyForQuery:
-    TYPE: ClassVar[bytes] = b"Z"
     status: str  # "I" idle, "T" in transaction, "E" failed transaction
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, self.status.encode())
+        return frame(b"Z", self.status.encode())
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> ReadyForQuery:
@@ -550,7 +532,6 @@ class FieldDescription:
 
 @dataclass(frozen=True, slots=True)
 class RowDescription:
-    TYPE: ClassVar[bytes] = b"T"
     fields: tuple[FieldDescription, ...]
 
     def encode(self) -> bytes:
@@ -562,7 +543,7 @@ class RowDescription:
                     "!IhIhih", f.table_oid, f.attnum, f.type_oid, f.typlen, f.typmod, f.format
                 )
             )
-        return frame(self.TYPE, b"".join(parts))
+        return frame(b"T", b"".join(parts))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> RowDescription:
@@ -584,14 +565,13 @@ class RowDescription:
 
 @dataclass(frozen=True, slots=True)
 class DataRow:
-    TYPE: ClassVar[bytes] = b"D"
     values: tuple[bytes | None, ...]
 
     def encode(self) -> bytes:
         parts = [_I16.pack(len(self.values))]
         for v in self.values:
             parts.append(_I32.pack(-1) if v is None else _I32.pack(len(v)) + v)
-        return frame(self.TYPE, b"".join(parts))
+        return frame(b"D", b"".join(parts))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> DataRow:
@@ -612,11 +592,10 @@ class DataRow:
 
 @dataclass(frozen=True, slots=True)
 class CommandComplete:
-    TYPE: ClassVar[bytes] = b"C"
     tag: str
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, cstr(self.tag))
+        return frame(b"C", cstr(self.tag))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> CommandComplete:
@@ -660,12 +639,11 @@ FIELD_CODES: Mapping[str, str] = {
 class ErrorResponse:
     """'E' (or 'N' for notices): ordered (code, value) fields."""
 
-    TYPE: ClassVar[bytes] = b"E"
     fields: tuple[tuple[str, str], ...]
 
     def encode(self, type_byte: bytes | None = None) -> bytes:
         body = b"".join(code.encode() + cstr(value) for code, value in self.fields) + b"\x00"
-        return frame(type_byte or self.TYPE, body)
+        return frame(type_byte or b"E", body)
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> ErrorResponse:
@@ -717,11 +695,10 @@ class ErrorResponse:
 
 @dataclass(frozen=True, slots=True)
 class NoticeResponse:
-    TYPE: ClassVar[bytes] = b"N"
     fields: tuple[tuple[str, str], ...]
 
     def encode(self) -> bytes:
-        return ErrorResponse(self.fields).encode(self.TYPE)
+        return ErrorResponse(self.fields).encode(b"N")
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> NoticeResponse:
@@ -735,13 +712,12 @@ class NoticeResponse:
 
 @dataclass(frozen=True, slots=True)
 class NotificationResponse:
-    TYPE: ClassVar[bytes] = b"A"
     pid: int
     channel: str
     payload: str
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, _I32.pack(self.pid) + cstr(self.channel) + cstr(self.payload))
+        return frame(b"A", _I32.pack(self.pid) + cstr(self.channel) + cstr(self.payload))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> NotificationResponse:
@@ -755,11 +731,10 @@ class NotificationResponse:
 
 @dataclass(frozen=True, slots=True)
 class ParameterDescription:
-    TYPE: ClassVar[bytes] = b"t"
     oids: tuple[int, ...]
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, struct.pack(f"!h{len(self.oids)}I", len(self.oids), *self.oids))
+        return frame(b"t", struct.pack(f"!h{len(self.oids)}I", len(self.oids), *self.oids))
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> ParameterDescription:
@@ -799,14 +774,13 @@ class CopyResponse:
 
 @dataclass(frozen=True, slots=True)
 class NegotiateProtocolVersion:
-    TYPE: ClassVar[bytes] = b"v"
     newest_minor: int
     unrecognized: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
         body = _I32.pack(self.newest_minor) + _I32.pack(len(self.unrecognized))
         body += b"".join(cstr(o) for o in self.unrecognized)
-        return frame(self.TYPE, body)
+        return frame(b"v", body)
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> NegotiateProtocolVersion:
