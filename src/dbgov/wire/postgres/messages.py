@@ -352,21 +352,18 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Sync:
-
     def encode(self) -> bytes:
         return frame(b"S", b"")
 
 
 @dataclass(frozen=True, slots=True)
 class Flush:
-
     def encode(self) -> bytes:
         return frame(b"H", b"")
 
 
 @dataclass(frozen=True, slots=True)
 class Terminate:
-
     def encode(self) -> bytes:
         return frame(b"X", b"")
 
