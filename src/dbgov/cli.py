@@ -101,8 +101,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             + (f" (demo data loaded in {seeded_in:.1f} s)" if seeded_in else "")
         )
         print(f"  proxy      {host}:{sup.port}   targets: prod (production), staging")
-        if config.listen.web:
-            print(f"  dashboard  http://{config.listen.web}/")
+        if sup.web:
+            print(f"  dashboard  http://{sup.web}/")
+        elif config.listen.web:
+            print(f"  dashboard  not running ({config.listen.web} is taken; see above)")
         print(f"  data dir   {layout.root}")
         print("\nConnect as a demo identity (tokens valid 8 h):")
         ttl = parse_duration("8h")

@@ -100,3 +100,39 @@ def test_audit_tail_and_search(dbgov) -> None:
     events = [json.loads(line) for line in found.splitlines()]
     assert [e["type"] for e in events] == ["statement"]
     assert cli("search", "--user", "nobody-at-all") == ""
+
+
+def test_the_dashboard_address_in_state_json_is_the_one_bound(tmp_root: Path) -> None:
+    """`--web-listen 127.0.0.1:0` records the port the kernel chose; an address that is
+    taken leaves the proxy running, with no dashboard recorded."""
+    import socket
+    import urllib.request
+
+    d = start_dbgov(tmp_root / f"web0-{uuid.uuid4().hex[:6]}", "--web-listen", "127.0.0.1:0")
+    try:
+        web = d.state["web"]
+        host, _, port = web.rpartition(":")
+        assert host == "127.0.0.1" and int(port) > 0
+        with urllib.request.urlopen(f"http://{web}/healthz", timeout=10) as r:
+            assert json.loads(r.read())["ok"] is True
+        banner = (d.data_dir.parent / f"{d.data_dir.name}.log").read_text()
+        assert f"dashboard  http://{web}/" in banner
+    finally:
+        stop_dbgov(d)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        d = start_dbgov(tmp_root / f"webbusy-{uuid.uuid4().hex[:6]}", "--web-listen", busy)
+        try:
+            assert d.state["web"] is None
+            with psycopg.connect(d.dsn("carol"), autocommit=True) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            log = (d.data_dir.parent / f"{d.data_dir.name}.log").read_text()
+            assert f"dashboard cannot listen on {busy}" in log
+            assert f"dashboard  not running ({busy} is taken" in log
+        finally:
+            stop_dbgov(d)
+    finally:
+        taken.close()

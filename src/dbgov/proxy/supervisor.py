@@ -59,6 +59,7 @@ class Supervisor:
         self._seq_thread: threading.Thread | None = None
         self._lock = SequencerLock(config.data_dir)
         self.port = 0
+        self.web: str | None = None  # the dashboard address actually bound
 
     # -- start ------------------------------------------------------------------------
 
@@ -134,11 +135,10 @@ class Supervisor:
 
     def write_state(self, **extra: Any) -> None:
         host, _ = self.config.listen.proxy_addr()
-        web = self.config.listen.web
         state = {
             "pid": os.getpid(),
             "proxy": f"{host}:{self.port}",
-            "web": web,
+            "web": self.web,
             "workers": [p.pid for p in self.procs],
             "data_dir": str(self.layout.root),
             "started_at": time.time(),
@@ -156,9 +156,11 @@ class Supervisor:
             loop.add_signal_handler(sig, stop.set)
         web_task = None
         if self.config.listen.web:
-            from dbgov.web.server import serve_web
+            from dbgov.web.server import bind_web, serve_web, web_address
 
-            web_task = loop.create_task(serve_web(self.config, stop))
+            sock = bind_web(self.config)
+            self.web = web_address(sock) if sock is not None else None
+            web_task = loop.create_task(serve_web(self.config, stop, sock))
         self.write_state()
         if on_ready is not None:
             on_ready()
