@@ -38,3 +38,4 @@ bench: native
 
 clean:
 	rm -rf $(VENV) build .dbgov .pytest_cache .mypy_cache .ruff_cache
+	find src -name '*.so' -delete
