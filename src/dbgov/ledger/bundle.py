@@ -57,7 +57,7 @@ from dbgov.ledger.tree import (
     range_nodes,
 )
 from dbgov.ledger.verify import Finding, Problem, Report
-from dbgov.store.sqlite import LedgerStore
+from dbgov.store.sqlite import LedgerStore, ts_window
 
 __all__ = ["PROOF_FORMAT", "BundleInfo", "verify_bundle", "write_bundle"]
 
@@ -100,13 +100,8 @@ def write_bundle(
     size, _root, note, _ts = latest
     first, end = 0, size
     if since or until:
-        where, args = ["idx < ?"], [str(size)]
-        if since:
-            where.append("ts >= ?")
-            args.append(since)
-        if until:
-            where.append("ts < ?")
-            args.append(until)
+        clauses, window_args = ts_window(since, until)
+        where, args = ["idx < ?", *clauses], [str(size), *window_args]
         lo, hi = store.conn.execute(
             f"SELECT min(idx), max(idx) FROM events WHERE {' AND '.join(where)}", args
         ).fetchone()

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from typing import IO, Any, Final
 
 from dbgov import __version__
-from dbgov.store.sqlite import LedgerStore
+from dbgov.store.sqlite import LedgerStore, ts_window
 
 __all__ = [
     "FORMATS",
@@ -94,12 +94,9 @@ def iter_rows(
     if end is not None:
         where.append("idx < ?")
         args.append(end)
-    if since:
-        where.append("ts >= ?")
-        args.append(since)
-    if until:
-        where.append("ts < ?")
-        args.append(until)
+    clauses, window_args = ts_window(since, until)
+    where += clauses
+    args += window_args
     cursor = store.conn.execute(
         f"SELECT idx, body FROM events WHERE {' AND '.join(where)} ORDER BY idx",
         args,

@@ -86,6 +86,20 @@ class EventRow:
 _COLS = "idx, id, type, ts, session, user, target, ref, decision, body, leaf"
 
 
+def ts_window(since: str | None, until: str | None, col: str = "ts") -> tuple[list[str], list[Any]]:
+    """WHERE clauses and their arguments for the half-open window ``[since, until)`` on
+    an ISO 8601 text column (compared as text); an empty bound is no bound."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if since:
+        clauses.append(f"{col} >= ?")
+        args.append(since)
+    if until:
+        clauses.append(f"{col} < ?")
+        args.append(until)
+    return clauses, args
+
+
 def connect(path: Path, *, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     if readonly:
@@ -301,12 +315,9 @@ class LedgerStore:
         if types:
             where.append(f"type IN ({','.join('?' * len(types))})")
             args.extend(types)
-        if since:
-            where.append("ts >= ?")
-            args.append(since)
-        if until:
-            where.append("ts < ?")
-            args.append(until)
+        clauses, window_args = ts_window(since, until)
+        where += clauses
+        args += window_args
         if after is not None:
             where.append("idx > ?")
             args.append(after)

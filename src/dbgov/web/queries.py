@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dbgov.store.sqlite import EventRow, LedgerStore
+from dbgov.store.sqlite import EventRow, LedgerStore, ts_window
 
 BODY: Final = "CAST(body AS TEXT)"
 
@@ -86,15 +86,7 @@ class Window:
     until: str | None = None
 
     def where(self, col: str = "ts") -> tuple[list[str], list[Any]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        if self.since:
-            clauses.append(f"{col} >= ?")
-            args.append(self.since)
-        if self.until:
-            clauses.append(f"{col} < ?")
-            args.append(self.until)
-        return clauses, args
+        return ts_window(self.since, self.until, col)
 
 
 def _scoped(scope: str | None, window: Window, col_prefix: str = "") -> tuple[str, list[Any]]:
@@ -507,6 +499,11 @@ def bucket_seconds(window_s: int, buckets: int = 60) -> int:
     return 86400
 
 
+def _bucket(width: int) -> str:
+    """SQL for the start (Unix seconds) of the `width`-second bucket holding an event."""
+    return f"(CAST(strftime('%s', substr(ts, 1, 19)) AS INTEGER) / {int(width)}) * {int(width)}"
+
+
 def _buckets(store: LedgerStore, sql: str, args: Sequence[Any]) -> dict[tuple[int, str], int]:
     return {(int(b), str(k)): int(n) for b, k, n in store.conn.execute(sql, args)}
 
@@ -516,7 +513,7 @@ def statements_over_time(
 ) -> dict[str, Any]:
     """Statements per time bucket by decision: allowed, masked, denied, pending."""
     extra, args = _scoped(scope, window)
-    bucket = f"(CAST(strftime('%s', substr(ts, 1, 19)) AS INTEGER) / {int(width)}) * {int(width)}"
+    bucket = _bucket(width)
     counts = _buckets(
         store,
         f"SELECT {bucket}, coalesce(decision, ''), count(*) FROM events "
@@ -545,7 +542,7 @@ def denials_over_time(
 ) -> dict[str, Any]:
     """Denied statements and failed logins per time bucket."""
     extra, args = _scoped(scope, window)
-    bucket = f"(CAST(strftime('%s', substr(ts, 1, 19)) AS INTEGER) / {int(width)}) * {int(width)}"
+    bucket = _bucket(width)
     counts = _buckets(
         store,
         f"SELECT {bucket}, type, count(*) FROM events WHERE "
