@@ -47,6 +47,7 @@ MODULES = (
     "dbgov.models.registry",
     "dbgov.policy.engine",
     "dbgov.masking.engine",
+    "dbgov.masking.memo",
 )
 SRC = Path(__file__).resolve().parent.parent
 PURE_ENV = "DBGOV_PURE_PYTHON"

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable
 from typing import Final
 
 from dbgov.gate import ColumnMask, ResultPlan
+from dbgov.masking.memo import Memo
 from dbgov.wire.postgres.errors import RemoteProtocolError
 from dbgov.wire.postgres.messages import ErrorResponse, FieldDescription
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
-_HDR = struct.Struct("!cI")
 _pack_i32 = _I32.pack
-_pack_hdr = _HDR.pack
 _NULL_WORD = b"\xff\xff\xff\xff"
 _SMALL: Final = 4096
 _WORDS: Final = tuple(_pack_i32(i) for i in range(_SMALL))  # length words, made once
@@ -37,8 +35,6 @@ REDACTED = b"[REDACTED]"
 # marker is a valid value; every other type becomes NULL (maskers.py keeps the same
 # list, plus JSON, which the engine's plans handle).
 STRING_TYPES = frozenset({25, 1043, 1042, 19})
-
-_Fn = Callable[[bytes], bytes | None]
 
 
 def datarow_values(body: bytes | bytearray | memoryview, offset: int = 0) -> list[bytes | None]:
@@ -65,6 +61,18 @@ def datarow_values(body: bytes | bytearray | memoryview, offset: int = 0) -> lis
     return out
 
 
+class _Column:
+    """One masked column of a result set, as the rewriter reads it."""
+
+    __slots__ = ("constant", "fixed", "index", "memo")
+
+    def __init__(self, index: int, memo: Memo, fixed: bytes | None, constant: bool) -> None:
+        self.index = index
+        self.memo = memo  # the column's masker for its format, remembered
+        self.fixed = fixed  # a constant column's value, computed once
+        self.constant = constant
+
+
 class RowRewriter:
     """Rewrites the DataRows of one result set under one plan.
 
@@ -76,74 +84,83 @@ class RowRewriter:
     __slots__ = ("_columns", "_count")
 
     def __init__(self, plan: ResultPlan, formats: tuple[int, ...]) -> None:
-        columns: list[tuple[int, _Fn, bytes | None, bool]] = []
+        columns: list[_Column] = []
         for col in sorted(plan.columns, key=lambda c: c.index):
             fn = col.binary if col.index < len(formats) and formats[col.index] == 1 else col.text
-            # A constant column's value is computed once, here.
-            columns.append((col.index, fn, fn(b"") if col.constant else None, col.constant))
-        self._columns = tuple(columns)
+            memo = fn if isinstance(fn, Memo) else Memo(fn)
+            fixed = fn(b"") if col.constant else None
+            columns.append(_Column(col.index, memo, fixed, col.constant))
+        self._columns = columns
         self._count = len(formats)
 
     def __call__(self, row: bytes, start: int, end: int) -> bytes:
         """The DataRow frame at row[start:end] (type byte included), rewritten."""
-        if end - start < 7:
+        out: list[bytes] = []
+        self.write(row, start, end, out)
+        return b"".join(out)
+
+    def write(self, row: bytes, start: int, end: int, out: list[bytes]) -> None:
+        """Append the DataRow frame at row[start:end], rewritten, to `out` as pieces:
+        the pumps join a whole chunk's output once, so a row costs no join of its own
+        and its unchanged spans are slices, not copies into a row buffer."""
+        if end - start < 7 or start < 0 or end > len(row):
             raise RemoteProtocolError("malformed DataRow")
-        try:
-            n = (row[start + 5] << 8) | row[start + 6]
-            if n != self._count and self._count:
-                raise RemoteProtocolError("DataRow and RowDescription disagree on the column count")
-            pos = start + 7
-            last = start + 5
-            i = 0
-            grown = 0  # bytes the values grew by (negative: shrank)
-            parts: list[bytes] = [b""]  # the header goes first, once the length is known
-            for index, fn, fixed, constant in self._columns:
-                if index >= n:
-                    raise RemoteProtocolError("DataRow has fewer columns than its RowDescription")
-                while i < index:  # unmasked columns before this one: step over
-                    if pos + 4 > end:
-                        raise RemoteProtocolError("malformed DataRow")
-                    ln = _int32(row, pos)
-                    if ln < -1:
-                        raise RemoteProtocolError("malformed DataRow")
-                    pos += 4 + ln if ln > 0 else 4
-                    i += 1
+        n = (row[start + 5] << 8) | row[start + 6]
+        if n != self._count and self._count:
+            raise RemoteProtocolError("DataRow and RowDescription disagree on the column count")
+        at = len(out)
+        out.append(b"D")
+        out.append(b"")  # the length word, once the values are known
+        pos = start + 7
+        last = start + 5
+        i = 0
+        grown = 0  # bytes the values grew by (negative: shrank)
+        for col in self._columns:
+            index = col.index
+            if index >= n:
+                raise RemoteProtocolError("DataRow has fewer columns than its RowDescription")
+            while i < index:  # unmasked columns before this one: step over
                 if pos + 4 > end:
                     raise RemoteProtocolError("malformed DataRow")
-                ln = _int32(row, pos)
+                # The length word, inline: a call per word costs more than the read.
+                ln = (row[pos] << 24) | (row[pos + 1] << 16) | (row[pos + 2] << 8) | row[pos + 3]
+                if ln >= 0x80000000:  # negative: NULL (-1) or malformed
+                    if ln != 0xFFFFFFFF:
+                        raise RemoteProtocolError("malformed DataRow")
+                    ln = 0
+                pos += 4 + ln
                 i += 1
-                value_end = pos + 4 + ln if ln > 0 else pos + 4
-                if value_end > end or ln < -1:
-                    raise RemoteProtocolError("malformed DataRow")
-                if ln == -1 and not constant:
-                    pos = value_end  # NULL stays NULL
-                    continue
-                new = fixed if constant else fn(row[pos + 4 : value_end])
-                if last != pos:
-                    parts.append(row[last:pos])
-                if new is None:
-                    parts.append(_NULL_WORD)
-                    grown -= value_end - pos - 4
-                else:
-                    size = len(new)
-                    parts.append(_WORDS[size] if size < _SMALL else _pack_i32(size))
-                    parts.append(new)
-                    grown += size - (value_end - pos - 4)
-                pos = last = value_end
-            if pos > end:
+            if pos + 4 > end:
                 raise RemoteProtocolError("malformed DataRow")
-            parts.append(row[last:end])
-            parts[0] = _pack_hdr(b"D", end - start - 1 + grown)
-            return b"".join(parts)
-        except IndexError:  # a header past the end of what arrived
-            raise RemoteProtocolError("malformed DataRow") from None
-
-
-def _int32(b: bytes, pos: int) -> int:
-    """The signed big-endian int32 at b[pos]. Byte indexing, compiled (dbgov.native),
-    costs a fraction of a struct call."""
-    v = (b[pos] << 24) | (b[pos + 1] << 16) | (b[pos + 2] << 8) | b[pos + 3]
-    return v - 0x100000000 if v & 0x80000000 else v
+            ln = (row[pos] << 24) | (row[pos + 1] << 16) | (row[pos + 2] << 8) | row[pos + 3]
+            i += 1
+            null = ln == 0xFFFFFFFF
+            if ln >= 0x80000000 and not null:
+                raise RemoteProtocolError("malformed DataRow")
+            value_end = pos + 4 if null else pos + 4 + ln
+            if value_end > end:
+                raise RemoteProtocolError("malformed DataRow")
+            if null and not col.constant:
+                pos = value_end  # NULL stays NULL
+                continue
+            new = col.fixed if col.constant else col.memo.get(row[pos + 4 : value_end])
+            if last != pos:
+                out.append(row[last:pos])
+            if new is None:
+                out.append(_NULL_WORD)
+                grown -= value_end - pos - 4
+            else:
+                size = len(new)
+                out.append(_WORDS[size] if size < _SMALL else _pack_i32(size))
+                out.append(new)
+                grown += size - (value_end - pos - 4)
+            pos = last = value_end
+        if pos > end:
+            raise RemoteProtocolError("malformed DataRow")
+        if last != end:
+            out.append(row[last:end])
+        length = end - start - 1 + grown
+        out[at + 1] = _WORDS[length] if length < _SMALL else _pack_i32(length)
 
 
 def _redact(_: bytes) -> bytes | None:

@@ -47,11 +47,12 @@ class FrameBuffer:
     costs one copy rather than one per chunk.
     """
 
-    __slots__ = ("_bodiless", "_have", "_need", "_parts", "buf", "max_len", "pos")
+    __slots__ = ("_bodiless", "_have", "_need", "_parts", "buf", "end", "max_len", "pos", "start")
 
     def __init__(self, *, max_len: int = DEFAULT_MAX_MESSAGE, frontend: bool = True) -> None:
         self.buf = b""
         self.pos = 0
+        self.start = self.end = 0  # the frame `advance` returned last
         self.max_len = max_len
         self._bodiless = BODILESS_FRONTEND if frontend else BODILESS_BACKEND
         self._parts: list[bytes] = []  # chunks of a big frame being gathered
@@ -81,41 +82,47 @@ class FrameBuffer:
             self._need = 0
         self.pos = 0
 
-    def frames(self, limit: int = -1) -> list[tuple[int, int, int]]:
-        """(type, start, end) of every whole frame buffered (at most `limit`), consumed.
+    def advance(self) -> int:
+        """The type of the next whole frame, consumed, with its offsets in `start`
+        and `end`; -1 when no whole frame is buffered (feed more).
 
-        One call per received chunk rather than per frame: the pumps' hot loops
-        iterate a list. A caller that stops early sets `pos` back to the first
-        frame it did not handle.
+        The pumps' hot loops call this once per frame: the offsets are attributes
+        of a compiled class (dbgov.native), so a frame costs no tuple and no boxed
+        integers.
         """
         buf = self.buf
         pos = self.pos
-        size = len(buf)
-        max_len = self.max_len
-        bodiless = self._bodiless
+        if len(buf) - pos < 5:
+            self._need = 0
+            return -1
+        t = buf[pos]
+        n = (buf[pos + 1] << 24) | (buf[pos + 2] << 16) | (buf[pos + 3] << 8) | buf[pos + 4]
+        if n < 4 or n > self.max_len:
+            raise RemoteProtocolError(f"invalid message length {n} for type {chr(t)!r}")
+        if n != 4 and t in self._bodiless:
+            raise RemoteProtocolError(f"message type {chr(t)!r} must have no body")
+        end = pos + 1 + n
+        if end > len(buf):
+            self._need = end  # where the incomplete frame ends: feed() may gather it
+            return -1
+        self.start = pos
+        self.end = self.pos = end
+        return t
+
+    def frames(self, limit: int = -1) -> list[tuple[int, int, int]]:
+        """(type, start, end) of every whole frame buffered (at most `limit`), consumed."""
         out: list[tuple[int, int, int]] = []
-        need = 0
-        while size - pos >= 5 and limit != len(out):
-            t = buf[pos]
-            n = (buf[pos + 1] << 24) | (buf[pos + 2] << 16) | (buf[pos + 3] << 8) | buf[pos + 4]
-            if n < 4 or n > max_len:
-                raise RemoteProtocolError(f"invalid message length {n} for type {chr(t)!r}")
-            if n != 4 and t in bodiless:
-                raise RemoteProtocolError(f"message type {chr(t)!r} must have no body")
-            end = pos + 1 + n
-            if end > size:
-                need = end  # where the incomplete frame ends: feed() may gather it
+        while limit != len(out):
+            t = self.advance()
+            if t < 0:
                 break
-            out.append((t, pos, end))
-            pos = end
-        self.pos = pos
-        self._need = need
+            out.append((t, self.start, self.end))
         return out
 
     def next_frame(self) -> tuple[int, int, int] | None:
         """Return (type, start, end) of the next whole frame, or None if incomplete."""
-        got = self.frames(1)
-        return got[0] if got else None
+        t = self.advance()
+        return None if t < 0 else (t, self.start, self.end)
 
     def pending(self) -> int:
         return len(self.buf) - self.pos + self._have
