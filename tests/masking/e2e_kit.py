@@ -11,7 +11,6 @@ only) so that `upper(email)` or `reverse(ssn)` cannot slip through a byte compar
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,26 +56,12 @@ class Forbidden:
         grams = {text[i : i + _PREFIX] for i in range(len(text) - _PREFIX + 1)}
         return [v for g in grams & self._index.keys() for v in self._index[g] if v in text]
 
-    def without(self, values: Iterable[str]) -> Forbidden:
-        drop = {v.lower() for v in values}
-        out = Forbidden()
-        for prefix, bucket in self._index.items():
-            kept = [v for v in bucket if v not in drop]
-            if kept:
-                out._index[prefix] = kept
-                out.count += len(kept)
-        return out
-
 
 @dataclass(frozen=True)
 class RawData:
     """What the tests compare against: the masked columns as stored."""
 
-    forbidden: Forbidden
-    # Customer names that the demo generator also wrote into prompt texts: pii_text
-    # has no name detector, so these reach clients through prompt_text (a known
-    # weakness reported with the tests); everything else in `forbidden` must not.
-    forbidden_with_prompts: Forbidden
+    forbidden: Forbidden  # every raw value, customer names in prompt texts included
     customers: list[tuple[Any, ...]]  # (id, full_name, email, phone, ssn, country, created_at)
 
 
@@ -93,12 +78,7 @@ def load_raw(dbgov: Any) -> RawData:
     for kind in ("emails", "phones", "ssns", "cards", "names"):
         for value in samples[kind]:
             forbidden.add(value)
-    texts = dbgov.app(
-        "SELECT coalesce(prompt_text, '') || ' ' || coalesce(response_text, '') FROM prompts"
-    )
-    corpus = "\n".join(t for (t,) in texts).lower()
-    names_in_prompts = [n for n in samples["names"] if n.lower() in corpus]
-    return RawData(forbidden, forbidden.without(names_in_prompts), customers)
+    return RawData(forbidden, customers)
 
 
 def error_text(exc: BaseException) -> str:

@@ -7,8 +7,8 @@ result format (and some with the raw protocol or asyncpg); the outcome must be
 either a 42501 denial or a result in which no raw value of a masked column
 appears: every byte received (values as they came off the wire, decoded values,
 error and notice fields) is scanned for every raw name, email, phone and SSN of
-the customers table, read directly from the database, and for the emails, phones,
-SSNs and card numbers the demo generator pasted into prompts (`e2e_kit`).
+the customers table, read directly from the database, and for the names, emails,
+phones, SSNs and card numbers the demo generator pasted into prompts (`e2e_kit`).
 
 Each case also states which of the two outcomes is expected, so that a query that
 should work (and be masked) does not silently turn into a denial, and a query
@@ -49,7 +49,6 @@ DENY, MASK, EITHER = "deny", "mask", "either"
 class Q:
     sql: str
     expect: str
-    prompts: bool = False  # returns prompt texts (whose customer names pii_text cannot see)
 
     def __str__(self) -> str:
         return self.sql
@@ -182,8 +181,8 @@ ALICE_CASES = [
     Q("SELECT full_name, count(*) FROM customers GROUP BY full_name", MASK),
     Q("SELECT DISTINCT email FROM customers", MASK),
     # -- prompts (pii_text)
-    Q("SELECT prompt_text, response_text FROM prompts", MASK, prompts=True),
-    Q("SELECT p FROM prompts p", MASK, prompts=True),
+    Q("SELECT prompt_text, response_text FROM prompts", MASK),
+    Q("SELECT p FROM prompts p", MASK),
     Q("SELECT reverse(prompt_text), replace(response_text, '@', ' at ') FROM prompts", MASK),
     Q("SELECT string_agg(prompt_text, ' | ') FROM prompts", MASK),
     Q("SELECT split_part(prompt_text, '(', 2), row_to_json(p)::text FROM prompts p", MASK),
@@ -341,14 +340,14 @@ def check_expected(q: Q, out: Outcome) -> None:
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
 @pytest.mark.parametrize("q", ALICE_CASES, ids=str)
 def test_alice_bypass(conns: dict[str, Any], raw: RawData, q: Q, binary: bool) -> None:
-    forbidden = raw.forbidden_with_prompts if q.prompts else raw.forbidden
+    forbidden = raw.forbidden
     check_expected(q, run_psycopg(conns["alice"], q.sql, binary, forbidden))
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
 @pytest.mark.parametrize("q", BOB_CASES, ids=str)
 def test_bob_bypass(conns: dict[str, Any], raw: RawData, q: Q, binary: bool) -> None:
-    forbidden = raw.forbidden_with_prompts if q.prompts else raw.forbidden
+    forbidden = raw.forbidden
     check_expected(q, run_psycopg(conns["bob"], q.sql, binary, forbidden))
 
 
@@ -498,7 +497,7 @@ def test_simple_query_raw_bytes(dbgov: Any, raw: RawData) -> None:
         msgs = c.until_ready()
         assert error_of(msgs) is None
         assert len(rows_of(msgs)) == 5000 + 5000 + 20000
-        assert_clean(raw.forbidden_with_prompts, b"".join(m.body for m in msgs), "simple query")
+        assert_clean(raw.forbidden, b"".join(m.body for m in msgs), "simple query")
         rd = [RowDescription.decode(m.body) for m in msgs if m.type == b"T"]
         assert [f.name for f in rd[1].fields] == ["id", "contact", "secret", "phone"]
     finally:
@@ -564,7 +563,7 @@ def test_asyncpg_binary_results(dbgov: Any, raw: RawData) -> None:
 
     rows = asyncio.run(main())
     assert len(rows) > 15000
-    assert_clean(raw.forbidden_with_prompts, repr(rows), "asyncpg")
+    assert_clean(raw.forbidden, repr(rows), "asyncpg")
     assert {r["ssn"] for r in rows[:5000]} == {None, "[REDACTED]"}
     assert all(r["phone"] is None or r["phone"].startswith("****") for r in rows[:5000])
 

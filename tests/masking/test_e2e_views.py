@@ -34,7 +34,7 @@ from masking.e2e_kit import RawData, load_raw
 pytestmark = pytest.mark.usefixtures("dbgov")
 
 TOKEN = re.compile(r"[0-9a-f]{16}")
-LABEL = re.compile(r"\[(EMAIL|PHONE|SSN|CARD|IPV4|IPV6|IBAN|API_KEY|JWT)\]")
+LABEL = re.compile(r"\[(FULL_NAME|EMAIL|PHONE|SSN|CARD|IPV4|IPV6|IBAN|API_KEY|JWT)\]")
 TABLES = {  # table -> (ORDER BY key, masked columns and their check)
     "customers": "id",
     "prompts": "id",
@@ -88,10 +88,10 @@ def check_masked(column: str, raw_value: Any, seen: Any, samples: dict[str, list
         assert set(seen[:-4]) == {"*"}, (column, seen)
     elif kind == "redact":
         assert seen == "[REDACTED]"
-    else:  # pii_text: the same text with PII spans replaced by labels
+    else:  # pii_text: the same text with PII spans (customer names too) replaced by labels
         pii = [
             v
-            for k in ("emails", "phones", "ssns", "cards", "ips", "api_keys")
+            for k in ("names", "emails", "phones", "ssns", "cards", "ips", "api_keys")
             for v in samples[k]
             if v in raw_value
         ]

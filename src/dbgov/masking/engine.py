@@ -45,8 +45,8 @@ unmasked leaves on a guess.
 
 Pseudonym keys are per target (HMAC of the master key in the data dir), so the
 same input gives the same token within a target and different tokens across.
-Masked values are memoized per masker (bounded): repeated scans and joins see the
-same values again, and a lookup costs a fraction of an HMAC or a PII scan.
+Masked values are memoized per masker (masking/memo.py): repeated scans and joins
+see the same values again, and a lookup costs a fraction of an HMAC or a PII scan.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ from pglast.ast import FuncCall
 
 from dbgov.durable import write_private
 from dbgov.gate import ColumnMask, Decision, ResultPlan, SessionContext, Verdict
+from dbgov.masking.known import KnownValues, label_of
 from dbgov.masking.maskers import Mask, Masker, MaskKind, validate
+from dbgov.masking.memo import Memo
 from dbgov.sql.lineage import compute_lineage, lineage
 from dbgov.sql.model import Analysis, Column, Lineage, Relation, Statement, Use
 from dbgov.sql.nodes import func_name, string_const, walk
@@ -176,31 +178,6 @@ class _Constant:
         return self.value
 
 
-_Fn = Callable[[bytes], bytes | None]
-# Masked values remembered per masker (and target): scans of the same rows, joins and
-# repeated queries see the same values again, and a dict lookup costs a fraction of
-# an HMAC or a PII scan. Bounded in entries and value size; emptied when full.
-MEMO_ENTRIES = 1 << 15
-MEMO_MAX_VALUE = 2048
-
-
-def _memoized(fn: _Fn) -> _Fn:
-    cache: dict[bytes, bytes | None] = {}
-
-    def masked(value: bytes) -> bytes | None:
-        try:
-            return cache[value]
-        except KeyError:
-            out = fn(value)
-            if len(value) <= MEMO_MAX_VALUE:
-                if len(cache) >= MEMO_ENTRIES:
-                    cache.clear()
-                cache[value] = out
-            return out
-
-    return masked
-
-
 class _Fns:
     """A masker's text and binary functions, memoized (one memo when they are the
     same function, as for string types)."""
@@ -210,8 +187,8 @@ class _Fns:
     def __init__(self, masker: Masker) -> None:
         self.masker = masker
         self.kind = masker.mask.kind.value
-        self.text = _memoized(masker.text)
-        self.binary = self.text if masker.binary is masker.text else _memoized(masker.binary)
+        self.text = Memo(masker.text)
+        self.binary = self.text if masker.binary is masker.text else Memo(masker.binary)
 
 
 class MaskingEngine:
@@ -230,6 +207,9 @@ class MaskingEngine:
         self._keys: dict[str, bytes] = {}
         self._active: dict[frozenset[str], bool] = {}
         self._maskers: dict[tuple[str, int, str, str | None], _Fns] = {}
+        # pii_text maskers with known values, per catalog snapshot (one per key: a
+        # newer snapshot replaces the older, and its memo with it).
+        self._known_maskers: dict[tuple[str, int, str, str | None], tuple[int, _Fns]] = {}
         self._checks: OrderedDict[tuple[Any, ...], tuple[Any, Decision | None]] = OrderedDict()
 
     @classmethod
@@ -270,6 +250,10 @@ class MaskingEngine:
             for name, c in self.columns.items()
             if not groups & c.exempt and (not wanted or c.mask.kind in wanted)
         }
+
+    def known_sources(self) -> frozenset[str]:
+        """Columns whose values pii_text masks look for in free text (known.py)."""
+        return frozenset(col for c in self.columns.values() for col in c.mask.known)
 
     def audit_token(self, value: bytes) -> str:
         """A keyed, deterministic stand-in for a secret bind parameter in the ledger."""
@@ -480,19 +464,60 @@ class MaskingEngine:
             if not masks:
                 continue
             if direct is not None and set(masks) == {direct}:
-                fns = self._masker(masks[direct], f.type_oid, ctx, key)
-                cols.append(ColumnMask(i, str(direct), fns.kind, fns.text, fns.binary))
+                fns = self._masker(masks[direct], f.type_oid, ctx, key, catalog)
+                if fns is not None:
+                    cols.append(ColumnMask(i, str(direct), fns.kind, fns.text, fns.binary))
+                else:  # pii_text whose known values could not be loaded: fail closed
+                    label = f"{direct} (known values not loaded)"
+                    cols.append(self._constant(i, label, f.type_oid, ctx, key))
             else:
                 label = f"{f.name} <- {', '.join(sorted(str(c) for c in masks))}"
                 cols.append(self._constant(i, label, f.type_oid, ctx, key))
         return ResultPlan(tuple(cols))
 
-    def _masker(self, mask: Mask, type_oid: int, ctx: SessionContext, key: bytes) -> _Fns:
+    def _masker(
+        self,
+        mask: Mask,
+        type_oid: int,
+        ctx: SessionContext,
+        key: bytes,
+        catalog: Catalog | None = None,
+    ) -> _Fns | None:
+        """The column's masker; None when its known values are not loaded (the caller
+        then redacts the column whole)."""
         k = (repr(mask), type_oid, ctx.target, ctx.time_zone)
+        if mask.known:
+            return self._known_masker(k, mask, type_oid, ctx, key, catalog)
         fns = self._maskers.get(k)
         if fns is None:
             fns = _Fns(Masker(mask, type_oid, key, time_zone=ctx.time_zone))
             self._maskers[k] = fns
+        return fns
+
+    def _known_masker(
+        self,
+        k: tuple[str, int, str, str | None],
+        mask: Mask,
+        type_oid: int,
+        ctx: SessionContext,
+        key: bytes,
+        catalog: Catalog | None,
+    ) -> _Fns | None:
+        if catalog is None:
+            return None
+        hit = self._known_maskers.get(k)
+        if hit is not None and hit[0] == catalog.version:
+            return hit[1]
+        sources: dict[str, tuple[str, ...]] = {}
+        for column in mask.known:
+            values = catalog.known.get(column)
+            if values is None:
+                return None
+            sources.setdefault(label_of(column), ())
+            sources[label_of(column)] += values
+        known = KnownValues(sources)
+        fns = _Fns(Masker(mask, type_oid, key, time_zone=ctx.time_zone, known=known))
+        self._known_maskers[k] = (catalog.version, fns)
         return fns
 
     def _constant(
@@ -500,7 +525,9 @@ class MaskingEngine:
     ) -> ColumnMask:
         """The redaction marker (string and JSON types) or NULL, for every row."""
         mask = _REDACT if type_oid in REDACTABLE_OIDS else _NULL
-        m = self._masker(mask, type_oid, ctx, key).masker
+        fns = self._masker(mask, type_oid, ctx, key)
+        assert fns is not None  # redact and null need no known values
+        m = fns.masker
         # Redaction ignores its input; jsonb's binary form wants the version byte.
         text: Callable[[bytes], bytes | None] = _Constant(m.text(b"\x01"))
         binary: Callable[[bytes], bytes | None] = _Constant(m.binary(b"\x01"))

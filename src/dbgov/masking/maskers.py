@@ -60,6 +60,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
+from dbgov.masking.known import KnownValues
 from dbgov.masking.pii import DETECTOR_TYPES, Span, redact_text
 
 __all__ = ["Mask", "MaskKind", "MaskSpecError", "Masker", "validate"]
@@ -93,7 +94,7 @@ _OPTIONS: Final[dict[MaskKind, frozenset[str]]] = {
     MaskKind.PSEUDONYM: frozenset({"prefix", "length"}),
     MaskKind.HASH: frozenset({"algorithm"}),
     MaskKind.BUCKET: frozenset({"width", "granularity"}),
-    MaskKind.PII_TEXT: frozenset({"replace", "types", "length"}),
+    MaskKind.PII_TEXT: frozenset({"replace", "types", "length", "known"}),
 }
 _KINDS = tuple(k.value for k in MaskKind)
 _EMAIL_KEEP = ("domain", "first")
@@ -124,6 +125,8 @@ class Mask:
     granularity: str | None = None  # bucket, dates and timestamps
     replace: str = "label"  # pii_text: "label" -> [EMAIL], "pseudonym" -> [EMAIL:hex]
     types: frozenset[str] | None = None  # pii_text: detectors to run, None = all
+    # pii_text: columns ("schema.table.column") whose values are found in the text too
+    known: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -153,6 +156,10 @@ class Mask:
             raise MaskSpecError("width", "bucket needs width (numbers) or granularity (dates)")
         if self.replace not in _PII_REPLACE:
             raise MaskSpecError("replace", f"must be one of {', '.join(_PII_REPLACE)}")
+        for column in self.known:
+            parts = column.split(".") if isinstance(column, str) else []
+            if len(parts) != 3 or "" in parts:
+                raise MaskSpecError("known", f"must list schema.table.column names, got {column!r}")
         if self.types is not None:
             unknown = self.types - frozenset(DETECTOR_TYPES)
             if not self.types or unknown:
@@ -201,6 +208,14 @@ def _types(raw: object) -> frozenset[str] | None:
     return frozenset(raw)
 
 
+def _known(raw: object) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str) or not isinstance(raw, list | tuple):
+        raise MaskSpecError("known", f"must be a list of schema.table.column names, got {raw!r}")
+    return tuple(raw)
+
+
 def validate(spec: Mapping[str, object]) -> Mask:
     """Parse one mask spec from policy data, e.g. {"kind": "partial", "keep_last": 4}.
 
@@ -235,6 +250,7 @@ def validate(spec: Mapping[str, object]) -> Mask:
         granularity=granularity,
         replace=_str(spec, "replace", "label"),
         types=_types(spec.get("types")),
+        known=_known(spec.get("known")),
     )
 
 
@@ -265,7 +281,8 @@ class Masker:
     Both are callables chosen at construction, not methods, to save a call per value.
     `key` is the target's pseudonym key (at least 16 bytes; only pseudonym and
     pii_text with replace=pseudonym read it). `time_zone` is the session's TimeZone
-    (ParameterStatus); only bucket on timestamptz reads it. `always_null` tells the
+    (ParameterStatus); only bucket on timestamptz reads it. `known` is what pii_text
+    finds besides its detectors: the values of the mask's `known` columns. `always_null` tells the
     row rewriter that every value becomes NULL (the mask cannot keep this type).
     """
 
@@ -275,22 +292,30 @@ class Masker:
     binary: _Fn
 
     def __init__(
-        self, mask: Mask, type_oid: int, key: bytes, *, time_zone: str | None = None
+        self,
+        mask: Mask,
+        type_oid: int,
+        key: bytes,
+        *,
+        time_zone: str | None = None,
+        known: KnownValues | None = None,
     ) -> None:
         self.mask = mask
         self.type_oid = type_oid
-        self.text, self.binary = _build(mask, type_oid, key, time_zone)
+        self.text, self.binary = _build(mask, type_oid, key, time_zone, known)
         self.always_null = self.text is _null
 
 
-def _build(mask: Mask, oid: int, key: bytes, time_zone: str | None) -> tuple[_Fn, _Fn]:
+def _build(
+    mask: Mask, oid: int, key: bytes, time_zone: str | None, known: KnownValues | None
+) -> tuple[_Fn, _Fn]:
     kind = mask.kind
     if kind is MaskKind.NULL:
         return _null, _null
     if kind is MaskKind.BUCKET:
         return _build_bucket(mask, oid, time_zone)
     if oid in _STRING_OIDS:
-        fn = _string_fn(mask, key, strip_pad=oid == BPCHAR)
+        fn = _string_fn(mask, key, strip_pad=oid == BPCHAR, known=known)
         # textsend/varcharsend/bpcharsend/namesend send the text bytes as they are.
         return fn, fn
     if oid in _JSON_OIDS and kind in (MaskKind.REDACT, MaskKind.PSEUDONYM, MaskKind.HASH):
@@ -329,8 +354,8 @@ class _Hmac:
         return outer.hexdigest()
 
 
-def _string_fn(mask: Mask, key: bytes, strip_pad: bool) -> _Fn:
-    fn = _text_fn(mask, key)
+def _string_fn(mask: Mask, key: bytes, strip_pad: bool, known: KnownValues | None) -> _Fn:
+    fn = _text_fn(mask, key, known)
     if not strip_pad or mask.kind is MaskKind.REDACT:
         return fn
 
@@ -340,7 +365,7 @@ def _string_fn(mask: Mask, key: bytes, strip_pad: bool) -> _Fn:
     return unpadded
 
 
-def _text_fn(mask: Mask, key: bytes) -> _Fn:
+def _text_fn(mask: Mask, key: bytes, known: KnownValues | None) -> _Fn:
     kind = mask.kind
     if kind is MaskKind.REDACT:
         redacted = mask.value.encode()
@@ -370,7 +395,7 @@ def _text_fn(mask: Mask, key: bytes) -> _Fn:
 
         return hash_
     if kind is MaskKind.PII_TEXT:
-        return _pii_fn(mask, key)
+        return _pii_fn(mask, key, known)
     raise AssertionError(f"not a text mask: {kind}")
 
 
@@ -423,26 +448,27 @@ def _first_char(data: bytes) -> bytes:
     return data.decode("utf-8", "surrogateescape")[0].encode("utf-8", "surrogateescape")
 
 
-def _pii_fn(mask: Mask, key: bytes) -> _Fn:
+def _pii_fn(mask: Mask, key: bytes, known: KnownValues | None) -> _Fn:
     types = mask.types
     replace: Callable[[Span, str], str]
     if mask.replace == "label":
-        labels = {t: f"[{t.upper()}]" for t in DETECTOR_TYPES}
 
         def replace(span: Span, found: str) -> str:
-            return labels[span.type]
+            return f"[{span.label}]"
 
     else:
         hexdigest = _Hmac(key).hexdigest
         n = mask.length
 
         def replace(span: Span, found: str) -> str:
-            token = hexdigest(found.encode("utf-8", "surrogateescape"))[:n]
+            # A known value's token is its column's pseudonym: hashed as stored.
+            raw = span.value if span.value is not None else found
+            token = hexdigest(raw.encode("utf-8", "surrogateescape"))[:n]
             return f"[{span.label}:{token}]"
 
     def pii_text(value: bytes) -> bytes:
         text = value.decode("utf-8", "surrogateescape")
-        masked = redact_text(text, types, replace)
+        masked = redact_text(text, types, replace, known)
         if masked is text:
             return value  # nothing found: the same bytes, no copy
         return masked.encode("utf-8", "surrogateescape")

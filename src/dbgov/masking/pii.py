@@ -31,7 +31,8 @@ Detection is best-effort and leans to over-masking where leaking is the alternat
 
 Known false negatives (PII that is missed):
 - anything without a fixed shape: person names, street addresses, dates of birth
-  (there is no named-entity recognition here).
+  (there is no named-entity recognition here), unless the database holds them:
+  `known` values (known.py) are found wherever they appear.
 - email: no dot in the domain (``root@localhost``), quoted local parts, obfuscation
   (``bob at example dot com``), local parts longer than 64 characters (only their
   last 64 characters are masked).
@@ -75,6 +76,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from dbgov.masking.known import KnownValues
+
 __all__ = ["DETECTOR_TYPES", "Span", "find_spans", "redact_text"]
 
 
@@ -85,6 +88,7 @@ class Span:
     type: str
     start: int
     end: int
+    value: str | None = None  # a known value (known.py): the column's value as stored
 
     @property
     def label(self) -> str:
@@ -570,18 +574,25 @@ def _check_types(types: frozenset[str] | None) -> frozenset[str]:
     return types
 
 
-def _detect(text: str, wanted: frozenset[str]) -> list[tuple[int, int, int, str]]:
-    """Every validated candidate as (start, -end, priority, type), unsorted.
+_Candidate = tuple[int, int, int, str, str | None]  # start, -end, priority, type, value
+
+
+def _detect(text: str, wanted: frozenset[str], known: KnownValues | None) -> list[_Candidate]:
+    """Every validated candidate as (start, -end, priority, type, value), unsorted.
 
     Each detector runs only when its cheap pre-check passes; the detectors assume it.
-    Numeric detectors run per cluster, and only on clusters of their shape.
+    Numeric detectors run per cluster, and only on clusters of their shape. Known
+    values come first on equal spans: their label says more than a shape's.
     """
-    found: list[tuple[int, int, int, str]] = []
+    found: list[_Candidate] = []
+    if known is not None:
+        for start, end, label, value in known.find(text):
+            found.append((start, -end, -1, label.lower(), value))
 
     def add(name: str, spans: _Found) -> None:
         prio = _PRIORITY[name]
         for start, end in spans:
-            found.append((start, -end, prio, name))
+            found.append((start, -end, prio, name, None))
 
     has_digit = _has_digit(text)
     if "jwt" in wanted and "eyJ" in text:
@@ -621,20 +632,27 @@ def _detect(text: str, wanted: frozenset[str]) -> list[tuple[int, int, int, str]
     return found
 
 
-def find_spans(text: str, types: frozenset[str] | None = None) -> list[Span]:
+def _order(candidate: _Candidate) -> tuple[int, int, int, str]:
+    return candidate[:4]
+
+
+def find_spans(
+    text: str, types: frozenset[str] | None = None, known: KnownValues | None = None
+) -> list[Span]:
     """The PII spans in `text`, sorted, non-overlapping, leftmost-longest.
 
-    `types` restricts detection to a subset of `DETECTOR_TYPES` (None means all).
+    `types` restricts detection to a subset of `DETECTOR_TYPES` (None means all);
+    `known` adds the values of masked columns (known.py), each typed by its label.
     """
-    found = _detect(text, _check_types(types))
+    found = _detect(text, _check_types(types), known)
     if not found:
         return []
-    found.sort()
+    found.sort(key=_order)
     spans: list[Span] = []
     last_end = 0
-    for start, neg_end, _, name in found:
+    for start, neg_end, _, name, value in found:
         if start >= last_end:
-            spans.append(Span(name, start, -neg_end))
+            spans.append(Span(name, start, -neg_end, value))
             last_end = -neg_end
     return spans
 
@@ -643,13 +661,14 @@ def redact_text(
     text: str,
     types: frozenset[str] | None,
     replace: Callable[[Span, str], str],
+    known: KnownValues | None = None,
 ) -> str:
     """`text` with each PII span replaced by `replace(span, span_text)`.
 
     Returns `text` itself (the same object) when nothing is found, so a caller can
     test identity and skip re-encoding.
     """
-    spans = find_spans(text, types)
+    spans = find_spans(text, types, known)
     if not spans:
         return text
     parts: list[str] = []

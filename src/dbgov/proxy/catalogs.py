@@ -2,25 +2,36 @@
 
 Loaded through dbgov's own upstream connection (the target's credentials), once
 per target and worker, and reloaded after a session runs DDL on that target.
-Masking decisions made while a reload is in flight use the previous snapshot;
-a relation the snapshot does not know makes lineage incomplete, and masking then
-fails closed.
+With them, the distinct values of the columns pii_text masks look for in free text
+(masking/known.py), reloaded after a write through dbgov to their tables (the
+worker that ran it stamps a file in the run dir; the others look at it at most
+every `STAMP_CHECK_S`) and every `REFRESH_S` seconds. Masking decisions made while
+a reload is in flight use the previous snapshot; a relation the snapshot does not
+know makes lineage incomplete, and masking then fails closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import sql
 
+from dbgov.layout import Layout
+from dbgov.masking.known import MAX_VALUES, REFRESH_S
 from dbgov.sql.catalog import Catalog, CatalogColumn, CatalogRelation
 
 if TYPE_CHECKING:
     from dbgov.config import Config, Target
 
 log = logging.getLogger(__name__)
+STAMP_CHECK_S = 0.5  # how often a worker looks for writes stamped by the others
+STAMP_SLACK_S = 0.05
 
 _RELATIONS = """
 SELECT c.oid, n.nspname, c.relname, c.relkind,
@@ -62,35 +73,109 @@ def conninfo(target: Target) -> str:
     return psycopg.conninfo.make_conninfo(**parts)
 
 
-async def load_catalog(target: Target, version: int) -> Catalog:
+async def load_catalog(
+    target: Target, version: int, known: frozenset[str] = frozenset()
+) -> Catalog:
     async with await psycopg.AsyncConnection.connect(conninfo(target), autocommit=True) as conn:
         rels = await (await conn.execute(_RELATIONS)).fetchall()
         cols = await (await conn.execute(_COLUMNS)).fetchall()
         funcs = await (await conn.execute(_FUNCTIONS)).fetchall()
-    by_rel: dict[int, list[CatalogColumn]] = {}
-    for relid, name, attnum, typid in cols:
-        by_rel.setdefault(int(relid), []).append(CatalogColumn(name, int(attnum), int(typid)))
-    relations = [
-        CatalogRelation(int(oid), nsp, rel, kind, tuple(by_rel.get(int(oid), ())), viewdef)
-        for oid, nsp, rel, kind, viewdef in rels
-    ]
-    return Catalog.of(relations, [(n, p) for n, p in funcs], version)
+        by_rel: dict[int, list[CatalogColumn]] = {}
+        for relid, name, attnum, typid in cols:
+            by_rel.setdefault(int(relid), []).append(CatalogColumn(name, int(attnum), int(typid)))
+        relations = [
+            CatalogRelation(int(oid), nsp, rel, kind, tuple(by_rel.get(int(oid), ())), viewdef)
+            for oid, nsp, rel, kind, viewdef in rels
+        ]
+        catalog = Catalog.of(relations, [(n, p) for n, p in funcs], version)
+        for column in sorted(known):
+            catalog.known[column] = await _known_values(conn, catalog, target, column)
+    return catalog
+
+
+async def _known_values(
+    conn: psycopg.AsyncConnection[Any], catalog: Catalog, target: Target, column: str
+) -> tuple[str, ...] | None:
+    """The distinct values of `column`; () where the target has no such column, None
+    (the masks that need them then redact whole texts) when they cannot be read."""
+    schema, table, name = column.split(".")
+    rel = catalog.relations.get((schema, table))
+    if rel is None or name not in rel.column_names():
+        return ()
+    col = sql.Identifier(name)
+    query = sql.SQL("SELECT DISTINCT {}::text FROM {}.{} WHERE {} IS NOT NULL LIMIT {}").format(
+        col, sql.Identifier(schema), sql.Identifier(table), col, MAX_VALUES + 1
+    )
+    try:
+        rows = await (await conn.execute(query)).fetchall()
+    except psycopg.Error as exc:
+        log.warning("known values of %s on %s could not be read: %s", column, target.name, exc)
+        return None
+    if len(rows) > MAX_VALUES:
+        log.warning(
+            "%s on %s has more than %d distinct values: masks that look for them "
+            "redact whole texts",
+            column,
+            target.name,
+            MAX_VALUES,
+        )
+        return None
+    return tuple(str(v) for (v,) in rows)
 
 
 class Catalogs:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, known: frozenset[str] = frozenset()) -> None:
         self.config = config
+        self.known = known  # columns whose values masks look for in free text
+        self._known_tables = {c.split(".")[1] for c in known}
         self._snapshots: dict[str, Catalog] = {}
+        self._loaded_at: dict[str, float] = {}  # monotonic, when the last load started
+        self._loaded_wall: dict[str, float] = {}  # the same, on the wall clock
+        self._checked_at = 0.0  # when the write stamps were last looked at
         self._loading: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()  # targets to load again once the load in flight ends
         self._version = 0
 
     def get(self, target: str) -> Catalog | None:
-        return self._snapshots.get(target)
+        snapshot = self._snapshots.get(target)
+        if snapshot is not None and self.known and target not in self._loading:
+            now = time.monotonic()
+            if now - self._loaded_at[target] > REFRESH_S:
+                self._start(target)  # known values age: reload, the old snapshot serves
+            elif now - self._checked_at > STAMP_CHECK_S:
+                self._checked_at = now
+                # File times are coarse (a few ms): a stamp just before the load
+                # started may be a write the load did not see.
+                if self._stamp(target) > self._loaded_wall[target] - STAMP_SLACK_S:
+                    self._start(target)  # another worker saw a write
+        return snapshot
+
+    def wrote(self, target: str, tables: Iterable[str]) -> None:
+        """A statement wrote to `tables` (bare names) through this worker: if one holds
+        known values, reload, and stamp the write for the other workers."""
+        if self._known_tables.intersection(tables):
+            path = self._stamp_path(target)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()  # its mtime is the stamp
+            except OSError as exc:
+                log.warning("cannot stamp a write to known values of %s: %s", target, exc)
+            self._start(target)
+
+    def _stamp_path(self, target: str) -> Path:
+        return Layout(self.config.data_dir).run / f"known-values.{target}.stamp"
+
+    def _stamp(self, target: str) -> float:
+        try:
+            return self._stamp_path(target).stat().st_mtime
+        except OSError:
+            return 0.0
 
     async def ensure(self, target: str) -> None:
         if target in self._snapshots:
             return
-        self._start(target)
+        if target not in self._loading:
+            self._start(target)
         task = self._loading.get(target)
         if task is not None:
             await asyncio.shield(task)
@@ -101,18 +186,24 @@ class Catalogs:
 
     def _start(self, target: str) -> None:
         if target in self._loading:
+            self._again.add(target)  # what changed may have been read already
             return
         t = self.config.target(target)
         if t is None:
             return
 
         async def run() -> None:
+            self._loaded_at[target] = time.monotonic()  # the last attempt: no retry storm
+            self._loaded_wall[target] = time.time()
             try:
                 self._version += 1
-                self._snapshots[target] = await load_catalog(t, self._version)
+                self._snapshots[target] = await load_catalog(t, self._version, self.known)
             except Exception as exc:
                 log.warning("catalog of %s could not be loaded: %s", target, exc)
             finally:
                 self._loading.pop(target, None)
+                if target in self._again:
+                    self._again.discard(target)
+                    self._start(target)
 
         self._loading[target] = asyncio.get_running_loop().create_task(run())

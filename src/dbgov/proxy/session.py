@@ -199,6 +199,7 @@ class Session:
         self.search_path: tuple[str, ...] = ("public",)
         self.time_zone: str | None = None  # ParameterStatus TimeZone, for masks of timestamps
         self._catalog_reload_at = -CATALOG_RELOAD_INTERVAL_S
+        self._wrote: set[str] | None = None  # tables written in this transaction (catalogs)
         self.prepared: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
         self.sql_prepared: dict[str, Analysis] = {}  # PREPARE name -> the PREPARE statement
@@ -560,7 +561,12 @@ class Session:
         out = self._to_server
         run_start = -1
         try:
-            for t, start, end in cin.frames():
+            while True:
+                t = cin.advance()
+                if t < 0:
+                    break
+                start = cin.start
+                end = cin.end
                 if self.held or self.closed:
                     cin.pos = start  # the rest waits until the hold is decided
                     break
@@ -1110,11 +1116,29 @@ class Session:
         run_start = -1
         changed = False
         try:
-            for t, start, end in sin.frames():
-                if self.phase is not Phase.READY or t not in _READY_STAY:
+            while True:
+                t = sin.advance()
+                if t < 0:
+                    break
+                start = sin.start
+                end = sin.end
+                if self.phase is not Phase.READY or (t != 0x44 and t not in _READY_STAY):
                     self.phase = backend_step(self.phase, t)
                 unit = self.units[0] if self.units else None
                 internal = unit is not None and unit.internal
+                if t == 0x44 and not internal:
+                    # DataRow, the bulk of every result: passed, or rewritten under
+                    # the result's masking plan.
+                    if unit is None or unit.rewriter is None:
+                        if run_start < 0:
+                            run_start = start
+                    else:
+                        if run_start >= 0:
+                            out.append(buf[run_start:start])
+                            run_start = -1
+                        changed = True
+                        unit.rewriter.write(buf, start, end, out)
+                    continue
                 if (
                     unit is not None
                     and not internal
@@ -1132,8 +1156,7 @@ class Session:
                         run_start = start
                     continue
                 if not internal and (
-                    (t == 0x44 and (unit is None or unit.rewriter is None))  # DataRow as is
-                    or (t in _PASS_BACKEND and not (t == 0x4E and self.masking))
+                    (t in _PASS_BACKEND and not (t == 0x4E and self.masking))
                     or (
                         t == 0x54 and not self.masking and unit is not None and unit.kind == U_QUERY
                     )
@@ -1150,11 +1173,6 @@ class Session:
                     reply = self._internal_frame(t, buf[start + 5 : end], unit)
                     if reply:
                         out.append(reply)
-                    continue
-                if t == 0x44:
-                    changed = True
-                    assert unit is not None and unit.rewriter is not None
-                    out.append(unit.rewriter(buf, start, end))
                     continue
                 answer = self._server_frame(t, buf[start + 5 : end], unit)
                 if answer is None:
@@ -1393,8 +1411,14 @@ class Session:
                     self.cursors.clear()
                 else:
                     self.cursors.pop(stmt.cursor_name, None)
-        if "ddl" in stmt.categories and self.ctx.catalogs is not None and self.target is not None:
-            self.ctx.catalogs.invalidate(self.target.name)
+        if self.ctx.catalogs is not None and self.target is not None:
+            if "ddl" in stmt.categories:
+                self.ctx.catalogs.invalidate(self.target.name)
+            elif stmt.writes and self.ctx.catalogs.known:
+                # Told once the transaction ends: a load before the commit would miss it.
+                if self._wrote is None:
+                    self._wrote = set()
+                self._wrote.update(r.name for r in stmt.writes)
 
     def _on_server_error(self, err: ErrorResponse, unit: Unit | None) -> bytes | None:
         replacement: ErrorResponse | None = None
@@ -1436,6 +1460,10 @@ class Session:
             self._held_ready = rfq.encode()
             return self._refresh_search_path()
         if rfq.status == "I":
+            if self._wrote is not None:
+                if self.ctx.catalogs is not None and self.target is not None:
+                    self.ctx.catalogs.wrote(self.target.name, self._wrote)
+                self._wrote = None
             if self.portals:
                 self.portals.clear()
             if self.cursors:

@@ -82,7 +82,7 @@ def build_context(config: Config, worker_id: int) -> ProxyContext:
     if ctx.gate.masking is not None:
         from dbgov.proxy.catalogs import Catalogs
 
-        ctx.catalogs = Catalogs(config)
+        ctx.catalogs = Catalogs(config, ctx.gate.masking.known_sources())
     if policy is not None:
         from dbgov.approvals.jit import parse_jit_grants
         from dbgov.approvals.service import Approvals

@@ -51,6 +51,9 @@ class Catalog:
     # view's `customers` mean its own table). Empty: pg_get_viewdef ran with
     # search_path = pg_catalog, so every name in a view body is qualified.
     view_search_path: tuple[str, ...] = ("public",)
+    # Distinct values of the columns pii_text masks look for in free text
+    # (masking/known.py), by "schema.table.column"; None: they could not be loaded.
+    known: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
 
     @classmethod
     def of(
