@@ -156,7 +156,10 @@ _Why = tuple[str, str | None]
 
 def load_or_create_key(path: Path) -> bytes:
     if not path.exists():
-        write_private(path, os.urandom(32).hex().encode())
+        try:
+            write_private(path, os.urandom(32).hex().encode())
+        except FileExistsError:
+            pass  # another worker created it first: every worker must use that one
     return bytes.fromhex(path.read_text().strip())
 
 
