@@ -68,7 +68,6 @@ from dbgov.wire.postgres.messages import (
     BackendKeyData,
     Bind,
     Close,
-    CommandComplete,
     Describe,
     ErrorResponse,
     Execute,
@@ -85,7 +84,10 @@ from dbgov.wire.postgres.messages import (
     SASLResponse,
     StartupMessage,
     Terminate,
+    command_tag,
     frame,
+    ready_status,
+    tag_rows,
 )
 
 if TYPE_CHECKING:
@@ -128,27 +130,46 @@ class Portal:
     fields: tuple[FieldDescription, ...] | None = None  # from Describe(P)
 
 
-@dataclass(slots=True)
 class Unit:
     """One forwarded message awaiting its response. Cheap to make: four per pipelined
-    statement, so the result lists are created only for units that get results."""
+    statement, so the result lists are created only for units that get results. A
+    plain class, not a dataclass: compiled (dbgov.native), its constructor is native,
+    where a dataclass's generated __init__ would run as Python."""
 
-    kind: int
-    name: str = ""
-    event_id: str | None = None
-    statements: tuple[Statement, ...] = ()
-    stmt_i: int = 0
-    started: float = 0.0
-    rows: list[int | None] | None = None
-    tags: list[str] | None = None
-    sqlstate: str | None = None
-    plan: ResultPlan | None = None
-    rewriter: masking_io.RowRewriter | None = None  # applies `plan` to DataRows
-    masked: list[dict[str, str]] | None = None
-    rewrite: ErrorResponse | None = None  # replaces the server's error for this unit
-    internal: bool = False  # injected by dbgov: its responses are swallowed
-    result_formats: tuple[int, ...] = ()  # Bind's result format codes
-    formats: tuple[int, ...] = ()  # per-column formats of the current result
+    __slots__ = (
+        "event_id", "formats", "internal", "kind", "masked", "name", "plan",
+        "result_formats", "rewrite", "rewriter", "rows", "sqlstate", "started",
+        "statements", "stmt_i", "tags",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        kind: int,
+        name: str = "",
+        *,
+        event_id: str | None = None,
+        statements: tuple[Statement, ...] = (),
+        started: float = 0.0,
+        rewrite: ErrorResponse | None = None,
+        internal: bool = False,
+        result_formats: tuple[int, ...] = (),
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.event_id = event_id
+        self.statements = statements
+        self.stmt_i = 0
+        self.started = started
+        self.rows: list[int | None] | None = None
+        self.tags: list[str] | None = None
+        self.sqlstate: str | None = None
+        self.plan: ResultPlan | None = None
+        self.rewriter: masking_io.RowRewriter | None = None  # applies `plan` to DataRows
+        self.masked: list[dict[str, str]] | None = None
+        self.rewrite = rewrite  # replaces the server's error for this unit
+        self.internal = internal  # injected by dbgov: its responses are swallowed
+        self.result_formats = result_formats  # Bind's result format codes
+        self.formats: tuple[int, ...] = ()  # per-column formats of the current result
 
 
 def _is_loopback(host: str) -> bool:
@@ -200,6 +221,11 @@ class Session:
         self.time_zone: str | None = None  # ParameterStatus TimeZone, for masks of timestamps
         self._catalog_reload_at = -CATALOG_RELOAD_INTERVAL_S
         self._wrote: set[str] | None = None  # tables written in this transaction (catalogs)
+        self._done: list[tuple[Unit, str, int | None]] = []  # statement.done to write
+        # statement events to build once their batch is upstream (async mode)
+        self._later: list[
+            tuple[str, Analysis, Decision, list[str | None] | None, dict[str, Any] | None, str]
+        ] = []
         self.prepared: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
         self.sql_prepared: dict[str, Analysis] = {}  # PREPARE name -> the PREPARE statement
@@ -594,13 +620,14 @@ class Session:
         self._flush_server()
 
     def _flush_server(self) -> None:
-        if not self._to_server or self.up_transport is None:
-            return
-        batch, self._to_server = self._to_server, []
-        if self._durable_wait or self._queued_batches:
-            self._queued_batches.append(batch)
-            return
-        self.up_transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
+        if self._to_server and self.up_transport is not None:
+            batch, self._to_server = self._to_server, []
+            if self._durable_wait or self._queued_batches:
+                self._queued_batches.append(batch)
+            else:
+                self.up_transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
+        if self._later:
+            self._write_later()
 
     def _protocol_failure(self, exc: ProtocolError) -> None:
         log.info("session %s: %s", self.id, exc)
@@ -744,10 +771,11 @@ class Session:
         decision: Decision,
         params: list[str | None] | None = None,
         extra: dict[str, Any] | None = None,
+        event_id: str | None = None,
     ) -> tuple[str, OSError | None]:
         assert self.identity is not None and self.target is not None
         self.statements += 1
-        ev = self.ctx.audit.event("statement", self.id)
+        ev = self.ctx.audit.event("statement", self.id, event_id)
         ev["session"] = self.id
         ev["user"] = self.identity.user
         ev["target"] = self.target.name
@@ -771,6 +799,30 @@ class Session:
         if extra:
             ev.update((k, v) for k, v in extra.items() if v is not None)
         return ev["id"], self.ctx.audit.write_ahead_event(ev)
+
+    def _forward_event(
+        self,
+        sql: str,
+        analysis: Analysis,
+        decision: Decision,
+        params: list[str | None] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[str, OSError | None]:
+        """The statement event of a statement about to be forwarded. In async ledger
+        mode nothing waits for it, so only its id is taken now and the event is built
+        once the batch has gone upstream (`_flush_server`): the round trip does not
+        wait for its encoding, and it still precedes every response in the journal."""
+        audit = self.ctx.audit
+        if audit.mode != "async" or audit.failed is not None:
+            return self._statement_event(sql, analysis, decision, params, extra)
+        event_id = audit.next_id(self.id)
+        self._later.append((sql, analysis, decision, params, extra, event_id))
+        return event_id, None
+
+    def _write_later(self) -> None:
+        later, self._later = self._later, []
+        for sql, analysis, decision, params, extra, event_id in later:
+            self._statement_event(sql, analysis, decision, params, extra, event_id)
 
     def _denial_error(
         self, decision: Decision, analysis: Analysis | None, sql: str
@@ -834,7 +886,7 @@ class Session:
         approval_ref: str | None = None,
     ) -> None:
         extra = {"approval_ref": approval_ref} if approval_ref else None
-        event_id, err = self._statement_event(sql, analysis, decision, extra=extra)
+        event_id, err = self._forward_event(sql, analysis, decision, extra=extra)
         unit = Unit(
             U_QUERY, event_id=event_id, statements=analysis.statements, started=time.monotonic()
         )
@@ -990,7 +1042,7 @@ class Session:
             extra["approval_ref"] = approval_ref
         if msg.max_rows:
             extra["max_rows"] = msg.max_rows
-        event_id, err = self._statement_event(
+        event_id, err = self._forward_event(
             prepared.sql, prepared.analysis, decision, self._params(portal), extra
         )
         unit = Unit(
@@ -1105,6 +1157,11 @@ class Session:
         self.close("upstream closed")
 
     def _on_server_data(self, data: bytes) -> None:
+        self._pump_server(data)
+        if self._done:
+            self._write_done()
+
+    def _pump_server(self, data: bytes) -> None:
         """Server bytes: frames that need attention are handled, runs of the others are
         forwarded as they are. When a whole chunk passes unchanged (the common case),
         the received bytes object itself is sent on, with no copy."""
@@ -1241,7 +1298,7 @@ class Session:
         if t == 0x45:  # 'E' ErrorResponse
             return self._on_server_error(ErrorResponse.decode(body), unit)
         if t == 0x5A:  # 'Z' ReadyForQuery
-            return self._on_ready(ReadyForQuery.decode(body), unit)
+            return self._on_ready(ready_status(body), unit)
         if unit is None:
             if t in (0x4E, 0x41, 0x53):  # Notice, Notification, ParameterStatus: asynchronous
                 return self._async_message(t, body)
@@ -1265,7 +1322,7 @@ class Session:
                 return b"" if unit.internal else None
             raise RemoteProtocolError("unexpected NoData")
         if t == 0x43:  # 'C' CommandComplete
-            self._on_command_complete(CommandComplete.decode(body), unit)
+            self._on_command_complete(command_tag(body), unit)
             return None
         if t in (0x49, 0x73):  # 'I' EmptyQueryResponse, 's' PortalSuspended
             if kind == U_EXECUTE:
@@ -1370,25 +1427,25 @@ class Session:
             plan = masking_io.mask_all(fields, plan.reason)
         return plan or None
 
-    def _on_command_complete(self, cc: CommandComplete, unit: Unit) -> None:
+    def _on_command_complete(self, tag: str, unit: Unit) -> None:
         if unit.tags is None:
-            unit.tags, unit.rows = [cc.tag], [cc.rows()]
+            unit.tags, unit.rows = [tag], [tag_rows(tag)]
         else:
             assert unit.rows is not None
-            unit.tags.append(cc.tag)
-            unit.rows.append(cc.rows())
+            unit.tags.append(tag)
+            unit.rows.append(tag_rows(tag))
         self._end_result(unit)
         if unit.kind == U_QUERY:
             if unit.stmt_i < len(unit.statements):
-                self._apply_effects(unit.statements[unit.stmt_i], cc)
+                self._apply_effects(unit.statements[unit.stmt_i])
             unit.stmt_i += 1
         elif unit.kind == U_EXECUTE:
             if unit.statements:
-                self._apply_effects(unit.statements[0], cc)
+                self._apply_effects(unit.statements[0])
             self._finish_unit(unit)
             self.units.popleft()
 
-    def _apply_effects(self, stmt: Statement, cc: CommandComplete) -> None:
+    def _apply_effects(self, stmt: Statement) -> None:
         """Track what a successful statement changed in the session."""
         if (
             (stmt.set_param is not None and stmt.set_param[0] in ("search_path", "all"))
@@ -1443,7 +1500,7 @@ class Session:
                 self.skip_until_sync = True
         return None if replacement is None else replacement.encode()
 
-    def _on_ready(self, rfq: ReadyForQuery, unit: Unit | None) -> bytes | None:
+    def _on_ready(self, status: str, unit: Unit | None) -> bytes | None:
         if unit is None or unit.kind not in (U_QUERY, U_SYNC):
             raise RemoteProtocolError("unexpected ReadyForQuery")
         self.units.popleft()
@@ -1451,15 +1508,15 @@ class Session:
             self._finish_unit(unit)
         if self.txn != "I" and self._sp_dirty:
             self._sp_in_txn = True
-        self.txn = rfq.status
-        if rfq.status == "I" and self._sp_in_txn:
+        self.txn = status
+        if status == "I" and self._sp_in_txn:
             self._sp_in_txn = False
             self._sp_dirty = True  # a rollback may have undone a SET
         if self._sp_dirty and not self.units:
             self._sp_dirty = False
-            self._held_ready = rfq.encode()
+            self._held_ready = ReadyForQuery(status).encode()
             return self._refresh_search_path()
-        if rfq.status == "I":
+        if status == "I":
             if self._wrote is not None:
                 if self.ctx.catalogs is not None and self.target is not None:
                     self.ctx.catalogs.wrote(self.target.name, self._wrote)
@@ -1472,25 +1529,36 @@ class Session:
         return None
 
     def _finish_unit(self, unit: Unit) -> None:
+        """Queue the unit's statement.done event. Every caller runs inside
+        `_on_server_data`, which writes the queue once the bytes that ended the unit
+        have gone to the client: the event is off the response's path, and still in
+        the journal before the client's next statement can be read."""
         if unit.event_id is None or self.identity is None:
             return
-        event_id, unit.event_id = unit.event_id, None
-        ev = self.ctx.audit.event("statement.done", self.id)
-        ev["session"] = self.id
-        ev["user"] = self.identity.user
-        if self.target is not None:
-            ev["target"] = self.target.name
-        ev["ref"] = event_id
-        if unit.tags:
-            ev["tags"] = unit.tags
-        if unit.rows:
-            ev["rows"] = unit.rows
-        ev["sqlstate"] = unit.sqlstate or "00000"
-        if unit.started:
-            ev["duration_us"] = int((time.monotonic() - unit.started) * 1e6)
-        if unit.masked:
-            ev["masked"] = unit.masked
-        self.ctx.audit.append_event(ev)
+        duration = int((time.monotonic() - unit.started) * 1e6) if unit.started else None
+        self._done.append((unit, unit.event_id, duration))
+        unit.event_id = None
+
+    def _write_done(self) -> None:
+        assert self.identity is not None
+        for unit, event_id, duration in self._done:
+            ev = self.ctx.audit.event("statement.done", self.id)
+            ev["session"] = self.id
+            ev["user"] = self.identity.user
+            if self.target is not None:
+                ev["target"] = self.target.name
+            ev["ref"] = event_id
+            if unit.tags:
+                ev["tags"] = unit.tags
+            if unit.rows:
+                ev["rows"] = unit.rows
+            ev["sqlstate"] = unit.sqlstate or "00000"
+            if duration is not None:
+                ev["duration_us"] = duration
+            if unit.masked:
+                ev["masked"] = unit.masked
+            self.ctx.audit.append_event(ev)
+        self._done.clear()
 
 
 def _formats(n: int, result_formats: tuple[int, ...]) -> tuple[int, ...]:

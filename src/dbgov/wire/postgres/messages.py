@@ -511,9 +511,7 @@ class ReadyForQuery:
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> ReadyForQuery:
-        if len(body) != 1 or bytes(body) not in (b"I", b"T", b"E"):
-            raise RemoteProtocolError("malformed ReadyForQuery message")
-        return cls(bytes(body).decode())
+        return cls(ready_status(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,17 +594,36 @@ class CommandComplete:
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> CommandComplete:
-        r = _Reader(body, "CommandComplete")
-        tag = r.cstr()
-        r.done()
-        return cls(tag)
+        return cls(command_tag(body))
 
     def rows(self) -> int | None:
-        """Row count of INSERT/UPDATE/DELETE/SELECT/MERGE/COPY/FETCH/MOVE tags."""
-        last = self.tag.rsplit(" ", 1)
-        if len(last) == 2 and last[1].isdigit():
-            return int(last[1])
-        return None
+        return tag_rows(self.tag)
+
+
+# The proxy's pump reads the two messages every statement ends with through these
+# functions rather than the frozen classes: a dataclass's __init__ runs as Python
+# even when this module is compiled.
+def command_tag(body: bytes | memoryview) -> str:
+    """The tag of a CommandComplete body, checked."""
+    r = _Reader(body, "CommandComplete")
+    tag = r.cstr()
+    r.done()
+    return tag
+
+
+def tag_rows(tag: str) -> int | None:
+    """Row count of INSERT/UPDATE/DELETE/SELECT/MERGE/COPY/FETCH/MOVE tags."""
+    last = tag.rsplit(" ", 1)
+    if len(last) == 2 and last[1].isdigit():
+        return int(last[1])
+    return None
+
+
+def ready_status(body: bytes | memoryview) -> str:
+    """The transaction status of a ReadyForQuery body: "I", "T" or "E"."""
+    if len(body) != 1 or bytes(body) not in (b"I", b"T", b"E"):
+        raise RemoteProtocolError("malformed ReadyForQuery message")
+    return bytes(body).decode()
 
 
 # ErrorResponse / NoticeResponse field codes, by name.
