@@ -76,7 +76,7 @@ class Settings:
             warmup_seconds=1 if quick else 2,
             select_clients=(1, 8) if quick else (1, 8, 64),
             ledger_events=200_000 if quick else 1_000_000,
-            masked_repeats=2 if quick else 5,
+            masked_repeats=3 if quick else 15,
             scale_connections=2000,
             rounds=max(1, rounds),
         )
