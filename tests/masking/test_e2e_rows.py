@@ -87,6 +87,32 @@ def test_rewrite(
     assert rewrite(values, formats) == expected
 
 
+def test_repeated_rows_come_from_the_row_memo_unchanged() -> None:
+    """A row whose masked span was seen before is rewritten from the row memo: the same
+    result as column by column, with the columns outside the span its own, and no
+    sharing between result sets whose formats differ."""
+    calls: list[bytes] = []
+
+    def counted(value: bytes) -> bytes:
+        calls.append(value)
+        return value.upper()
+
+    plan = ResultPlan((ColumnMask(1, "a", "pseudonym", counted, tagged),))
+    rows = [(b"1", b"ann", b"x"), (b"2", b"ann", b"y"), (b"1", b"ann", b"x")]
+    text = RowRewriter(plan, (0, 0, 0))
+    for values in rows:
+        frame = DataRow(values).encode()
+        assert DataRow.decode(text(frame, 0, len(frame))[5:]).values == (
+            values[0],
+            b"ANN",
+            values[2],
+        )
+    assert calls == [b"ann"]  # once: the span (column 1 only) repeats
+    binary = RowRewriter(plan, (0, 1, 0))  # another layout: the binary function
+    frame = DataRow(rows[0]).encode()
+    assert DataRow.decode(binary(frame, 0, len(frame))[5:]).values == (b"1", b"bin:ann", b"x")
+
+
 def _frame(body: bytes) -> bytes:
     return b"D" + (len(body) + 4).to_bytes(4, "big") + body
 

@@ -220,6 +220,24 @@ def test_frame_buffer_keeps_frames_handed_back_before_a_big_one() -> None:
     assert [fb.buf[s:e] for _, s, e in fb.frames()] == [second, big]
 
 
+def test_advance_if_takes_only_whole_frames_of_the_wanted_type() -> None:
+    """The pumps take runs of DataRows with advance_if; anything else, a partial
+    frame or a bad length included, is left for advance to return or report."""
+    row = DataRow((b"1", None)).encode()
+    fb = FrameBuffer(max_len=1 << 20, frontend=False)
+    fb.feed(row + row + CommandComplete("SELECT 2").encode() + row[:3])
+    assert fb.advance() == ord("D")
+    assert fb.advance_if(ord("D")) and fb.buf[fb.start : fb.end] == row
+    assert not fb.advance_if(ord("D"))  # a CommandComplete is next
+    assert fb.advance() == ord("C") and fb.advance_if(ord("D")) is False  # partial
+    assert fb.advance() == -1 and fb.pending() == 3
+    bad = FrameBuffer(max_len=1 << 20, frontend=False)
+    bad.feed(b"D\x00\x00\x00\x02")
+    assert not bad.advance_if(ord("D"))
+    with pytest.raises(RemoteProtocolError, match="invalid message length 2"):
+        bad.advance()
+
+
 @pytest.mark.parametrize(
     ("data", "why"),
     [

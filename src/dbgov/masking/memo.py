@@ -2,8 +2,8 @@
 
 Scans of the same rows, joins and repeated queries see the same values again, and a
 lookup costs a fraction of an HMAC or a PII scan. A `Memo` is a native class when
-compiled (dbgov.native): the row rewriter calls `get` directly, with no Python call
-in between. Bounded in entries and value size; emptied when full, which keeps the
+compiled (dbgov.native): the row rewriter calls `field` directly, with no Python
+call in between. Bounded in entries and value size; emptied when full, which keeps the
 common case (a hit) a single lookup.
 """
 
@@ -16,28 +16,45 @@ ENTRIES: Final = 1 << 15
 MAX_VALUE: Final = 2048
 
 
+NULL_FIELD: Final = b"\xff\xff\xff\xff"  # a DataRow field that is NULL: length -1
+
+
+def field(value: bytes | None) -> bytes:
+    """`value` as a DataRow field: its int32 length, then its bytes (NULL: length -1)."""
+    return NULL_FIELD if value is None else len(value).to_bytes(4, "big") + value
+
+
 class Memo:
-    """`fn`, remembered: `memo.get(value) == fn(value)`."""
+    """`fn`, remembered: `memo.get(value) == fn(value)`.
+
+    What is remembered is the result as a DataRow field (`field`), the form the row
+    rewriter appends as one piece; `get` unwraps it for everyone else.
+    """
 
     __slots__ = ("_cache", "_entries", "fn")
 
     def __init__(self, fn: Callable[[bytes], bytes | None], entries: int = ENTRIES) -> None:
         self.fn = fn
-        self._cache: dict[bytes, bytes | None] = {}
+        self._cache: dict[bytes, bytes] = {}
         self._entries = entries
 
-    def get(self, value: bytes) -> bytes | None:
+    def field(self, value: bytes) -> bytes:
+        """`field(fn(value))`."""
         cache = self._cache
         try:
             return cache[value]
         except KeyError:
             pass
-        out = self.fn(value)
+        out = field(self.fn(value))
         if len(value) <= MAX_VALUE:
             if len(cache) >= self._entries:
                 cache.clear()
             cache[value] = out
         return out
+
+    def get(self, value: bytes) -> bytes | None:
+        out = self.field(value)
+        return None if out == NULL_FIELD else out[4:]
 
     def __call__(self, value: bytes) -> bytes | None:
         return self.get(value)

@@ -1189,12 +1189,14 @@ class Session:
                     if unit is None or unit.rewriter is None:
                         if run_start < 0:
                             run_start = start
+                        while sin.advance_if(0x44):  # and the rows right after it
+                            pass
                     else:
                         if run_start >= 0:
                             out.append(buf[run_start:start])
                             run_start = -1
                         changed = True
-                        unit.rewriter.write(buf, start, end, out)
+                        unit.rewriter.write_run(sin, out)
                     continue
                 if (
                     unit is not None

@@ -109,6 +109,22 @@ class FrameBuffer:
         self.end = self.pos = end
         return t
 
+    def advance_if(self, wanted: int) -> bool:
+        """Consume the next frame, as `advance` does, only if it is whole and of type
+        `wanted`; anything else (including a bad length, which `advance` will report)
+        leaves the buffer as it was. Lets a pump take a run of DataRows in one call."""
+        buf = self.buf
+        pos = self.pos
+        if len(buf) - pos < 5 or buf[pos] != wanted:
+            return False
+        n = (buf[pos + 1] << 24) | (buf[pos + 2] << 16) | (buf[pos + 3] << 8) | buf[pos + 4]
+        end = pos + 1 + n
+        if n < 4 or n > self.max_len or end > len(buf):
+            return False
+        self.start = pos
+        self.end = self.pos = end
+        return True
+
     def frames(self, limit: int = -1) -> list[tuple[int, int, int]]:
         """(type, start, end) of every whole frame buffered (at most `limit`), consumed."""
         out: list[tuple[int, int, int]] = []
