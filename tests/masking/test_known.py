@@ -131,6 +131,30 @@ def _engine_plan(known: dict[str, tuple[str, ...] | None]) -> Any:
     return engine.plan(stmt, (field,), ctx, catalog).columns[0]
 
 
+def test_a_reload_with_the_same_values_keeps_the_masker_and_its_memo() -> None:
+    col = "public.prompts.prompt_text"
+    mask = validate({"kind": "pii_text", "known": ["public.customers.full_name"]})
+    engine = MaskingEngine({col: _Col(mask, frozenset())}, "deny", frozenset(), KEY)
+    rel = CatalogRelation(1, "public", "prompts", "r", (CatalogColumn("prompt_text", 1, 25),))
+    ctx = SessionContext(
+        Identity("alice", frozenset({"analysts"}), "token", "test"), "prod", "production"
+    )
+    stmt = analyze("SELECT prompt_text FROM prompts").statements[0]
+    field = FieldDescription("prompt_text", 1, 1, 25, -1, -1, 0)
+    values = ("Ann Lee",)
+
+    def plan(version: int, known: tuple[str, ...]) -> Any:
+        catalog = Catalog.of([rel], version=version)
+        catalog.known["public.customers.full_name"] = known
+        return engine.plan(stmt, (field,), ctx, catalog).columns[0]  # type: ignore[union-attr]
+
+    first = plan(1, values)
+    assert plan(2, values).text is first.text  # a newer snapshot, the same tuple
+    changed = plan(3, (*values, "Zeb Quartermaine"))
+    assert changed.text is not first.text
+    assert changed.text(b"Zeb Quartermaine and Ann Lee") == b"[FULL_NAME] and [FULL_NAME]"
+
+
 def test_known_values_that_could_not_be_loaded_redact_whole_texts() -> None:
     ok = _engine_plan({"public.customers.full_name": ("Ann Lee",)})
     assert ok.text(b"from Ann Lee") == b"from [FULL_NAME]"
@@ -210,6 +234,16 @@ def test_other_workers_reload_on_the_write_stamp(dbgov: Any) -> None:
             await asyncio.wait_for(reload, 10)
             after = second.get("prod")
             assert after is not None
+            # A reload that finds the same values keeps their tuple (and so the
+            # engine's matcher and memos).
+            unchanged = after.known["public.customers.full_name"]
+            second.invalidate("prod")
+            reload = second._loading.get("prod")
+            assert reload is not None
+            await asyncio.wait_for(reload, 10)
+            again = second.get("prod")
+            assert again is not None and again is not after
+            assert again.known["public.customers.full_name"] is unchanged
             return before.known["public.customers.full_name"], after.known[
                 "public.customers.full_name"
             ]

@@ -210,9 +210,11 @@ class MaskingEngine:
         self._keys: dict[str, bytes] = {}
         self._active: dict[frozenset[str], bool] = {}
         self._maskers: dict[tuple[str, int, str, str | None], _Fns] = {}
-        # pii_text maskers with known values, per catalog snapshot (one per key: a
-        # newer snapshot replaces the older, and its memo with it).
-        self._known_maskers: dict[tuple[str, int, str, str | None], tuple[int, _Fns]] = {}
+        # pii_text maskers with known values, with the value tuples they were built
+        # from (one per key: changed values replace the masker, and its memo with it).
+        self._known_maskers: dict[
+            tuple[str, int, str, str | None], tuple[tuple[tuple[str, ...], ...], _Fns]
+        ] = {}
         self._checks: OrderedDict[tuple[Any, ...], tuple[Any, Decision | None]] = OrderedDict()
 
     @classmethod
@@ -508,19 +510,28 @@ class MaskingEngine:
     ) -> _Fns | None:
         if catalog is None:
             return None
-        hit = self._known_maskers.get(k)
-        if hit is not None and hit[0] == catalog.version:
-            return hit[1]
-        sources: dict[str, tuple[str, ...]] = {}
+        current: list[tuple[str, ...]] = []
         for column in mask.known:
             values = catalog.known.get(column)
             if values is None:
                 return None
-            sources.setdefault(label_of(column), ())
-            sources[label_of(column)] += values
+            current.append(values)
+        # The same value tuples (a reload that found no change keeps them, see
+        # proxy/catalogs.py): the same masker, its memo warm. Compared by identity;
+        # the entry holds them, so an id cannot be reused meanwhile.
+        hit = self._known_maskers.get(k)
+        if (
+            hit is not None
+            and len(hit[0]) == len(current)
+            and all(a is b for a, b in zip(hit[0], current, strict=True))
+        ):
+            return hit[1]
+        sources: dict[str, tuple[str, ...]] = {}
+        for column, values in zip(mask.known, current, strict=True):
+            sources[label_of(column)] = sources.get(label_of(column), ()) + values
         known = KnownValues(sources)
         fns = _Fns(Masker(mask, type_oid, key, time_zone=ctx.time_zone, known=known))
-        self._known_maskers[k] = (catalog.version, fns)
+        self._known_maskers[k] = (tuple(current), fns)
         return fns
 
     def _constant(

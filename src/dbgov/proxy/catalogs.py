@@ -197,7 +197,16 @@ class Catalogs:
             self._loaded_wall[target] = time.time()
             try:
                 self._version += 1
-                self._snapshots[target] = await load_catalog(t, self._version, self.known)
+                catalog = await load_catalog(t, self._version, self.known)
+                previous = self._snapshots.get(target)
+                if previous is not None:
+                    # Unchanged values: keep the very tuples, so that the masking
+                    # engine keeps its matcher and memos (it compares by identity).
+                    for column, values in catalog.known.items():
+                        old = previous.known.get(column)
+                        if old is not None and old == values:
+                            catalog.known[column] = old
+                self._snapshots[target] = catalog
             except Exception as exc:
                 log.warning("catalog of %s could not be loaded: %s", target, exc)
             finally:
