@@ -1,6 +1,6 @@
 """A snapshot of one target's catalog, as lineage and masking need it.
 
-The proxy loads it from the upstream database (see `proxy/catalog_loader.py`) and
+The proxy loads it from the upstream database (see `proxy/catalogs.py`) and
 refreshes it after DDL; `sql/` only reads it, so analysis stays free of I/O.
 """
 
