@@ -3,7 +3,9 @@ as the DataRow field the row rewriter appends, NULL and empty values included.""
 
 from __future__ import annotations
 
-from dbgov.masking.memo import NULL_FIELD, Memo, field
+from dbgov.masking.memo import Memo
+from dbgov.wire.postgres.messages import NULL_FIELD
+from dbgov.wire.postgres.messages import datarow_field as field
 
 
 def test_memo_returns_the_maskers_result_once_computed() -> None:

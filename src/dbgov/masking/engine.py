@@ -520,11 +520,7 @@ class MaskingEngine:
         # proxy/catalogs.py): the same masker, its memo warm. Compared by identity;
         # the entry holds them, so an id cannot be reused meanwhile.
         hit = self._known_maskers.get(k)
-        if (
-            hit is not None
-            and len(hit[0]) == len(current)
-            and all(a is b for a, b in zip(hit[0], current, strict=True))
-        ):
+        if hit is not None and all(a is b for a, b in zip(hit[0], current, strict=True)):
             return hit[1]
         sources: dict[str, tuple[str, ...]] = {}
         for column, values in zip(mask.known, current, strict=True):

@@ -282,8 +282,9 @@ class Masker:
     `key` is the target's pseudonym key (at least 16 bytes; only pseudonym and
     pii_text with replace=pseudonym read it). `time_zone` is the session's TimeZone
     (ParameterStatus); only bucket on timestamptz reads it. `known` is what pii_text
-    finds besides its detectors: the values of the mask's `known` columns. `always_null` tells the
-    row rewriter that every value becomes NULL (the mask cannot keep this type).
+    finds besides its detectors: the values of the mask's `known` columns.
+    `always_null` tells the row rewriter that every value becomes NULL (the mask
+    cannot keep this type).
     """
 
     __slots__ = ("always_null", "binary", "mask", "text", "type_oid")

@@ -12,23 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from dbgov.wire.postgres.messages import NULL_FIELD, datarow_field
+
 ENTRIES: Final = 1 << 15
 MAX_VALUE: Final = 2048
-
-
-NULL_FIELD: Final = b"\xff\xff\xff\xff"  # a DataRow field that is NULL: length -1
-
-
-def field(value: bytes | None) -> bytes:
-    """`value` as a DataRow field: its int32 length, then its bytes (NULL: length -1)."""
-    return NULL_FIELD if value is None else len(value).to_bytes(4, "big") + value
 
 
 class Memo:
     """`fn`, remembered: `memo.get(value) == fn(value)`.
 
-    What is remembered is the result as a DataRow field (`field`), the form the row
-    rewriter appends as one piece; `get` unwraps it for everyone else.
+    What is remembered is the result as a DataRow field (`datarow_field`), the form
+    the row rewriter appends as one piece; `get` unwraps it for everyone else.
     """
 
     __slots__ = ("_cache", "_entries", "fn")
@@ -39,13 +33,13 @@ class Memo:
         self._entries = entries
 
     def field(self, value: bytes) -> bytes:
-        """`field(fn(value))`."""
+        """`datarow_field(fn(value))`."""
         cache = self._cache
         try:
             return cache[value]
         except KeyError:
             pass
-        out = field(self.fn(value))
+        out = datarow_field(self.fn(value))
         if len(value) <= MAX_VALUE:
             if len(cache) >= self._entries:
                 cache.clear()

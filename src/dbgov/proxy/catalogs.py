@@ -131,7 +131,7 @@ class Catalogs:
         self._snapshots: dict[str, Catalog] = {}
         self._loaded_at: dict[str, float] = {}  # monotonic, when the last load started
         self._loaded_wall: dict[str, float] = {}  # the same, on the wall clock
-        self._checked_at = 0.0  # when the write stamps were last looked at
+        self._checked_at: dict[str, float] = {}  # when a target's stamp was last looked at
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()  # targets to load again once the load in flight ends
         self._version = 0
@@ -142,8 +142,8 @@ class Catalogs:
             now = time.monotonic()
             if now - self._loaded_at[target] > REFRESH_S:
                 self._start(target)  # known values age: reload, the old snapshot serves
-            elif now - self._checked_at > STAMP_CHECK_S:
-                self._checked_at = now
+            elif now - self._checked_at.get(target, 0.0) > STAMP_CHECK_S:
+                self._checked_at[target] = now
                 # File times are coarse (a few ms): a stamp just before the load
                 # started may be a write the load did not see.
                 if self._stamp(target) > self._loaded_wall[target] - STAMP_SLACK_S:

@@ -19,12 +19,11 @@ import struct
 from typing import Final
 
 from dbgov.gate import ColumnMask, ResultPlan
-from dbgov.masking.memo import Memo, field
+from dbgov.masking.memo import Memo
 from dbgov.wire.postgres.errors import RemoteProtocolError
 from dbgov.wire.postgres.framing import FrameBuffer
-from dbgov.wire.postgres.messages import ErrorResponse, FieldDescription
+from dbgov.wire.postgres.messages import ErrorResponse, FieldDescription, datarow_field
 
-_I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _pack_i32 = _I32.pack
 _SMALL: Final = 4096
@@ -35,30 +34,6 @@ REDACTED = b"[REDACTED]"
 # marker is a valid value; every other type becomes NULL (maskers.py keeps the same
 # list, plus JSON, which the engine's plans handle).
 STRING_TYPES = frozenset({25, 1043, 1042, 19})
-
-
-def datarow_values(body: bytes | bytearray | memoryview, offset: int = 0) -> list[bytes | None]:
-    """Decode DataRow column values (body starts at `offset`)."""
-    view = memoryview(body)
-    n = _I16.unpack_from(view, offset)[0]
-    pos = offset + 2
-    end = len(view)
-    out: list[bytes | None] = []
-    for _ in range(n):
-        if pos + 4 > end:
-            raise RemoteProtocolError("malformed DataRow")
-        ln = _I32.unpack_from(view, pos)[0]
-        pos += 4
-        if ln == -1:
-            out.append(None)
-            continue
-        if ln < 0 or pos + ln > end:
-            raise RemoteProtocolError("malformed DataRow")
-        out.append(bytes(view[pos : pos + ln]))
-        pos += ln
-    if pos != end:
-        raise RemoteProtocolError("malformed DataRow: trailing bytes")
-    return out
 
 
 class _Column:
@@ -134,7 +109,7 @@ class RowRewriter:
         for col in sorted(plan.columns, key=lambda c: c.index):
             fn = col.binary if col.index < len(formats) and formats[col.index] == 1 else col.text
             memo = fn if isinstance(fn, Memo) else Memo(fn)
-            fixed = field(fn(b"")) if col.constant else b""
+            fixed = datarow_field(fn(b"")) if col.constant else b""
             columns.append(_Column(col.index, memo, fixed, col.constant))
         self._columns = columns
         self._count = len(formats)

@@ -31,7 +31,6 @@ import contextlib
 import fnmatch
 import ipaddress
 import logging
-import struct
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -68,6 +67,7 @@ from dbgov.wire.postgres.messages import (
     BackendKeyData,
     Bind,
     Close,
+    DataRow,
     Describe,
     ErrorResponse,
     Execute,
@@ -104,7 +104,6 @@ REFUSED_PORTAL = "\x01dbgov-refused"
 # Lineage's reason for a relation missing from the catalog snapshot (sql/queries.py).
 _CATALOG_MISS = "is not in the catalog"
 CATALOG_RELOAD_INTERVAL_S = 5.0
-_I32 = struct.Struct("!i")
 
 # Unit kinds: what a forwarded message expects back.
 U_QUERY, U_PARSE, U_BIND, U_DESC_STMT, U_DESC_PORTAL, U_EXECUTE, U_CLOSE, U_SYNC = range(8)
@@ -1262,7 +1261,7 @@ class Session:
     def _internal_frame(self, t: int, body: bytes, unit: Unit) -> bytes:
         """Responses to messages dbgov injected itself: consumed, never shown."""
         if t == 0x44 and unit.name == "search_path":  # the SHOW search_path row
-            values = masking_io.datarow_values(body)
+            values = DataRow.decode(body).values
             if values and values[0] is not None:
                 self.search_path = parse_search_path(values[0].decode())
         elif t == 0x54 and unit.kind == U_DESC_PORTAL:

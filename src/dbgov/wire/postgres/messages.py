@@ -558,14 +558,21 @@ class RowDescription:
         return cls(tuple(out))
 
 
+NULL_FIELD = b"\xff\xff\xff\xff"  # a DataRow field that is NULL: length -1
+
+
+def datarow_field(value: bytes | None) -> bytes:
+    """One DataRow field: the value's int32 length, then its bytes (NULL: length -1)."""
+    return NULL_FIELD if value is None else _I32.pack(len(value)) + value
+
+
 @dataclass(frozen=True, slots=True)
 class DataRow:
     values: tuple[bytes | None, ...]
 
     def encode(self) -> bytes:
         parts = [_I16.pack(len(self.values))]
-        for v in self.values:
-            parts.append(_I32.pack(-1) if v is None else _I32.pack(len(v)) + v)
+        parts.extend(datarow_field(v) for v in self.values)
         return frame(b"D", b"".join(parts))
 
     @classmethod
