@@ -74,6 +74,20 @@ def test_fast_key_refuses_what_only_the_scanner_can_read(text: str) -> None:
 def test_fast_key_keeps_identifiers_with_digits() -> None:
     assert fast_literal_key("SELECT c1 FROM t1") != fast_literal_key("SELECT c2 FROM t2")
     assert fast_literal_key("SELECT é1 FROM t") != fast_literal_key("SELECT é2 FROM t")
+    # PostgreSQL's scanner takes every non-ASCII character as a letter: "€1" and "€2"
+    # are two columns, and "٣" (an Arabic-Indic digit) is a column, not a number.
+    assert fast_literal_key("SELECT €1 FROM t") != fast_literal_key("SELECT €2 FROM t")
+    assert fast_literal_key("SELECT ٣ FROM t") != fast_literal_key("SELECT 3 FROM t")
+    assert fast_literal_key("SELECT x_1, 2 FROM t") == fast_literal_key("SELECT x_1, 5 FROM t")
+
+
+def test_a_column_named_by_a_unicode_digit_is_not_a_cached_constant() -> None:
+    # With Python's \d, "SELECT ٣ FROM customers" took the analysis of "SELECT 1 FROM
+    # customers": a column read as a constant, so a mask on it would never apply.
+    constant = analyze_cached("SELECT 1 FROM customers")
+    column = analyze_cached("SELECT ٣ FROM customers")
+    assert column is not constant
+    assert column.fingerprint != constant.fingerprint
 
 
 def test_aliases_swapped_do_not_share_an_entry() -> None:

@@ -25,17 +25,20 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-# The fast key handles the common shape of machine-generated SQL with two regular
-# expressions instead of the scanner (~2 us instead of ~13 us). It applies only when
-# the text has none of the constructs where a quote or digit might not be a
-# literal: dollar quotes and parameters ($), backslashes, quoted identifiers ("),
-# comments, and prefixed strings (E'', B'', X'', N'', U&''). Then every '...' is a
-# standard string (the proxy refuses standard_conforming_strings=off) and every
-# digit run not glued to an identifier character starts a numeric literal, so two
-# texts with the same fast key differ only in literal values.
+# The fast key handles the common shape of machine-generated SQL without the
+# scanner (~1 us instead of ~13 us). It applies only when the text has none of the
+# constructs where a quote or digit might not be a literal: dollar quotes and
+# parameters ($), backslashes, quoted identifiers ("), comments, and prefixed
+# strings (E'', B'', X'', N'', U&''). Then every '...' is a standard string (the
+# proxy refuses standard_conforming_strings=off) and every run of ASCII digits not
+# glued to an identifier character starts a numeric literal, so two texts with the
+# same fast key differ only in literal values. Identifier characters are
+# PostgreSQL's: ASCII letters, digits, _ and $, and every non-ASCII character (its
+# scanner takes any byte >= 0x80 as a letter), so "SELECT ٣" and "SELECT €1" keep
+# their names: for Python's \d and \w those would be a number and a literal.
 _FAST_REFUSE = ("$", "\\", '"', "&", "\x00", "--", "/*")
 _FAST_STRING = re.compile(r"'(?:[^']|'')*'")
-_FAST_NUMBER = re.compile(r"(?<!\w)\d+")
+_FAST_NUMBER = re.compile(r"(?<![0-9A-Za-z_\x80-\U0010FFFF])[0-9]+")
 
 
 def fast_literal_key(text: str) -> str | None:
@@ -51,7 +54,41 @@ def fast_literal_key(text: str) -> str | None:
         text = _FAST_STRING.sub("'?'", text)
         if "'" in text.replace("'?'", ""):
             return None  # an unterminated string: let the scanner (and parser) decide
+    if text.isascii():
+        return "\x02" + _zero_numbers(text)
     return "\x02" + _FAST_NUMBER.sub("0", text)
+
+
+def _zero_numbers(text: str) -> str:
+    """`_FAST_NUMBER.sub("0", text)` for ASCII text, as a loop over its bytes (compiled,
+    it costs a third of the regular expression)."""
+    data = text.encode()
+    n = len(data)
+    parts: list[str] = []
+    last = 0
+    i = 0
+    glued = False  # the previous byte continues an identifier or a number
+    while i < n:
+        c = data[i]
+        if 48 <= c <= 57:  # 0-9
+            if not glued:
+                j = i + 1
+                while j < n and 48 <= data[j] <= 57:
+                    j += 1
+                parts.append(text[last:i])
+                parts.append("0")
+                last = i = j
+                continue
+        elif not (c == 95 or 65 <= c <= 90 or 97 <= c <= 122):  # _ A-Z a-z
+            glued = False
+            i += 1
+            continue
+        glued = True
+        i += 1
+    if not parts:
+        return text
+    parts.append(text[last:])
+    return "".join(parts)
 
 
 def literal_key(text: str) -> str | None:
