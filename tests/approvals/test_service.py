@@ -268,6 +268,25 @@ def test_a_grant_adds_its_group_for_its_window_only(svc, audit, clock):
     assert approved["grant"] == str(req.id) and approved["group"] == "writers"
 
 
+def test_grants_view_says_how_long_its_answer_stands(svc, clock):
+    # The proxy reuses the answer per session until `until`: never past the look-up
+    # cache, and never past the end of a grant it includes.
+    ident, until = svc.grants_view(BOB, "prod")
+    assert ident == BOB and until == clock.now + 1.0
+    req = svc.request_grant(BOB, "prod", "writers", 60, "backfill")
+    svc.vote(req.id, CAROL, approve=True)
+    clock.advance(2)
+    ident, until = svc.grants_view(BOB, "prod")
+    assert "writers" in ident.groups and until == clock.now + 1.0
+    ends = svc.active_grants("bob", "prod")[0][2]
+    clock.advance(ends - clock.now - 0.5)  # it ends within the cache's second: that bounds it
+    ident, until = svc.grants_view(BOB, "prod")
+    assert "writers" in ident.groups and until == ends < clock.now + 1.0
+    generation = svc.generation
+    clock.advance(1)
+    assert svc.sweep() == 1 and svc.generation == generation + 1
+
+
 def test_jit_section_errors_name_the_entry_and_key():
     with pytest.raises(JitError) as exc:
         parse_jit_grants(

@@ -111,6 +111,7 @@ class Approvals:
         self.jit = jit or JitPolicy()
         self.clock = clock
         self._grant_cache: dict[tuple[str, str], tuple[float, list[tuple[str, str, float]]]] = {}
+        self.generation = 0  # bumped whenever cached grants are dropped (see grants_view)
         self._sender: threading.Thread | None = None
 
     @classmethod
@@ -574,6 +575,13 @@ class Approvals:
         a window that closes applies from the next statement on, in open sessions too.
         A store failure yields the base identity: fewer rights, never more.
         """
+        return self.grants_view(identity, target)[0]
+
+    def grants_view(self, identity: Identity, target: str) -> tuple[Identity, float]:
+        """`identity_with_grants`, and the clock time until which that answer stands:
+        the cache entry's end or the next grant's end, whichever comes first. A caller
+        may reuse the answer until then while `generation` is unchanged (the proxy
+        does, per session, so a statement costs no look-up)."""
         key = (identity.user, target)
         now = self.clock()
         cached = self._grant_cache.get(key)
@@ -587,13 +595,17 @@ class Approvals:
             if len(self._grant_cache) > 10_000:
                 self._grant_cache.clear()
             self._grant_cache[key] = (now, grants)
+            until = now + GRANT_CACHE_S
         else:
             grants = cached[1]
+            until = cached[0] + GRANT_CACHE_S
         out = identity
         for group, grant_id, ends_at in grants:
-            if ends_at > now and group not in out.groups:
-                out = out.with_grant(group, grant_id)
-        return out
+            if ends_at > now:
+                until = min(until, ends_at)
+                if group not in out.groups:
+                    out = out.with_grant(group, grant_id)
+        return out, until
 
     # -- background work (proxy workers) -------------------------------------------------------
 
@@ -629,6 +641,7 @@ class Approvals:
                     changed += 1
         if changed:
             self._grant_cache.clear()
+            self.generation += 1
         return changed
 
     def deliver(self) -> bool:
