@@ -70,7 +70,10 @@ class Decision:
         return f"dbgov: denied: {self.reason}"
 
     def as_event(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"verdict": self.verdict.value}
+        # (Enum's .value runs Python code; allow and deny are the hot path's verdicts.)
+        v = self.verdict
+        text = "allow" if v is Verdict.ALLOW else "deny" if v is Verdict.DENY else v.value
+        out: dict[str, Any] = {"verdict": text}
         if self.rule:
             out["rule"] = self.rule
         if self.reason:

@@ -52,6 +52,8 @@ from dbgov.wire.postgres.messages import (
     SASLInitialResponse,
     SSLRequest,
     StartupMessage,
+    command_tag,
+    ready_status,
 )
 
 ROUND_TRIP = [
@@ -384,3 +386,32 @@ def test_client_connection_refuses_unknown_auth_method() -> None:
     client.receive_data(Authentication(7).encode())  # GSS
     with pytest.raises(RemoteProtocolError, match="unsupported authentication"):
         client.next_event()
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"", "unterminated"),
+        (b"SELECT 1", "unterminated"),
+        (b"SELECT\x001\x00", "trailing bytes"),
+        (b"SELECT \xff\x00", "invalid UTF-8"),
+    ],
+)
+def test_the_pump_s_command_tag_reader_refuses_what_the_decoder_refuses(
+    body: bytes, why: str
+) -> None:
+    with pytest.raises(RemoteProtocolError, match=why):
+        command_tag(body)
+    with pytest.raises(RemoteProtocolError):
+        CommandComplete.decode(body)
+
+
+def test_the_pump_s_readers_agree_with_the_decoders() -> None:
+    for tag in ("SELECT 1", "INSERT 0 12", "", "ÉTIQUETTE 3"):
+        body = tag.encode() + b"\x00"
+        assert command_tag(body) == CommandComplete.decode(body).tag == tag
+    for status in "ITE":
+        assert ready_status(status.encode()) == ReadyForQuery.decode(status.encode()).status
+    for bad in (b"", b"X", b"II", b"i"):
+        with pytest.raises(RemoteProtocolError, match="ReadyForQuery"):
+            ready_status(bad)

@@ -26,7 +26,6 @@ CANCEL_REQUEST_CODE = 80877102
 MAX_CANCEL_KEY = 256  # protocol 3.2 caps the secret key at 256 bytes
 
 _I32 = struct.Struct("!i")
-_U32 = struct.Struct("!I")
 _I16 = struct.Struct("!h")
 _HDR = struct.Struct("!cI")
 
@@ -56,26 +55,28 @@ class _Reader:
     def _short(self) -> RemoteProtocolError:
         return RemoteProtocolError(f"malformed {self.what} message: too short")
 
+    # The integer readers index the bytes: compiled, that is a few machine
+    # instructions, where struct.unpack_from is a Python-level call.
     def int32(self) -> int:
-        if self.pos + 4 > len(self.buf):
-            raise self._short()
-        (v,) = _I32.unpack_from(self.buf, self.pos)
-        self.pos += 4
-        return int(v)
+        v = self.uint32()
+        return v - 0x1_0000_0000 if v >= 0x8000_0000 else v
 
     def uint32(self) -> int:
-        if self.pos + 4 > len(self.buf):
+        p = self.pos
+        b = self.buf
+        if p + 4 > len(b):
             raise self._short()
-        (v,) = _U32.unpack_from(self.buf, self.pos)
-        self.pos += 4
-        return int(v)
+        self.pos = p + 4
+        return (b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]
 
     def int16(self) -> int:
-        if self.pos + 2 > len(self.buf):
+        p = self.pos
+        b = self.buf
+        if p + 2 > len(b):
             raise self._short()
-        (v,) = _I16.unpack_from(self.buf, self.pos)
-        self.pos += 2
-        return int(v)
+        self.pos = p + 2
+        v = (b[p] << 8) | b[p + 1]
+        return v - 0x1_0000 if v >= 0x8000 else v
 
     def byte(self) -> int:
         if self.pos >= len(self.buf):
@@ -93,6 +94,9 @@ class _Reader:
 
     def cstr(self) -> str:
         end = self.buf.find(b"\x00", self.pos)
+        if end == self.pos:  # the unnamed statement or portal
+            self.pos = end + 1
+            return ""
         if end < 0:
             raise RemoteProtocolError(f"malformed {self.what} message: unterminated string")
         raw = self.buf[self.pos : end]
@@ -612,6 +616,11 @@ class CommandComplete:
 # even when this module is compiled.
 def command_tag(body: bytes | memoryview) -> str:
     """The tag of a CommandComplete body, checked."""
+    if isinstance(body, bytes) and body[-1:] == b"\x00" and body.find(b"\x00") == len(body) - 1:
+        try:
+            return body[:-1].decode()  # the usual case: one search, no reader
+        except UnicodeDecodeError:
+            pass  # the reader reports it
     r = _Reader(body, "CommandComplete")
     tag = r.cstr()
     r.done()
@@ -628,9 +637,15 @@ def tag_rows(tag: str) -> int | None:
 
 def ready_status(body: bytes | memoryview) -> str:
     """The transaction status of a ReadyForQuery body: "I", "T" or "E"."""
-    if len(body) != 1 or bytes(body) not in (b"I", b"T", b"E"):
-        raise RemoteProtocolError("malformed ReadyForQuery message")
-    return bytes(body).decode()
+    if len(body) == 1:
+        b = body[0]
+        if b == 0x49:
+            return "I"
+        if b == 0x54:
+            return "T"
+        if b == 0x45:
+            return "E"
+    raise RemoteProtocolError("malformed ReadyForQuery message")
 
 
 # ErrorResponse / NoticeResponse field codes, by name.
