@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +43,8 @@ def journal_dir(data_dir: Path) -> Path:
 
 
 class Journal:
-    """Append-only segment files of one writer process (not thread-safe; one loop)."""
+    """Append-only segment files of one writer process. Not thread-safe: one loop
+    calls it (strict and async modes fdatasync on a thread of their own)."""
 
     def __init__(
         self, directory: Path, writer: str, mode: str = "strict", fsync_interval_ms: int = 10
@@ -65,6 +67,15 @@ class Journal:
         self._timer: asyncio.TimerHandle | None = None
         self.failed: OSError | None = None
         self.appended = 0
+        # strict and async modes: fdatasync runs on a thread of our own, woken by the
+        # timer. (An executor round trip per tick cost the loop more than the write.)
+        # The lock keeps a segment's fd open while that thread syncs it.
+        self._fd_lock = threading.Lock()
+        self._written = 0  # successful writes so far (loop thread)
+        self._synced = 0  # writes covered by the last fdatasync (sync thread)
+        self._sync_wake = threading.Event()
+        self._sync_thread: threading.Thread | None = None
+        self._closing = False
         self._open_segment()
 
     # -- segments --------------------------------------------------------------
@@ -80,11 +91,12 @@ class Journal:
         self._offset = 0
 
     def _rotate(self) -> None:
-        with contextlib.suppress(OSError):
-            os.fdatasync(self._fd)
-        os.close(self._fd)
-        self._seq += 1
-        self._open_segment()
+        with self._fd_lock:
+            with contextlib.suppress(OSError):
+                os.fdatasync(self._fd)
+            os.close(self._fd)
+            self._seq += 1
+            self._open_segment()
 
     # -- appending ---------------------------------------------------------------
 
@@ -142,6 +154,7 @@ class Journal:
             return exc
         self._offset += len(data)
         self._dirty = True
+        self._written += 1
         if self.failed is not None:
             log.warning("ledger journal writable again")
         self.failed = None
@@ -191,19 +204,52 @@ class Journal:
         self._timer = None
         if self._pending and not self._syncing and self._write(self._pending) is None:
             self._pending = []
-        if self._dirty and not self._syncing:
-            self._syncing = True
-            fut = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
+        if self.mode == "fsync":
+            if self._dirty and not self._syncing:
+                self._syncing = True
+                fut = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
 
-            def done(f: asyncio.Future[None]) -> None:
-                self._syncing = False
-                if f.exception() is None:
-                    self._dirty = False
-                self._resume_waiters()
+                def done(f: asyncio.Future[None]) -> None:
+                    self._syncing = False
+                    if f.exception() is None:
+                        self._dirty = False
+                    self._resume_waiters()
 
-            fut.add_done_callback(done)
-        if self._pending or self._dirty:
+                fut.add_done_callback(done)
+            if self._pending or self._dirty:
+                self._arm_timer()
+            return
+        if self._written != self._synced:
+            if self._sync_thread is None:
+                self._sync_thread = threading.Thread(
+                    target=self._sync_loop, name=f"journal-sync-{self.writer}", daemon=True
+                )
+                self._sync_thread.start()
+            self._sync_wake.set()
+        if self._pending or self._written != self._synced:
             self._arm_timer()
+
+    def _sync_loop(self) -> None:
+        """The sync thread: fdatasync what the loop has written, once per wake-up."""
+        while True:
+            self._sync_wake.wait()
+            self._sync_wake.clear()
+            if self._closing or not self._sync_once():
+                return
+
+    def _sync_once(self) -> bool:
+        """One fdatasync from the sync thread; False once the journal is closed."""
+        with self._fd_lock:
+            if self._fd < 0:
+                return False
+            written = self._written
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:  # the next tick retries; a write failure shows first
+                log.warning("ledger journal fdatasync failed: %s", exc)
+                return True
+        self._synced = written
+        return True
 
     def _resume_waiters(self) -> None:
         """A sync finished: group-commit whatever queued up behind it (fsync mode)."""
@@ -217,8 +263,11 @@ class Journal:
         if err is not None:
             raise err
         self._pending = []
-        os.fdatasync(self._fd)
+        with self._fd_lock:
+            written = self._written
+            os.fdatasync(self._fd)
         self._dirty = False
+        self._synced = written
         for cb in self._waiters:
             cb(None)
         self._waiters = []
@@ -227,11 +276,17 @@ class Journal:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._sync_thread is not None:
+            self._closing = True
+            self._sync_wake.set()
+            self._sync_thread.join()
+            self._sync_thread = None
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 self.flush_sync()
-            os.close(self._fd)
-            self._fd = -1
+            with self._fd_lock:
+                os.close(self._fd)
+                self._fd = -1
         # Mark the last segment finished so the sequencer may delete it once integrated.
         with contextlib.suppress(OSError):
             (self.directory / f"{self.writer}.closed").write_text(str(time.time()))
