@@ -60,3 +60,23 @@ def test_never_signs_with_a_key_the_log_does_not_use(tmp_path: Path) -> None:
     assert again.seq.tree.size == 15
     assert again.seq.store.latest_checkpoint()[0] == 10, "left uncovered, not signed"
     again.close()
+
+
+def test_writers_interleave_by_event_time_and_keep_their_own_order(tmp_path: Path) -> None:
+    # Two processes' journals integrated in one pass: the CLI approved (its writer name
+    # sorts last) before a proxy consumed the approval. The log must say so, whatever
+    # the names; and a writer whose clock stepped back keeps its own order.
+    kit = LedgerKit(tmp_path / "data")
+    kit.layout.journal.mkdir(parents=True, exist_ok=True)
+
+    def event(n: int, second: int) -> bytes:
+        ev = {"v": 1, "type": f"t{n}", "id": f"e:{n}", "ts": f"2026-11-27T10:00:{second:02d}Z"}
+        return canonical_json(ev) + b"\n"
+
+    (kit.layout.journal / "99999998-zz-cli.00000000.jsonl").write_bytes(event(1, 10))
+    proxy = event(2, 11) + event(3, 9) + event(4, 12)  # its clock stepped back at e:3
+    (kit.layout.journal / "99999997-aa-proxy.00000000.jsonl").write_bytes(proxy)
+    assert kit.seq.integrate_once() == 4
+    rows = kit.seq.store.conn.execute("SELECT id FROM events ORDER BY idx").fetchall()
+    assert [r[0] for r in rows] == ["e:1", "e:2", "e:3", "e:4"]
+    kit.close()
