@@ -77,6 +77,9 @@ class Result:
     # CPU time of the proxy's processes (dbgov: supervisor with the ledger sequencer, and
     # workers; PgBouncer: its one process) per transaction, in microseconds.
     proxy_cpu_us_per_tx: float | None = None
+    # dbgov: seconds its ledger took, after pgbench ended, to integrate every event of the
+    # run (the sequencer runs niced and catches up after a saturating load).
+    ledger_settle_s: float | None = None
     # With --rounds: every round's TPS (this result is the best round).
     tps_rounds: list[float | None] | None = None
 
@@ -153,8 +156,13 @@ def run(pgbench: str, endpoint: Endpoint, load: Load, workdir: Path) -> Result:
             proc.kill()
         proc.wait()
         raise
-    cpu = cpu_seconds(endpoint.cpu_pids) - cpu_before
     result = Result(latency_basis="connect+transaction" if load.connect else "transaction")
+    if endpoint.settle is not None:
+        try:
+            result.ledger_settle_s = endpoint.settle()
+        except RuntimeError as exc:
+            result.error = str(exc)
+    cpu = cpu_seconds(endpoint.cpu_pids) - cpu_before
     if m := _FAILED.search(out):
         result.failed = int(m.group(1))
     if m := _DONE.search(out):

@@ -219,6 +219,8 @@ class Runner:
         )
         if result.proxy_cpu_us_per_tx is not None:
             lat += f"  proxy cpu {result.proxy_cpu_us_per_tx:5.0f} us/tx"
+        if result.ledger_settle_s:
+            lat += f"  ledger +{result.ledger_settle_s:.1f} s"
         err = f"  ERROR {result.error}" if result.error else ""
         fail = f"  failed tx {result.failed}" if result.failed else ""
         tag = f" #{rnd + 1}" if self.s.rounds > 1 else ""

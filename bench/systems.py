@@ -28,12 +28,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import yaml
+
+from dbgov.layout import Layout
+from dbgov.store.sqlite import LedgerStore
+from dbgov.web.queries import journal_offsets
+from dbgov.web.services import journal_sizes, lag_bytes
 
 BENCH_DB = "bench"
 APP_ROLE = "dbgov_app"
@@ -62,6 +68,9 @@ class Endpoint:
     dbname: str = BENCH_DB
     # The proxy's own processes, whose CPU time is charged per transaction (none for direct).
     cpu_pids: tuple[int, ...] = ()
+    # dbgov: waits until the ledger has integrated every event written so far and returns
+    # the seconds that took (see DbgovInstance.settle).
+    settle: Callable[[], float] | None = None
 
     def dsn(self, dbname: str | None = None) -> str:
         return psycopg.conninfo.make_conninfo(
@@ -407,7 +416,38 @@ class DbgovInstance:
 
     def endpoint(self, user: str, token: str, dbname: str = BENCH_DB) -> Endpoint:
         pids = (int(self.state["pid"]), *self.worker_pids)  # supervisor (sequencer) + workers
-        return Endpoint(self.variant.name, "127.0.0.1", self.port, user, token, dbname, pids)
+        return Endpoint(
+            self.variant.name, "127.0.0.1", self.port, user, token, dbname, pids, self.settle
+        )
+
+    def settle(self, timeout: float = 300.0) -> float:
+        """Wait until the sequencer has integrated every journal byte; the seconds waited.
+
+        The sequencer runs niced: under a saturating load it falls behind and catches up
+        afterwards. Waiting here keeps that catch-up out of the next system's run, and
+        charges its CPU to dbgov (pgbench.run reads the CPU clocks after this returns).
+        """
+        data = self.home / "data"
+        started = time.monotonic()
+        while True:
+            if ledger_lag_bytes(data) == 0:
+                time.sleep(0.05)  # events appended in the last tick
+                if ledger_lag_bytes(data) == 0:
+                    return round(time.monotonic() - started, 2)
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"the ledger did not catch up within {timeout:.0f} s")
+            time.sleep(0.05)
+
+
+def ledger_lag_bytes(data_dir: Path) -> int:
+    """Journal bytes of a dbgov data dir not yet integrated into its ledger."""
+    layout = Layout(data_dir)
+    sizes = journal_sizes(layout)
+    store = LedgerStore(layout.ledger_db, readonly=True)
+    try:
+        return lag_bytes(sizes, journal_offsets(store))
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------------------- PgBouncer

@@ -146,18 +146,7 @@ class Services:
 
     def journal_bytes(self) -> dict[str, int]:
         """Size of each journal segment file now (for the sequencer lag)."""
-        out: dict[str, int] = {}
-        try:
-            with os.scandir(self.layout.journal) as it:
-                for entry in it:
-                    if entry.name.endswith(".jsonl"):
-                        try:
-                            out[entry.name] = entry.stat().st_size
-                        except FileNotFoundError:
-                            continue
-        except FileNotFoundError:
-            pass
-        return out
+        return journal_sizes(self.layout)
 
     def state(self) -> JSON | None:
         """state.json of the running dbgov (proxy address, worker pids, start time)."""
@@ -166,6 +155,22 @@ class Services:
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+
+def journal_sizes(layout: Layout) -> dict[str, int]:
+    """Size of each journal segment file of a data dir now."""
+    out: dict[str, int] = {}
+    try:
+        with os.scandir(layout.journal) as it:
+            for entry in it:
+                if entry.name.endswith(".jsonl"):
+                    try:
+                        out[entry.name] = entry.stat().st_size
+                    except FileNotFoundError:
+                        continue
+    except FileNotFoundError:
+        pass
+    return out
 
 
 def lag_bytes(journal: Mapping[str, int], offsets: Mapping[str, int]) -> int:
