@@ -65,8 +65,6 @@ from dbgov.wire.postgres.messages import (
     PROTOCOL_3_2,
     Authentication,
     BackendKeyData,
-    Bind,
-    Close,
     DataRow,
     Describe,
     ErrorResponse,
@@ -84,7 +82,11 @@ from dbgov.wire.postgres.messages import (
     SASLResponse,
     StartupMessage,
     Terminate,
+    bind_fields,
+    close_fields,
     command_tag,
+    describe_fields,
+    execute_fields,
     frame,
     ready_status,
     tag_rows,
@@ -122,13 +124,23 @@ class Prepared:
     secret: tuple[object, str, bool] | None = None
 
 
-@dataclass(slots=True)
 class Portal:
-    statement: str
-    params: tuple[bytes | None, ...] = ()
-    param_formats: tuple[int, ...] = ()
-    result_formats: tuple[int, ...] = ()
-    fields: tuple[FieldDescription, ...] | None = None  # from Describe(P)
+    """A bound portal (Bind). A plain class, like Unit: one per Bind."""
+
+    __slots__ = ("fields", "param_formats", "params", "result_formats", "statement")
+
+    def __init__(
+        self,
+        statement: str,
+        params: tuple[bytes | None, ...] = (),
+        param_formats: tuple[int, ...] = (),
+        result_formats: tuple[int, ...] = (),
+    ) -> None:
+        self.statement = statement
+        self.params = params
+        self.param_formats = param_formats
+        self.result_formats = result_formats
+        self.fields: tuple[FieldDescription, ...] | None = None  # from Describe(P)
 
 
 class Unit:
@@ -688,9 +700,10 @@ class Session:
         elif t == 0x50:  # 'P' Parse
             self._on_parse(Parse.decode(body), raw)
         elif t == 0x42:  # 'B' Bind
-            self._on_bind(Bind.decode(body), raw)
+            self._on_bind(body, raw)
         elif t == 0x45:  # 'E' Execute
-            self._on_execute(Execute.decode(body), raw)
+            name, max_rows = execute_fields(body)
+            self._on_execute(name, max_rows, raw)
         elif t == 0x58:  # 'X' Terminate
             self.close_reason = "client terminated"
             self._flush_server()
@@ -998,40 +1011,39 @@ class Session:
         if not self.skip_until_sync:
             self.units.append(unit)
 
-    def _on_bind(self, msg: Bind, raw: bytes) -> None:
-        self.portals[msg.portal] = Portal(
-            msg.statement, msg.params, msg.param_formats, msg.result_formats
-        )
-        self._push(Unit(U_BIND, msg.portal))
+    def _on_bind(self, body: bytes, raw: bytes) -> None:
+        name, statement, param_formats, params, result_formats = bind_fields(body)
+        self.portals[name] = Portal(statement, params, param_formats, result_formats)
+        self._push(Unit(U_BIND, name))
         self._to_server.append(raw)
 
     def _note_describe(self, buf: bytes, start: int, end: int) -> None:
-        msg = Describe.decode(buf[start + 5 : end])
-        self._push(Unit(U_DESC_STMT if msg.kind == "S" else U_DESC_PORTAL, msg.name))
+        kind, name = describe_fields(buf[start + 5 : end])
+        self._push(Unit(U_DESC_STMT if kind == "S" else U_DESC_PORTAL, name))
 
     def _note_close(self, buf: bytes, start: int, end: int) -> None:
-        msg = Close.decode(buf[start + 5 : end])
-        if msg.kind == "S":
-            self.prepared.pop(msg.name, None)
+        kind, name = close_fields(buf[start + 5 : end])
+        if kind == "S":
+            self.prepared.pop(name, None)
         else:
-            self.portals.pop(msg.name, None)
-        self._push(Unit(U_CLOSE, msg.name))
+            self.portals.pop(name, None)
+        self._push(Unit(U_CLOSE, name))
 
-    def _on_execute(self, msg: Execute, raw: bytes) -> None:
-        portal = self.portals.get(msg.portal)
+    def _on_execute(self, name: str, max_rows: int, raw: bytes) -> None:
+        portal = self.portals.get(name)
         prepared = self.prepared.get(portal.statement) if portal is not None else None
         if portal is None or prepared is None:
             # Unknown to us means unknown to the server too: it will raise the error.
-            self._push(Unit(U_EXECUTE, msg.portal))
+            self._push(Unit(U_EXECUTE, name))
             self._to_server.append(raw)
             return
         if prepared.decision.verdict is Verdict.DENY:
-            self._push(Unit(U_EXECUTE, msg.portal))  # server skips until Sync anyway
+            self._push(Unit(U_EXECUTE, name))  # server skips until Sync anyway
             self._to_server.append(raw)
             return
         decision = self._decide(prepared.analysis)  # re-checked: grants and tokens expire
         if decision.verdict is Verdict.APPROVAL and self.ctx.approvals is not None:
-            self._hold(prepared.sql, prepared.analysis, decision, raw, (msg, portal))
+            self._hold(prepared.sql, prepared.analysis, decision, raw, (name, max_rows, portal))
             return
         if not decision.allowed:
             if decision.verdict is Verdict.APPROVAL:
@@ -1040,7 +1052,7 @@ class Session:
                 )
             unit = Unit(
                 U_EXECUTE,
-                msg.portal,
+                name,
                 rewrite=self._denial_error(decision, prepared.analysis, prepared.sql),
             )
             unit.event_id, _ = self._statement_event(
@@ -1049,7 +1061,7 @@ class Session:
             self._push(unit)
             self._to_server.append(Execute(REFUSED_PORTAL, 0).encode())
             return
-        self._forward_execute(msg, portal, prepared, decision, raw)
+        self._forward_execute(name, max_rows, portal, prepared, decision, raw)
 
     def _secret_params(self, prepared: Prepared) -> bool:
         """Does the policy mark this statement's bind parameters as secret? (Once per
@@ -1090,7 +1102,8 @@ class Session:
 
     def _forward_execute(
         self,
-        msg: Execute,
+        name: str,
+        max_rows: int,
         portal: Portal,
         prepared: Prepared,
         decision: Decision,
@@ -1100,14 +1113,14 @@ class Session:
         extra: dict[str, Any] = {"protocol": "extended"}
         if approval_ref:
             extra["approval_ref"] = approval_ref
-        if msg.max_rows:
-            extra["max_rows"] = msg.max_rows
+        if max_rows:
+            extra["max_rows"] = max_rows
         event_id, err = self._forward_event(
             prepared.sql, prepared.analysis, decision, self._params(portal), extra
         )
         unit = Unit(
             U_EXECUTE,
-            msg.portal,
+            name,
             event_id=event_id,
             statements=prepared.analysis.statements,
             started=time.monotonic(),
@@ -1129,8 +1142,8 @@ class Session:
                 self._set_plan(unit, prepared.analysis.statements[0], fields, formats)
             else:
                 # We must know the columns before rows arrive: ask, and swallow the answer.
-                self._push(Unit(U_DESC_PORTAL, msg.portal, internal=True))
-                self._to_server.append(Describe("P", msg.portal).encode())
+                self._push(Unit(U_DESC_PORTAL, name, internal=True))
+                self._to_server.append(Describe("P", name).encode())
         self._push(unit)
         self._to_server.append(raw)
         self._wait_durable()
@@ -1143,7 +1156,7 @@ class Session:
         analysis: Analysis,
         decision: Decision,
         raw: bytes,
-        extended: tuple[Execute, Portal] | None,
+        extended: tuple[str, int, Portal] | None,
     ) -> None:
         self.held = True
         self._flush_server()
@@ -1157,14 +1170,14 @@ class Session:
         analysis: Analysis,
         decision: Decision,
         raw: bytes,
-        extended: tuple[Execute, Portal] | None,
+        extended: tuple[str, int, Portal] | None,
     ) -> None:
         from dbgov.approvals.hold import wait_for_approval
 
-        params = self._params(extended[1]) if extended else None
+        params = self._params(extended[2]) if extended else None
         try:
             outcome = await wait_for_approval(
-                self, sql, analysis, decision, params, portal=extended[1] if extended else None
+                self, sql, analysis, decision, params, portal=extended[2] if extended else None
             )
         except asyncio.CancelledError:
             outcome = None
@@ -1176,10 +1189,12 @@ class Session:
             if extended is None:
                 self._forward_query(sql, analysis, decision, raw, approval_ref=outcome.ref)
             else:
-                msg, portal = extended
+                name, max_rows, portal = extended
                 prepared = self.prepared.get(portal.statement)
                 if prepared is not None:
-                    self._forward_execute(msg, portal, prepared, decision, raw, outcome.ref)
+                    self._forward_execute(
+                        name, max_rows, portal, prepared, decision, raw, outcome.ref
+                    )
         else:
             if outcome is None:
                 denial = Decision(
@@ -1194,7 +1209,7 @@ class Session:
                 self._refuse_simple(denial, sql, analysis)
             else:
                 unit = Unit(
-                    U_EXECUTE, extended[0].portal, rewrite=self._denial_error(denial, analysis, sql)
+                    U_EXECUTE, extended[0], rewrite=self._denial_error(denial, analysis, sql)
                 )
                 unit.event_id, _ = self._statement_event(sql, analysis, denial, params)
                 self._push(unit)

@@ -268,28 +268,7 @@ class Bind:
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Bind:
-        r = _Reader(body, "Bind")
-        portal = r.cstr()
-        statement = r.cstr()
-        fmts = tuple(r.int16() for _ in range(r.count(2)))
-        nparams = r.count(4)
-        params: list[bytes | None] = []
-        for _ in range(nparams):
-            n = r.int32()
-            if n == -1:
-                params.append(None)
-            elif n < -1:
-                raise RemoteProtocolError("malformed Bind message: negative length")
-            else:
-                params.append(r.take(n))
-        rfmts = tuple(r.int16() for _ in range(r.count(2)))
-        r.done()
-        for f in (*fmts, *rfmts):
-            if f not in (0, 1):
-                raise RemoteProtocolError(f"malformed Bind message: format code {f}")
-        if len(fmts) not in (0, 1, nparams):
-            raise RemoteProtocolError("malformed Bind message: format count mismatch")
-        return cls(portal, statement, fmts, tuple(params), rfmts)
+        return cls(*bind_fields(body))
 
     def param_format(self, i: int) -> int:
         if not self.param_formats:
@@ -307,13 +286,7 @@ class Describe:
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Describe:
-        r = _Reader(body, "Describe")
-        kind = chr(r.byte())
-        if kind not in ("S", "P"):
-            raise RemoteProtocolError(f"malformed Describe message: kind {kind!r}")
-        name = r.cstr()
-        r.done()
-        return cls(kind, name)
+        return cls(*describe_fields(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,13 +299,7 @@ class Execute:
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Execute:
-        r = _Reader(body, "Execute")
-        portal = r.cstr()
-        max_rows = r.int32()
-        r.done()
-        if max_rows < 0:
-            raise RemoteProtocolError("malformed Execute message: negative row limit")
-        return cls(portal, max_rows)
+        return cls(*execute_fields(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,13 +312,7 @@ class Close:
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Close:
-        r = _Reader(body, "Close")
-        kind = chr(r.byte())
-        if kind not in ("S", "P"):
-            raise RemoteProtocolError(f"malformed Close message: kind {kind!r}")
-        name = r.cstr()
-        r.done()
-        return cls(kind, name)
+        return cls(*close_fields(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -611,9 +572,71 @@ class CommandComplete:
         return tag_rows(self.tag)
 
 
-# The proxy's pump reads the two messages every statement ends with through these
-# functions rather than the frozen classes: a dataclass's __init__ runs as Python
-# even when this module is compiled.
+# The proxy's pump reads the messages of every statement through the functions
+# below rather than the frozen classes (whose decoders call them): a dataclass's
+# __init__ runs as Python even when this module is compiled.
+def bind_fields(
+    body: bytes | memoryview,
+) -> tuple[str, str, tuple[int, ...], tuple[bytes | None, ...], tuple[int, ...]]:
+    """A Bind body's (portal, statement, param formats, params, result formats), checked."""
+    r = _Reader(body, "Bind")
+    portal = r.cstr()
+    statement = r.cstr()
+    fmts = tuple([r.int16() for _ in range(r.count(2))])
+    nparams = r.count(4)
+    params: list[bytes | None] = []
+    for _ in range(nparams):
+        n = r.int32()
+        if n == -1:
+            params.append(None)
+        elif n < -1:
+            raise RemoteProtocolError("malformed Bind message: negative length")
+        else:
+            params.append(r.take(n))
+    rfmts = tuple([r.int16() for _ in range(r.count(2))])
+    r.done()
+    for f in fmts:
+        if f != 0 and f != 1:
+            raise RemoteProtocolError(f"malformed Bind message: format code {f}")
+    for f in rfmts:
+        if f != 0 and f != 1:
+            raise RemoteProtocolError(f"malformed Bind message: format code {f}")
+    if len(fmts) not in (0, 1, nparams):
+        raise RemoteProtocolError("malformed Bind message: format count mismatch")
+    return portal, statement, fmts, tuple(params), rfmts
+
+
+def describe_fields(body: bytes | memoryview) -> tuple[str, str]:
+    """A Describe body's (kind, name), checked; kind is "S" or "P"."""
+    return _kind_and_name(body, "Describe")
+
+
+def close_fields(body: bytes | memoryview) -> tuple[str, str]:
+    """A Close body's (kind, name), checked; kind is "S" or "P"."""
+    return _kind_and_name(body, "Close")
+
+
+def _kind_and_name(body: bytes | memoryview, what: str) -> tuple[str, str]:
+    r = _Reader(body, what)
+    b = r.byte()
+    if b != 0x53 and b != 0x50:  # S, P
+        raise RemoteProtocolError(f"malformed {what} message: kind {chr(b)!r}")
+    name = r.cstr()
+    r.done()
+    return ("S" if b == 0x53 else "P"), name
+
+
+def execute_fields(body: bytes | memoryview) -> tuple[str, int]:
+    """An Execute body's (portal, row limit), checked."""
+    r = _Reader(body, "Execute")
+    portal = r.cstr()
+    max_rows = r.int32()
+    r.done()
+    if max_rows < 0:
+        raise RemoteProtocolError("malformed Execute message: negative row limit")
+    return portal, max_rows
+
+
 def command_tag(body: bytes | memoryview) -> str:
     """The tag of a CommandComplete body, checked."""
     if isinstance(body, bytes) and body[-1:] == b"\x00" and body.find(b"\x00") == len(body) - 1:
