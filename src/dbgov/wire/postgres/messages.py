@@ -108,6 +108,19 @@ class _Reader:
                 f"malformed {self.what} message: invalid UTF-8", sqlstate="22021"
             ) from None
 
+    def values(self, n: int) -> list[bytes | None]:
+        """`n` length-prefixed values, -1 meaning NULL (DataRow, Bind)."""
+        out: list[bytes | None] = []
+        for _ in range(n):
+            ln = self.int32()
+            if ln == -1:
+                out.append(None)
+            elif ln < -1:
+                raise RemoteProtocolError(f"malformed {self.what} message: negative length")
+            else:
+                out.append(self.take(ln))
+        return out
+
     def rest(self) -> bytes:
         v = self.buf[self.pos :]
         self.pos = len(self.buf)
@@ -543,16 +556,7 @@ class DataRow:
     @classmethod
     def decode(cls, body: bytes | memoryview) -> DataRow:
         r = _Reader(body, "DataRow")
-        n = r.count(4)
-        vals: list[bytes | None] = []
-        for _ in range(n):
-            ln = r.int32()
-            if ln == -1:
-                vals.append(None)
-            elif ln < -1:
-                raise RemoteProtocolError("malformed DataRow: negative length")
-            else:
-                vals.append(r.take(ln))
+        vals = r.values(r.count(4))
         r.done()
         return cls(tuple(vals))
 
@@ -583,16 +587,7 @@ def bind_fields(
     portal = r.cstr()
     statement = r.cstr()
     fmts = tuple([r.int16() for _ in range(r.count(2))])
-    nparams = r.count(4)
-    params: list[bytes | None] = []
-    for _ in range(nparams):
-        n = r.int32()
-        if n == -1:
-            params.append(None)
-        elif n < -1:
-            raise RemoteProtocolError("malformed Bind message: negative length")
-        else:
-            params.append(r.take(n))
+    params = r.values(r.count(4))
     rfmts = tuple([r.int16() for _ in range(r.count(2))])
     r.done()
     for f in fmts:
@@ -601,7 +596,7 @@ def bind_fields(
     for f in rfmts:
         if f != 0 and f != 1:
             raise RemoteProtocolError(f"malformed Bind message: format code {f}")
-    if len(fmts) not in (0, 1, nparams):
+    if len(fmts) not in (0, 1, len(params)):
         raise RemoteProtocolError("malformed Bind message: format count mismatch")
     return portal, statement, fmts, tuple(params), rfmts
 
