@@ -61,7 +61,6 @@ class Journal:
         self._offset = 0
         self._pending: list[bytes] = []
         self._waiters: list[Callback] = []
-        self._dirty = False  # written but not yet fdatasync'ed
         self._syncing = False
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -72,7 +71,7 @@ class Journal:
         # The lock keeps a segment's fd open while that thread syncs it.
         self._fd_lock = threading.Lock()
         self._written = 0  # successful writes so far (loop thread)
-        self._synced = 0  # writes covered by the last fdatasync (sync thread)
+        self._synced = 0  # writes covered by the last fdatasync: dirty while they differ
         self._sync_wake = threading.Event()
         self._sync_thread: threading.Thread | None = None
         self._closing = False
@@ -153,7 +152,6 @@ class Journal:
             self.failed = exc
             return exc
         self._offset += len(data)
-        self._dirty = True
         self._written += 1
         if self.failed is not None:
             log.warning("ledger journal writable again")
@@ -174,9 +172,8 @@ class Journal:
             return
         self._pending = []
         self._syncing = True
-        fd = self._fd
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(None, os.fdatasync, fd)
+        written = self._written  # nothing is written while a group-commit sync runs
+        fut = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
 
         def done(f: asyncio.Future[None]) -> None:
             self._syncing = False
@@ -185,7 +182,7 @@ class Journal:
             if exc is not None and error is None:
                 error = OSError(str(exc))
             if error is None:
-                self._dirty = False
+                self._synced = written
             else:
                 self.failed = error
             for cb in waiters:
@@ -205,18 +202,19 @@ class Journal:
         if self._pending and not self._syncing and self._write(self._pending) is None:
             self._pending = []
         if self.mode == "fsync":
-            if self._dirty and not self._syncing:
+            if self._written != self._synced and not self._syncing:
                 self._syncing = True
+                written = self._written
                 fut = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
 
                 def done(f: asyncio.Future[None]) -> None:
                     self._syncing = False
                     if f.exception() is None:
-                        self._dirty = False
+                        self._synced = written
                     self._resume_waiters()
 
                 fut.add_done_callback(done)
-            if self._pending or self._dirty:
+            if self._pending or self._written != self._synced:
                 self._arm_timer()
             return
         if self._written != self._synced:
@@ -266,7 +264,6 @@ class Journal:
         with self._fd_lock:
             written = self._written
             os.fdatasync(self._fd)
-        self._dirty = False
         self._synced = written
         for cb in self._waiters:
             cb(None)

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,8 @@ def _in_time_order(
     lists = list(by_writer.values())
     if not lists:
         return []
-    merged = lists[0] if len(lists) == 1 else heapq.merge(*lists, key=_ts)
+    merged = lists[0] if len(lists) == 1 else heapq.merge(*lists, key=itemgetter(2))  # ts
     return [(first + i, *r) for i, r in enumerate(merged)]
-
-
-def _ts(row: tuple[Any, ...]) -> str:
-    return str(row[2])
 
 
 def _writer_alive(writer: str) -> bool:

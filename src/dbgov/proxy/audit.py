@@ -35,16 +35,6 @@ class Audit:
     def next_id(self, prefix: str) -> str:
         return f"{prefix}:{next(self._ids)}"
 
-    def event(self, type_: str, prefix: str, event_id: str | None = None) -> dict[str, Any]:
-        """A new event's common fields; the caller adds the rest (None values left out).
-        `event_id` is one taken earlier with `next_id`."""
-        return {
-            "v": events.SCHEMA_VERSION,
-            "type": type_,
-            "id": event_id or self.next_id(prefix),
-            "ts": events.utc_now_iso(),
-        }
-
     def append_event(self, ev: dict[str, Any]) -> None:
         """Append an event that nothing waits on (completions, closes, failures)."""
         try:

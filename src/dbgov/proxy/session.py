@@ -453,8 +453,12 @@ class Session:
         self.sctx = SessionContext(identity, target.name, target.env, self.search_path, self.id)
         # What every statement and statement.done event of this session shares (copied
         # per event: one C-level dict copy instead of five inserts).
-        common = {"v": events.SCHEMA_VERSION, "session": self.id, "user": identity.user}
-        common["target"] = target.name
+        common = {
+            "v": events.SCHEMA_VERSION,
+            "session": self.id,
+            "user": identity.user,
+            "target": target.name,
+        }
         self._ev_statement = {**common, "type": "statement"}
         self._ev_done = {**common, "type": "statement.done"}
         verdict = self.ctx.gate.may_connect(self._context())
