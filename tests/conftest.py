@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -222,6 +223,10 @@ def tmp_root() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="dbgov-tests-"))
     path.chmod(0o755)
     yield path
+    # Servers, ledgers and worlds take ~1.7 GB a run: left behind, repeated runs fill
+    # the disk. DBGOV_KEEP_TEST_DIR=1 keeps them for a post-mortem.
+    if not os.environ.get("DBGOV_KEEP_TEST_DIR"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
