@@ -37,9 +37,8 @@ import psycopg
 import yaml
 
 from dbgov.layout import Layout
+from dbgov.ledger.lag import integrated_offsets, journal_sizes, lag_bytes
 from dbgov.store.sqlite import LedgerStore
-from dbgov.web.queries import journal_offsets
-from dbgov.web.services import journal_sizes, lag_bytes
 
 BENCH_DB = "bench"
 APP_ROLE = "dbgov_app"
@@ -442,10 +441,10 @@ class DbgovInstance:
 def ledger_lag_bytes(data_dir: Path) -> int:
     """Journal bytes of a dbgov data dir not yet integrated into its ledger."""
     layout = Layout(data_dir)
-    sizes = journal_sizes(layout)
+    sizes = journal_sizes(layout.journal)
     store = LedgerStore(layout.ledger_db, readonly=True)
     try:
-        return lag_bytes(sizes, journal_offsets(store))
+        return lag_bytes(sizes, integrated_offsets(store))
     finally:
         store.close()
 

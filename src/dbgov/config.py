@@ -168,6 +168,9 @@ class Ledger(_Model):
     origin: str | None = None  # checkpoint origin line; default "dbgov/<hostname>"
     key_file: Path | None = None  # default: <data_dir>/ledger.key
     witness_url: str | None = None
+    # Journal bytes the sequencer may trail by before the workers stop reading client
+    # messages (proxy/backpressure.py): how far the verifiable log may fall behind.
+    max_lag_mb: int = Field(default=256, ge=1, le=1 << 20)
 
 
 class Approvals(_Model):

@@ -67,6 +67,10 @@ def _run_proxy(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
             "target names must be unique",
         ),
         (
+            "ledger: {max_lag_mb: 0}\ntargets:\n  - {name: p, host: h, database: d, user: u}\n",
+            "ledger.max_lag_mb: Input should be greater than or equal to 1",
+        ),
+        (
             "identity:\n  oidc:\n    - {name: c, issuer: i, audience: a, jwks_url: http://x}\n"
             "targets:\n  - {name: p, host: h, database: d, user: u}\n",
             "identity.oidc[0]: jwks_url must be an https:// URL",

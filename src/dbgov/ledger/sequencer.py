@@ -35,6 +35,7 @@ import orjson
 
 from dbgov.ledger.events import utc_now_iso
 from dbgov.ledger.journal import journal_dir
+from dbgov.ledger.lag import OFFSET_PREFIX
 from dbgov.ledger.merkle import CompactRange
 from dbgov.ledger.note import Checkpoint, Signer, sign_note
 from dbgov.store.sqlite import LedgerStore
@@ -42,7 +43,6 @@ from dbgov.store.sqlite import LedgerStore
 log = logging.getLogger(__name__)
 
 TILE_LEVELS = (8, 16, 24, 32)  # perfect subtree hashes kept for fast proofs
-_OFFSET_PREFIX = "journal:"
 _COMPACT_KEY = "tree:compact"
 MAX_BATCH = 20_000
 MAX_READ = 64 * 1024 * 1024  # journal bytes read per segment and pass
@@ -165,8 +165,7 @@ class Sequencer:
         """Integrate whatever the journals hold now. Returns the number of events added."""
         segments = self._segments()
         offsets = {
-            k[len(_OFFSET_PREFIX) :]: int(v)
-            for k, v in self.store.meta_items(_OFFSET_PREFIX).items()
+            k[len(OFFSET_PREFIX) :]: int(v) for k, v in self.store.meta_items(OFFSET_PREFIX).items()
         }
         by_writer: dict[str, list[tuple[Any, ...]]] = {}
         n_rows = 0
@@ -202,7 +201,7 @@ class Sequencer:
                 n_rows += len(lines)
             consumed = start + end
             if end:
-                new_offsets[_OFFSET_PREFIX + seg.name] = str(consumed).encode()
+                new_offsets[OFFSET_PREFIX + seg.name] = str(consumed).encode()
             lag += size - consumed
             done_writing = seg.seq < latest_seq[seg.writer] or (
                 (self.jdir / f"{seg.writer}.closed").exists() or not _writer_alive(seg.writer)
@@ -247,7 +246,7 @@ class Sequencer:
                 seg.path.unlink()
         if finished:
             self.store.conn.executemany(
-                "DELETE FROM meta WHERE key = ?", [(_OFFSET_PREFIX + s.name,) for s in finished]
+                "DELETE FROM meta WHERE key = ?", [(OFFSET_PREFIX + s.name,) for s in finished]
             )
             live_writers = {s.writer for s in self._segments()}
             for marker in self.jdir.glob("*.closed"):

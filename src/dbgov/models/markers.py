@@ -51,6 +51,7 @@ from dbgov.config import Config
 from dbgov.identity import Identity
 from dbgov.layout import Layout
 from dbgov.ledger.integrate import integrate_if_idle
+from dbgov.ledger.lag import integrated_offsets
 from dbgov.models.registry import Model
 from dbgov.store.sqlite import EventRow, LedgerStore
 
@@ -68,7 +69,6 @@ __all__ = [
 RETRAIN: Final = "model.retrain"
 SEAL_TIMEOUT_S: Final = 30.0
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+@\-]{0,63}$")
-_OFFSET_PREFIX: Final = "journal:"  # the sequencer's committed offsets (sequencer.py)
 MAX_NOTE: Final = 2000
 
 
@@ -205,9 +205,7 @@ def _sealed_size(layout: Layout, sizes: Mapping[str, int]) -> int | None:
         return 0 if not sizes else None
     store = LedgerStore(layout.ledger_db, readonly=True)
     try:
-        offsets = {
-            k[len(_OFFSET_PREFIX) :]: int(v) for k, v in store.meta_items(_OFFSET_PREFIX).items()
-        }
+        offsets = integrated_offsets(store)
         for name, size in sizes.items():
             if offsets.get(name, 0) < size and (layout.journal / name).exists():
                 return None

@@ -18,6 +18,7 @@ from dbgov.proxy.audit import Audit
 from dbgov.proxy.cancel import CancelRegistry
 
 if TYPE_CHECKING:
+    from dbgov.proxy.backpressure import LedgerBackpressure
     from dbgov.proxy.catalogs import Catalogs
 
 
@@ -34,6 +35,7 @@ class ProxyContext:
     approvals: Any = None  # approvals.service.Approvals when configured
     worker_id: int = 0
     sessions: dict[str, Any] = field(default_factory=dict)  # session id -> Session
+    backpressure: LedgerBackpressure | None = None
 
     def target(self, name: str) -> Target | None:
         return self.config.target(name)

@@ -287,6 +287,8 @@ class Session:
         self._sp_dirty = False  # a statement may have changed search_path
         self._sp_in_txn = False
         self._held_ready = b""
+        self._up_paused = False  # the upstream cannot take more (flow control)
+        self._ledger_paused = False  # the ledger lags its bound (backpressure)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -325,11 +327,23 @@ class Session:
             self.up_transport.resume_reading()
 
     def _on_upstream_pause(self, paused: bool) -> None:
+        self._up_paused = paused
         if self.transport is None or self.transport.is_closing():
             return
         if paused:
             self.transport.pause_reading()
-        elif not self.held:
+        elif not self.held and not self._ledger_paused:
+            self.transport.resume_reading()
+
+    def ledger_backpressure(self, paused: bool) -> None:
+        """Stop or resume reading client messages while the ledger lags its bound
+        (proxy/backpressure.py); statements already read run on."""
+        self._ledger_paused = paused
+        if self.transport is None or self.transport.is_closing():
+            return
+        if paused:
+            self.transport.pause_reading()
+        elif not self._up_paused:
             self.transport.resume_reading()
 
     def _teardown(self, reason: str) -> None:
@@ -528,6 +542,8 @@ class Session:
         out.append(self.conn.send(ReadyForQuery("I")))
         self._send(b"".join(out))
         self.ctx.sessions[self.id] = self
+        if self.ctx.backpressure is not None and self.ctx.backpressure.engaged:
+            self.ledger_backpressure(True)
         transport.set_protocol(ServerSide(self))  # type: ignore[arg-type]  # a duck-typed protocol
         self.pumping = True
         leftover = self.conn.take_leftover()

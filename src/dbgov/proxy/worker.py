@@ -28,6 +28,7 @@ from dbgov.layout import Layout
 from dbgov.ledger.journal import Journal
 from dbgov.proxy import tls
 from dbgov.proxy.audit import Audit
+from dbgov.proxy.backpressure import LedgerBackpressure
 from dbgov.proxy.cancel import CancelRegistry
 from dbgov.proxy.context import ProxyContext
 from dbgov.proxy.listener import Listener, serve_cancels
@@ -94,6 +95,10 @@ def build_context(config: Config, worker_id: int) -> ProxyContext:
 
 async def serve(config: Config, worker_id: int, *, announce: bool = True) -> None:
     ctx = build_context(config, worker_id)
+    ctx.backpressure = LedgerBackpressure(
+        Layout(config.data_dir), config.ledger.max_lag_mb << 20, ctx.sessions
+    )
+    ctx.backpressure.start()
     host, port = config.listen.proxy_addr()
     listener = Listener(ctx, host, port)
     listener.start()
@@ -110,6 +115,7 @@ async def serve(config: Config, worker_id: int, *, announce: bool = True) -> Non
     await stop.wait()
     # Drain: no new connections; let running statements finish for a moment.
     listener.stop()
+    ctx.backpressure.stop()
     cancel_server.close()
     deadline = loop.time() + DRAIN_GRACE_S
     while ctx.sessions and loop.time() < deadline:

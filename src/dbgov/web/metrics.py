@@ -29,9 +29,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from dbgov.ledger.lag import integrated_offsets, lag_bytes
 from dbgov.store.sqlite import LedgerStore
 from dbgov.web import queries
-from dbgov.web.services import Services, lag_bytes, pid_alive
+from dbgov.web.services import Services, pid_alive
 
 LATENCY_BUCKETS_S: Final = (
     0.0005,
@@ -175,7 +176,7 @@ class LedgerCollector(Collector):
             yield GaugeMetricFamily(
                 "dbgov_ledger_lag_bytes",
                 "Journal bytes written but not yet integrated",
-                value=lag_bytes(svc.journal_bytes(), queries.journal_offsets(store)),
+                value=lag_bytes(svc.journal_bytes(), integrated_offsets(store)),
             )
         finally:
             store.close()

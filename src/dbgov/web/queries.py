@@ -611,14 +611,3 @@ def ledger_summary(store: LedgerStore) -> dict[str, Any]:
         "checkpoint": cp,
         "uncheckpointed": store.size() - (latest[0] if latest else 0),
     }
-
-
-def journal_offsets(store: LedgerStore) -> dict[str, int]:
-    """Bytes of each journal segment the sequencer has integrated (its own bookkeeping)."""
-    out: dict[str, int] = {}
-    for key, value in store.meta_items("journal:").items():
-        try:
-            out[key.removeprefix("journal:")] = int(value)
-        except ValueError:
-            continue
-    return out

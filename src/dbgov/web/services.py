@@ -22,6 +22,7 @@ import anyio.to_thread
 from dbgov.config import Config
 from dbgov.identity.tokens import TokenVerifier
 from dbgov.layout import Layout
+from dbgov.ledger.lag import journal_sizes
 from dbgov.ledger.note import Verifier
 from dbgov.store.sqlite import LedgerStore
 from dbgov.web.approvals_port import ApprovalsPort
@@ -146,7 +147,7 @@ class Services:
 
     def journal_bytes(self) -> dict[str, int]:
         """Size of each journal segment file now (for the sequencer lag)."""
-        return journal_sizes(self.layout)
+        return journal_sizes(self.layout.journal)
 
     def state(self) -> JSON | None:
         """state.json of the running dbgov (proxy address, worker pids, start time)."""
@@ -155,27 +156,6 @@ class Services:
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
-
-
-def journal_sizes(layout: Layout) -> dict[str, int]:
-    """Size of each journal segment file of a data dir now."""
-    out: dict[str, int] = {}
-    try:
-        with os.scandir(layout.journal) as it:
-            for entry in it:
-                if entry.name.endswith(".jsonl"):
-                    try:
-                        out[entry.name] = entry.stat().st_size
-                    except FileNotFoundError:
-                        continue
-    except FileNotFoundError:
-        pass
-    return out
-
-
-def lag_bytes(journal: Mapping[str, int], offsets: Mapping[str, int]) -> int:
-    """Journal bytes written but not yet integrated into the ledger."""
-    return sum(max(0, size - offsets.get(name, 0)) for name, size in journal.items())
 
 
 def pid_alive(pid: int) -> bool:

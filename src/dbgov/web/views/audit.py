@@ -14,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from dbgov.ledger.lag import integrated_offsets, lag_bytes
 from dbgov.store.sqlite import LedgerStore
 from dbgov.web import queries
 from dbgov.web.auth import viewer_of
-from dbgov.web.services import Services, lag_bytes, redact_tree
+from dbgov.web.services import Services, redact_tree
 from dbgov.web.verification import event_proof, verify_ledger
 from dbgov.web.views.common import (
     NotFound,
@@ -77,7 +78,7 @@ def _with_before(f: queries.Filters, before: int | None) -> queries.Filters:
 
 def _health(svc: Services, store: LedgerStore) -> dict[str, Any]:
     summary = queries.ledger_summary(store)
-    summary["lag_bytes"] = lag_bytes(svc.journal_bytes(), queries.journal_offsets(store))
+    summary["lag_bytes"] = lag_bytes(svc.journal_bytes(), integrated_offsets(store))
     return summary
 
 
