@@ -45,6 +45,26 @@ def test_timestamps_are_utc_with_microseconds() -> None:
     assert len(ts) == 27 and ts.endswith("Z") and ts[10] == "T"
 
 
+def test_timestamps_match_the_clock_across_milliseconds_and_seconds(monkeypatch) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    # Instants that cross a millisecond, a second and a day, each read twice.
+    for t in (
+        1_795_000_000.000999,
+        1_795_000_000.001,
+        1_795_000_000.999999,
+        1_795_046_399.9995,
+        1_795_046_400.0,
+        1_795_046_400.000001,
+        1_795_046_400.000001,
+    ):
+        monkeypatch.setattr(time, "time", lambda t=t: t)
+        us = int(t * 1_000_000)
+        want = datetime.fromtimestamp(us // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        assert utc_now_iso() == f"{want}{us % 1_000_000:06d}Z"
+
+
 def test_binary_params_are_decoded_for_the_audit() -> None:
     assert param_repr(b"\x00\x05", 1, 21) == "5"
     assert param_repr(b"\x00\x00\x00\x00\x00\x00\x00\x07", 1, 20) == "7"

@@ -8,7 +8,6 @@ In fsync mode durability arrives later through `Journal.when_durable`.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 class Audit:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
-        self._ids = itertools.count(1)
+        self._n = 0  # the last event number of this process
 
     @property
     def mode(self) -> str:
@@ -33,7 +32,8 @@ class Audit:
         return self.journal.failed
 
     def next_id(self, prefix: str) -> str:
-        return f"{prefix}:{next(self._ids)}"
+        self._n += 1
+        return f"{prefix}:{self._n}"
 
     def append_event(self, ev: dict[str, Any]) -> None:
         """Append an event that nothing waits on (completions, closes, failures)."""
