@@ -34,6 +34,23 @@ def test_leftovers_are_integrated_and_signed(
     assert not list(kit.layout.journal.glob("*.jsonl"))
 
 
+def test_a_dead_writers_torn_tail_is_dropped_and_its_segment_finished(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kit = LedgerKit(tmp_path / "data")
+    kit.build(10, 10)
+    kit.close()
+    whole = b"".join(canonical_json(e) + b"\n" for e in synthetic_events(3, seed=5))
+    torn = kit.layout.journal / "99999999-torn.00000000.jsonl"  # no such process
+    torn.write_bytes(whole + b'{"v":1,"type":"stat')
+    assert integrate_if_idle(kit.layout) == 3
+    assert "99999999-torn.00000000.jsonl ends with a torn record; ignored" in caplog.text
+    assert not torn.exists()  # finished: it no longer counts as ledger lag
+    again = LedgerKit(kit.layout.root, signer=kit.signer)
+    assert again.seq.tree.size == 13 and again.seq.lag == 0
+    assert not again.seq.store.meta_items("journal:")
+
+
 def test_nothing_while_a_sequencer_runs(tmp_path: Path) -> None:
     kit = LedgerKit(tmp_path / "data")
     kit.build(10, 10)

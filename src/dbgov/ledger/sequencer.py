@@ -191,9 +191,11 @@ class Sequencer:
                 os.close(fd)
             end = data.rfind(b"\n") + 1
             lines = data[:end].split(b"\n")[:-1] if end else []
+            read_all = want == size - start  # what is left after `end` has no newline
             if n_rows + len(lines) > MAX_BATCH:
                 lines = lines[: MAX_BATCH - n_rows]
                 end = sum(len(x) + 1 for x in lines)
+                read_all = False
             if lines:
                 writer_rows = by_writer.setdefault(seg.writer, [])
                 for line in lines:
@@ -206,9 +208,10 @@ class Sequencer:
             done_writing = seg.seq < latest_seq[seg.writer] or (
                 (self.jdir / f"{seg.writer}.closed").exists() or not _writer_alive(seg.writer)
             )
-            if consumed >= size and done_writing:
-                if size > consumed:
+            if done_writing and (consumed >= size or read_all):
+                if size > consumed:  # its writer died mid-record: that record never was
                     log.warning("ledger: %s ends with a torn record; ignored", seg.name)
+                    lag -= size - consumed
                 finished.append(seg)
         self.lag = lag
         rows = _in_time_order(by_writer, self.tree.size)
