@@ -76,6 +76,10 @@ class LedgerBackpressure:
 
     def _tick(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(INTERVAL_S, self._tick)
+        self.check()
+
+    def check(self) -> None:
+        """Measure the lag; pause the sessions past the bound, resume them under half."""
         try:
             self.lag = self.measure()
         except (OSError, sqlite3.Error) as exc:
