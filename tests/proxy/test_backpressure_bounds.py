@@ -56,6 +56,22 @@ def test_engages_past_the_bound_and_releases_under_half(world) -> None:
     assert not bp.engaged and [c.calls for c in clients.values()] == [[True, False]] * 2
 
 
+def test_a_sustained_overload_is_reported_once_a_minute(world, caplog) -> None:
+    layout, segment, store = world
+    bp = LedgerBackpressure(layout, 10, {"s": Client()})
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):  # pause, resume, three times within a second
+            segment.write_bytes(b"x" * 11)
+            bp.check()
+            assert bp.engaged
+            store.meta_set({OFFSET_PREFIX + segment.name: b"11"})
+            bp.check()
+            assert not bp.engaged
+            store.meta_set({OFFSET_PREFIX + segment.name: b"0"})
+    assert bp.pauses == 3
+    assert caplog.text.count("pausing client reads") == 1
+
+
 def test_an_unreadable_ledger_keeps_the_last_state(world, caplog) -> None:
     layout, segment, store = world
     client = Client()

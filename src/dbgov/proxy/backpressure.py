@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from typing import Any
 
 from dbgov.layout import Layout
@@ -34,6 +35,7 @@ from dbgov.store.sqlite import LedgerStore
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 0.1
+REPORT_EVERY_S = 60
 
 
 class LedgerBackpressure:
@@ -51,6 +53,8 @@ class LedgerBackpressure:
         self._store: LedgerStore | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._failing = False
+        self.pauses = 0
+        self._quiet_until = 0.0
 
     def start(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(INTERVAL_S, self._tick)
@@ -90,15 +94,22 @@ class LedgerBackpressure:
             return
         self._failing = False
         if not self.engaged and self.lag > self.limit:
-            log.warning(
-                "ledger: the sequencer trails the journals by %d bytes (bound %d); "
-                "pausing client reads until it catches up",
-                self.lag,
-                self.limit,
-            )
+            self.pauses += 1
+            now = time.monotonic()
+            if now >= self._quiet_until:  # a sustained overload pauses every second or so
+                self._quiet_until = now + REPORT_EVERY_S
+                log.warning(
+                    "ledger: the sequencer trails the journals by %d bytes (bound %d); "
+                    "pausing client reads until it catches up (pause %d of this worker; "
+                    "the next are reported after %d s)",
+                    self.lag,
+                    self.limit,
+                    self.pauses,
+                    REPORT_EVERY_S,
+                )
             self._set(True)
         elif self.engaged and self.lag <= self.limit // 2:
-            log.warning("ledger: lag down to %d bytes; resuming client reads", self.lag)
+            log.info("ledger: lag down to %d bytes; resuming client reads", self.lag)
             self._set(False)
 
     def _set(self, engaged: bool) -> None:
