@@ -74,7 +74,9 @@ def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> 
     assert d.app(
         "SELECT count(*) FROM training_runs WHERE model = %s", (marker,), target="staging"
     ) == [(1,)]
-    evs = d.wait_events(lambda e: marker in e.get("sql", ""), types=["statement"])
+    # The refused attempt's event is written by the journal's next tick once the
+    # limit is lifted, possibly a sequencer pass before the second one: wait for both.
+    evs = d.wait_events(lambda e: marker in e.get("sql", ""), count=2, types=["statement"])
     assert len(evs) == 2  # the refused attempt and the one that ran
     done = d.wait_events(lambda e: e.get("ref") == evs[0]["id"], types=["statement.done"])
     assert done and done[0]["sqlstate"] == "58000"
