@@ -45,6 +45,7 @@ from bench.scenarios import (
     variant_loads,
 )
 from bench.systems import (
+    SUSTAINED_LAG_MB,
     VARIANTS,
     DbgovInstance,
     EmbeddedWorld,
@@ -181,7 +182,7 @@ def _run(
     bouncer = None
     binary = pgbouncer_binary()
     meta["versions"]["pgbouncer"] = pgbouncer_version(binary) if binary else None
-    if settings.only & {"select", "tpcb", "churn"}:
+    if settings.only & {"select", "tpcb", "churn", "sustained"}:
         if binary is None:
             # Not a failure: the rows go without PgBouncer (make bench installs it).
             meta["settings"]["pgbouncer"] = "not installed"
@@ -203,6 +204,16 @@ def _run(
                 runner.phase_a(inst)
 
         guarded(results, "phase A (demo-strict)", phase_a)
+    if settings.wants("sustained"):
+
+        def phase_s() -> None:
+            with _running(instance("demo-bounded")) as inst:
+                runner.phase(
+                    "S", f"dbgov = demo policy, ledger strict, max_lag_mb {SUSTAINED_LAG_MB}"
+                )
+                runner.sustained(inst)
+
+        guarded(results, "phase S (sustained)", phase_s)
     if bouncer is not None:
         bouncer.stop()  # only phase A uses it; its pooled server connections go too
     for phase, name, system in (

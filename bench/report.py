@@ -23,7 +23,7 @@ from typing import Any
 from bench.scenarios import Results, Row
 
 BASE = {"policy": "dbgov-allow-all", "ledger-mode": "dbgov-async"}
-SCENARIO_ORDER = ("select", "tpcb", "churn", "policy", "ledger-mode")
+SCENARIO_ORDER = ("select", "tpcb", "churn", "sustained", "policy", "ledger-mode")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

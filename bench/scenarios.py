@@ -1,6 +1,7 @@
 """The scenarios of `make bench`, and the order they run in.
 
-Names (for `--only`): select, tpcb, churn, policy, ledger-mode, masked, ledger, scale.
+Names (for `--only`): select, tpcb, churn, sustained, policy, ledger-mode, masked, ledger,
+scale.
 
 One dbgov instance runs at a time, so the run is cut in phases; every load is
 run against its systems back to back, so that ratios compare minutes, not hours:
@@ -9,6 +10,10 @@ run against its systems back to back, so that ratios compare minutes, not hours:
 - phase "A", dbgov = demo-strict: select (direct, pgbouncer, dbgov at 1, 8, 64
   clients, simple and prepared), tpcb, churn, masked; last, the demo-strict half
   of policy and ledger-mode (measured again right before the instance changes);
+- phase "S", demo-strict with `ledger.max_lag_mb` at SUSTAINED_LAG_MB: sustained, a
+  -S simple c=8 load four times as long (direct, pgbouncer, dbgov). The short runs
+  leave the sequencer's backlog for after the run; here dbgov runs at its bound,
+  where backpressure keeps the ledger within it;
 - phase "B", allow-all: the other half of policy;
 - phase "C", demo-async: the other half of ledger-mode, and the 1-client select
   loads for the latency added in async mode;
@@ -38,7 +43,17 @@ from typing import Any
 from bench import masked_scan, pgbench, scale
 from bench.systems import DbgovInstance, EmbeddedWorld, Endpoint, PgBouncer
 
-ALL = ("select", "tpcb", "churn", "policy", "ledger-mode", "masked", "ledger", "scale")
+ALL = (
+    "select",
+    "tpcb",
+    "churn",
+    "sustained",
+    "policy",
+    "ledger-mode",
+    "masked",
+    "ledger",
+    "scale",
+)
 SERVER_SCENARIOS = frozenset(ALL) - {"ledger"}
 QUICK = frozenset(ALL) - {"tpcb"}
 SCALE_BUSY_CLIENTS = 32  # pgbench clients running beside the idle connections
@@ -50,6 +65,7 @@ class Settings:
     only: frozenset[str]
     workers: int
     seconds: int
+    sustained_seconds: int
     warmup_seconds: int
     select_clients: tuple[int, ...]
     ledger_events: int
@@ -73,6 +89,7 @@ class Settings:
             only=chosen,
             workers=workers,
             seconds=seconds or (3 if quick else 8),
+            sustained_seconds=4 * (seconds or (3 if quick else 8)),
             warmup_seconds=1 if quick else 2,
             select_clients=(1, 8) if quick else (1, 8, 64),
             ledger_events=200_000 if quick else 1_000_000,
@@ -274,6 +291,15 @@ class Runner:
                 for mode in ("simple", "prepared"):
                     load = self.load("select", mode, 8)
                     self.measure(scenario, load, [("direct", direct), ("dbgov", dbgov_ep)], "A")
+
+    def sustained(self, dbgov: DbgovInstance) -> None:
+        """-S simple c=8 for 4x the usual run, against dbgov with a low ledger lag bound
+        (SUSTAINED_LAG_MB): the rate dbgov keeps up with the ledger kept current, where
+        the short runs leave the sequencer's backlog for after the run."""
+        systems = self.main_systems(dbgov)
+        self.warm_up(systems[-1:], ("simple",))
+        load = pgbench.Load("select", "simple", 8, self.s.sustained_seconds)
+        self.measure("sustained", load, systems, "S")
 
     def phase_variant(
         self, phase: str, dbgov: DbgovInstance, system: str, loads: list[tuple[str, pgbench.Load]]
