@@ -26,7 +26,7 @@ import secrets
 import struct
 import time
 import uuid
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
@@ -36,38 +36,30 @@ SCHEMA_VERSION = 1
 MAX_TEXT = 64 * 1024  # longer SQL texts are cut, with their full hash kept
 
 
-class _Clock:
-    """The current millisecond formatted, reused within it."""
+class _Second:
+    """The last whole second formatted, reused within it."""
 
-    __slots__ = ("ms", "prefix", "second", "second_text")
+    __slots__ = ("sec", "text")
 
     def __init__(self) -> None:
-        self.ms = -1
-        self.second = -1
-        self.second_text = ""
-        self.prefix = ""
+        self.sec = -1
+        self.text = ""
 
 
-_clock = _Clock()
-_MILLIS: Final = [f"{i:03d}" for i in range(1000)]
-_MICROS: Final = [f"{i:03d}Z" for i in range(1000)]
+_second = _Second()
 
 
 def utc_now_iso() -> str:
     """UTC now with microseconds, e.g. 2026-11-27T09:14:18.279185Z (hot path: the
-    text up to the millisecond is built once per millisecond, and the rest is one of
-    a thousand prebuilt strings)."""
-    us = int(time.time() * 1_000_000)
-    ms = us // 1000
-    c = _clock
-    if ms != c.ms:
-        sec = ms // 1000
-        if sec != c.second:
-            c.second = sec
-            c.second_text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
-        c.ms = ms
-        c.prefix = c.second_text + _MILLIS[ms - sec * 1000]
-    return c.prefix + _MICROS[us - ms * 1000]
+    date part is formatted once per second, the microseconds without a format spec)."""
+    t = time.time()
+    sec = int(t)
+    last = _second
+    if sec != last.sec:
+        last.sec = sec
+        last.text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+    micros = min(999_999, int((t - sec) * 1_000_000))
+    return last.text + str(1_000_000 + micros)[1:] + "Z"
 
 
 def new_session_id() -> str:
