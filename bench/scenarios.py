@@ -65,7 +65,6 @@ class Settings:
     only: frozenset[str]
     workers: int
     seconds: int
-    sustained_seconds: int
     warmup_seconds: int
     select_clients: tuple[int, ...]
     ledger_events: int
@@ -89,7 +88,6 @@ class Settings:
             only=chosen,
             workers=workers,
             seconds=seconds or (3 if quick else 8),
-            sustained_seconds=4 * (seconds or (3 if quick else 8)),
             warmup_seconds=1 if quick else 2,
             select_clients=(1, 8) if quick else (1, 8, 64),
             ledger_events=200_000 if quick else 1_000_000,
@@ -97,6 +95,10 @@ class Settings:
             scale_connections=2000,
             rounds=max(1, rounds),
         )
+
+    @property
+    def sustained_seconds(self) -> int:
+        return 4 * self.seconds
 
     def wants(self, name: str) -> bool:
         return name in self.only

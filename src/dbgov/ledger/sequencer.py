@@ -164,6 +164,8 @@ class Sequencer:
     def integrate_once(self) -> int:
         """Integrate whatever the journals hold now. Returns the number of events added."""
         segments = self._segments()
+        # Not lag.integrated_offsets, which skips a value it cannot read: here that would
+        # re-integrate the segment from its start, so a bad offset fails the pass instead.
         offsets = {
             k[len(OFFSET_PREFIX) :]: int(v) for k, v in self.store.meta_items(OFFSET_PREFIX).items()
         }
@@ -204,15 +206,15 @@ class Sequencer:
             consumed = start + end
             if end:
                 new_offsets[OFFSET_PREFIX + seg.name] = str(consumed).encode()
-            lag += size - consumed
             done_writing = seg.seq < latest_seq[seg.writer] or (
                 (self.jdir / f"{seg.writer}.closed").exists() or not _writer_alive(seg.writer)
             )
             if done_writing and (consumed >= size or read_all):
                 if size > consumed:  # its writer died mid-record: that record never was
                     log.warning("ledger: %s ends with a torn record; ignored", seg.name)
-                    lag -= size - consumed
                 finished.append(seg)
+            else:
+                lag += size - consumed
         self.lag = lag
         rows = _in_time_order(by_writer, self.tree.size)
         if rows:
