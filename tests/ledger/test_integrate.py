@@ -97,3 +97,33 @@ def test_writers_interleave_by_event_time_and_keep_their_own_order(tmp_path: Pat
     rows = kit.seq.store.conn.execute("SELECT id FROM events ORDER BY idx").fetchall()
     assert [r[0] for r in rows] == ["e:1", "e:2", "e:3", "e:4"]
     kit.close()
+
+
+@pytest.mark.parametrize("sizes", [(1, 63, 64, 65, 130), (200,)])
+def test_every_event_lands_at_its_index_whatever_the_pass_size(
+    tmp_path: Path, sizes: tuple[int, ...]
+) -> None:
+    """Passes insert rows 64 to a statement, then the remainder one by one: each event's
+    bytes must be at its own index, and every done still found through its ref."""
+    kit = LedgerKit(tmp_path / "data")
+    events = list(synthetic_events(sum(sizes), seed=11))
+    start = 0
+    for n in sizes:
+        assert kit.append(events[start : start + n]) == start + n
+        start += n
+    store = kit.seq.store
+    for i, ev in enumerate(events):
+        row = store.event(i)
+        assert row is not None and row.body == canonical_json(ev) and row.id == ev["id"]
+    dones = [ev for ev in events if ev["type"] == "statement.done"]
+    assert dones
+    for ev in dones:
+        (found,) = store.search(ref=ev["ref"])
+        assert found.id == ev["id"]
+    plan = store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT body FROM events WHERE type = 'statement.done' AND ref = ?",
+        (dones[0]["ref"],),
+    ).fetchall()
+    assert "INDEX events_ref (ref=?)" in str(plan)  # the partial index serves ref lookups
+    kit.close()
+    assert run_cli("audit", "verify", "--data-dir", str(kit.layout.root)) == 0

@@ -38,7 +38,7 @@ from dbgov.ledger.journal import journal_dir
 from dbgov.ledger.lag import OFFSET_PREFIX
 from dbgov.ledger.merkle import CompactRange
 from dbgov.ledger.note import Checkpoint, Signer, sign_note
-from dbgov.store.sqlite import LedgerStore
+from dbgov.store.sqlite import LedgerStore, insert_events
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +232,7 @@ class Sequencer:
             try:
                 if self.store.size() != self.tree.size:
                     raise RuntimeError("ledger store changed under the sequencer")
-                self.store.conn.executemany(
-                    "INSERT INTO events (idx, id, type, ts, session, user, target, ref, decision,"
-                    " body, leaf) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
+                insert_events(self.store.conn, rows)
                 self.store.meta_set(new_offsets)
                 self.store.put_tiles(tiles)
                 self.store.conn.execute("COMMIT")

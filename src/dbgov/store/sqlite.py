@@ -47,11 +47,13 @@ CREATE TABLE IF NOT EXISTS events (
     leaf     BLOB NOT NULL
 );
 -- Few indexes on purpose: each costs the sequencer on every event. Session events
--- have ids "<session>:<n>", so the id index also finds a session's events.
+-- have ids "<session>:<n>", so the id index also finds a session's events. Half the
+-- events (statements) have no ref: the partial index leaves them out, and `ref = ?`
+-- and `ref IN (...)` still use it. (Stores made before keep their full index.)
 CREATE INDEX IF NOT EXISTS events_id ON events(id);
 CREATE INDEX IF NOT EXISTS events_user ON events(user, idx);
 CREATE INDEX IF NOT EXISTS events_type ON events(type, idx);
-CREATE INDEX IF NOT EXISTS events_ref ON events(ref);
+CREATE INDEX IF NOT EXISTS events_ref ON events(ref) WHERE ref IS NOT NULL;
 CREATE TABLE IF NOT EXISTS checkpoints (
     size  INTEGER PRIMARY KEY,
     root  BLOB NOT NULL,
@@ -94,6 +96,27 @@ class EventRow:
 
 
 _COLS = "idx, id, type, ts, session, user, target, ref, decision, body, leaf"
+_ROW_MARKS = "(?,?,?,?,?,?,?,?,?,?,?)"
+# Rows per INSERT statement. One statement per row costs a bind-step-reset round and
+# a GIL hand-off each; 64 rows (704 variables, far below SQLite's limit) share one.
+_ROWS_PER_INSERT = 64
+_INSERT_ONE = f"INSERT INTO events ({_COLS}) VALUES {_ROW_MARKS}"
+_INSERT_MANY = f"INSERT INTO events ({_COLS}) VALUES " + ",".join([_ROW_MARKS] * _ROWS_PER_INSERT)
+
+
+def insert_events(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert full event rows (idx first, as `_COLS`), inside the caller's transaction."""
+    whole = len(rows) - len(rows) % _ROWS_PER_INSERT
+    if whole:
+        conn.executemany(
+            _INSERT_MANY,
+            [
+                [v for row in rows[i : i + _ROWS_PER_INSERT] for v in row]
+                for i in range(0, whole, _ROWS_PER_INSERT)
+            ],
+        )
+    if whole < len(rows):
+        conn.executemany(_INSERT_ONE, rows[whole:])
 
 
 def ts_window(since: str | None, until: str | None, col: str = "ts") -> tuple[list[str], list[Any]]:
@@ -157,10 +180,7 @@ class LedgerStore:
         cur.execute("BEGIN IMMEDIATE")
         try:
             start = self.size()
-            cur.executemany(
-                f"INSERT INTO events ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(start + i, *r) for i, r in enumerate(rows)],
-            )
+            insert_events(cur, [(start + i, *r) for i, r in enumerate(rows)])
             cur.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
