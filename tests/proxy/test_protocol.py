@@ -496,3 +496,37 @@ def test_fast_path_function_call_is_refused_and_audited(dbgov):
         lambda e: "FunctionCall" in e.get("sql", "") and e["user"] == "alice", types=["statement"]
     )
     assert evs and evs[-1]["decision"]["verdict"] == "deny"
+
+
+def test_statement_events_follow_the_session_state_as_it_changes(dbgov) -> None:
+    """The same statement, run as the session's search path and transaction change,
+    is audited with the state of each run (events reuse per-session encodings)."""
+    c = login(dbgov)
+    marker = f"/* state-{time.monotonic_ns()} */"
+    sql = f"SELECT 1 {marker}"
+    for step in (
+        sql,
+        "BEGIN",
+        sql,
+        "COMMIT",
+        "SET search_path = pg_catalog, public",
+        sql,
+        "BEGIN",
+        sql,
+        "ROLLBACK",
+        sql,
+    ):
+        assert q(c, step)[-1].type == b"Z"
+    c.close()
+    runs = dbgov.wait_events(lambda e: marker in e.get("sql", ""), count=5, types=["statement"])
+    assert [(e.get("in_txn", False), e.get("search_path")) for e in runs] == [
+        (False, None),
+        (True, None),
+        (False, "pg_catalog,public"),
+        (True, "pg_catalog,public"),
+        (False, "pg_catalog,public"),  # ROLLBACK undid nothing: SET ran outside it
+    ]
+    ids = {e["id"] for e in runs}
+    dones = dbgov.wait_events(lambda e: e.get("ref") in ids, count=5, types=["statement.done"])
+    assert sorted(d["ref"] for d in dones) == sorted(ids)
+    assert all(d["rows"] == [1] and d["tags"] == ["SELECT 1"] for d in dones)
