@@ -173,25 +173,6 @@ class LedgerStore:
         row = self.conn.execute("SELECT max(idx) FROM events").fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
 
-    def append(self, rows: Sequence[tuple[Any, ...]], meta: dict[str, bytes]) -> int:
-        """Append rows (id, type, ts, session, user, target, ref, decision, body, leaf)
-        at the next indices, with sequencer metadata, atomically. Returns the new size."""
-        cur = self.conn
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            start = self.size()
-            insert_events(cur, [(start + i, *r) for i, r in enumerate(rows)])
-            cur.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                list(meta.items()),
-            )
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        return start + len(rows)
-
     def meta_get(self, key: str) -> bytes | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
