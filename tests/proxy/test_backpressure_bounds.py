@@ -34,24 +34,25 @@ def world(tmp_path: Path) -> tuple[Layout, Path, LedgerStore]:
     return layout, segment, LedgerStore(layout.ledger_db)
 
 
+def _integrated(store: LedgerStore, segment: Path, n: int) -> None:
+    """Record, as the sequencer does, that the first n bytes of a segment are in the ledger."""
+    store.meta_set({OFFSET_PREFIX + segment.name: str(n).encode()})
+
+
 def test_engages_past_the_bound_and_releases_under_half(world) -> None:
     layout, segment, store = world
     clients = {"s1": Client(), "s2": Client()}
     bp = LedgerBackpressure(layout, 1000, clients)
-
-    def integrated(n: int) -> None:
-        store.meta_set({OFFSET_PREFIX + segment.name: str(n).encode()})
-
     segment.write_bytes(b"x" * 1000)
     bp.check()
     assert not bp.engaged and bp.lag == 1000  # at the bound, not past it
     segment.write_bytes(b"x" * 1001)
     bp.check()
     assert bp.engaged and [c.calls for c in clients.values()] == [[True], [True]]
-    integrated(400)  # lag 601: under the bound, but not under half of it
+    _integrated(store, segment, 400)  # lag 601: under the bound, but not under half of it
     bp.check()
     assert bp.engaged and bp.lag == 601
-    integrated(501)  # lag 500
+    _integrated(store, segment, 501)  # lag 500
     bp.check()
     assert not bp.engaged and [c.calls for c in clients.values()] == [[True, False]] * 2
 
@@ -64,10 +65,10 @@ def test_a_sustained_overload_is_reported_once_a_minute(world, caplog) -> None:
             segment.write_bytes(b"x" * 11)
             bp.check()
             assert bp.engaged
-            store.meta_set({OFFSET_PREFIX + segment.name: b"11"})
+            _integrated(store, segment, 11)
             bp.check()
             assert not bp.engaged
-            store.meta_set({OFFSET_PREFIX + segment.name: b"0"})
+            _integrated(store, segment, 0)
     assert bp.pauses == 3
     assert caplog.text.count("pausing client reads") == 1
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> 
         conn.executemany(
             _INSERT_MANY,
             [
-                [v for row in rows[i : i + _ROWS_PER_INSERT] for v in row]
+                list(chain.from_iterable(rows[i : i + _ROWS_PER_INSERT]))
                 for i in range(0, whole, _ROWS_PER_INSERT)
             ],
         )
