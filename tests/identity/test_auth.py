@@ -112,6 +112,19 @@ def test_good_token_works_and_records_connection(dbgov):
     assert evs and "dba" in evs[-1]["groups"]
 
 
+def test_a_token_accepted_before_is_still_refused_for_another_user(dbgov):
+    """Workers remember the tokens they accepted (identity/tokens.py): that memory must
+    never let a token stand for someone else, on whichever worker it lands."""
+    token = dbgov.token("alice")
+    for _ in range(4):
+        with psycopg.connect(dbgov.dsn("alice", password=token)) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    for _ in range(4):
+        err = _attempt(dbgov, "carol", token)
+        assert err is not None and (err.severity, err.sqlstate) == ("FATAL", "28P01")
+        assert 'issued to "alice"' in err.message
+
+
 def test_unknown_target_is_3d000(dbgov):
     err = _attempt(dbgov, "carol", dbgov.token("carol"), target="nosuchdb")
     assert err is not None and err.severity == "FATAL" and err.sqlstate == "3D000"

@@ -6,6 +6,14 @@ missing_password, malformed, unknown_key, bad_algorithm, bad_claims) so the audi
 can tell attacks apart. PyJWT does the cryptography and claim checks; we pick
 the issuer from the token's `iss` and pin each issuer's algorithms, so an
 attacker cannot choose the algorithm (`alg: none`, HS256-with-a-public-key).
+
+A client usually presents one token for many connections (pools, jobs, agents),
+and a full check costs about 250 us of CPU, most of a new connection's share in
+the proxy. So each process remembers the tokens it has accepted (`_Accepted`),
+keyed by the exact token text, and a repeat skips the signature and claim parsing
+only while every check that could change still passes: the time window, the
+user, and the signing key still being the issuer's. Anything else takes the full
+path, which decides and gives the precise refusal. Refused tokens are never kept.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ import json
 import logging
 import time
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -131,12 +141,43 @@ class OIDCTrust:
         return self._keys.get(kid)
 
 
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A token that passed the full check, and what a repeat must still match."""
+
+    identity: Identity
+    sub: str
+    trust: TrustedIssuer
+    kid: str | None
+    key: Any  # the key that verified the signature
+    valid_from: float  # PyJWT's nbf and iat checks, leeway included
+    valid_until: float  # its exp check: valid while now < exp + leeway
+
+
 class TokenVerifier:
+    ACCEPTED_MAX = 4096  # tokens remembered per process (least recently used go)
+
     def __init__(self, issuers: Sequence[TrustedIssuer], leeway_s: int = 30) -> None:
         self.issuers = {i.issuer: i for i in issuers}
         self.leeway_s = leeway_s
+        self._accepted: OrderedDict[str, _Accepted] = OrderedDict()
 
     async def verify(self, token: str, user: str) -> Identity:
+        hit = self._accepted.get(token)
+        if hit is not None:
+            now = time.time()
+            if (
+                hit.valid_from <= now < hit.valid_until
+                and hit.sub == user
+                and await hit.trust.get_key(hit.kid) is hit.key
+            ):
+                if token in self._accepted:  # (get_key may have yielded)
+                    self._accepted.move_to_end(token)
+                return hit.identity
+            self._accepted.pop(token, None)
+        return await self._verify(token, user)
+
+    async def _verify(self, token: str, user: str) -> Identity:
         if not token:
             raise AuthError(
                 "missing_password",
@@ -200,7 +241,7 @@ class TokenVerifier:
                 "bad_claims", f"token refused: claim {trust.groups_claim} must be a list of strings"
             )
         exp = claims.get("exp")
-        return Identity(
+        identity = Identity(
             user=user,
             groups=frozenset(groups),
             method=trust.method,
@@ -208,3 +249,17 @@ class TokenVerifier:
             token_id=str(claims["jti"]) if "jti" in claims else None,
             expires_at=float(exp) if isinstance(exp, int | float) else None,
         )
+        # PyJWT has checked these claims are integers (exp is required).
+        starts = [int(claims[c]) for c in ("nbf", "iat") if c in claims]
+        self._accepted[token] = _Accepted(
+            identity,
+            user,
+            trust,
+            header.get("kid"),
+            key,
+            max(starts, default=float("-inf")) - self.leeway_s,
+            int(claims["exp"]) + self.leeway_s,
+        )
+        if len(self._accepted) > self.ACCEPTED_MAX:
+            self._accepted.popitem(last=False)
+        return identity
