@@ -34,10 +34,10 @@ def _package_with_fake_build(tmp_path: Path, age: float) -> Path:
     return tmp_path
 
 
-def _import(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def _import(root: Path, probe: str = PROBE, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k != native.PURE_ENV}
     return subprocess.run(
-        [sys.executable, "-W", "always", "-c", PROBE],
+        [sys.executable, "-W", "always", "-c", probe],
         env={**clean, "PYTHONPATH": str(root), **env},
         capture_output=True,
         text=True,
@@ -66,5 +66,20 @@ def test_a_current_build_is_preferred_unless_pure_python_is_asked(tmp_path: Path
 
 def test_this_run_uses_the_build_exactly_when_it_is_current() -> None:
     built = all(native.compiled_path(m) is not None for m in native.MODULES)
-    expected = built and not native.stale() and not os.environ.get(native.PURE_ENV)
+    current = built and not native.stale() and not native.strays()
+    expected = current and not os.environ.get(native.PURE_ENV)
     assert native.loaded() is expected
+
+
+def test_a_compiled_module_no_longer_listed_is_set_aside(tmp_path: Path) -> None:
+    """A build left behind by a module dropped from MODULES, however new, never runs:
+    Python would import it before its source, and the shared library no longer matches."""
+    root = _package_with_fake_build(tmp_path, age=-60)
+    source = root / "dbgov" / "wire" / "postgres" / "connection.py"
+    assert "dbgov.wire.postgres.connection" not in native.MODULES
+    stray = source.with_name("connection" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    stray.write_bytes(b"not an extension module")
+    out = _import(root, "import dbgov.wire.postgres.connection as c; print(c.__file__)\n" + PROBE)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(source), str(root / "dbgov" / "proxy" / "session.py")]
+    assert "no longer listed in dbgov.native (dbgov.wire.postgres.connection)" in out.stderr

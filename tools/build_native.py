@@ -73,11 +73,12 @@ def main() -> int:
 
     modules = native.MODULES
     missing = [m for m in modules if native.compiled_path(m) is None]
-    if not missing and not native.stale() and "--force" not in sys.argv:
+    strays = tuple(native.strays())  # dropped from MODULES since the last build
+    if not missing and not native.stale() and not strays and "--force" not in sys.argv:
         return 0
     print(f"native: compiling {len(modules)} hot-path modules with mypyc ...", flush=True)
     started = time.monotonic()
-    _remove_builds(modules)
+    _remove_builds((*modules, *strays))
     try:
         build(modules)
     except (Exception, SystemExit) as exc:  # setuptools reports compiler failures as SystemExit

@@ -77,6 +77,20 @@ def stale() -> list[str]:
     return out
 
 
+def strays() -> list[str]:
+    """Compiled modules that `MODULES` no longer lists, left by an older build. Python
+    would import one before its source, however stale, and the shared library built
+    with it no longer matches the others."""
+    names = set()
+    for path in SRC.joinpath("dbgov").rglob("*"):
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            if path.name.endswith(suffix):
+                relative = path.relative_to(SRC)
+                names.add(".".join((*relative.parts[:-1], path.name[: -len(suffix)])))
+                break
+    return sorted(names - set(MODULES))
+
+
 def loaded() -> bool:
     """True if this process runs the compiled hot path."""
     module = importlib.import_module("dbgov.proxy.session")
@@ -84,12 +98,15 @@ def loaded() -> bool:
 
 
 class _PreferSource(importlib.abc.MetaPathFinder):
-    """Imports the listed modules from their `.py`, whatever lies beside it."""
+    """Imports `MODULES` and `also` from their `.py`, whatever lies beside them."""
+
+    def __init__(self, also: Sequence[str] = ()) -> None:
+        self.names = frozenset((*MODULES, *also))
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        if fullname not in MODULES:
+        if fullname not in self.names:
             return None
         return importlib.util.spec_from_file_location(fullname, source_path(fullname))
 
@@ -97,15 +114,18 @@ class _PreferSource(importlib.abc.MetaPathFinder):
 def guard() -> None:
     if not any(compiled_path(m) for m in MODULES):
         return
+    extra = strays()
     if os.environ.get(PURE_ENV):
-        sys.meta_path.insert(0, _PreferSource())
+        sys.meta_path.insert(0, _PreferSource(extra))
         return
     outdated = stale()
-    if outdated:
+    if outdated or extra:
+        what = [f"older than their source ({', '.join(outdated)})"] if outdated else []
+        what += [f"no longer listed in dbgov.native ({', '.join(extra)})"] if extra else []
         warnings.warn(
-            f"dbgov: compiled modules older than their source ({', '.join(outdated)}); "
-            "running the pure-Python sources instead. Run `make native` to rebuild.",
+            f"dbgov: compiled modules {'; '.join(what)}; running the pure-Python sources "
+            "instead. Run `make native` to rebuild.",
             RuntimeWarning,
             stacklevel=2,
         )
-        sys.meta_path.insert(0, _PreferSource())
+        sys.meta_path.insert(0, _PreferSource(extra))
