@@ -145,8 +145,7 @@ class OIDCTrust:
 class _Accepted:
     """A token that passed the full check, and what a repeat must still match."""
 
-    identity: Identity
-    sub: str
+    identity: Identity  # its user is the token's sub
     trust: TrustedIssuer
     kid: str | None
     key: Any  # the key that verified the signature
@@ -168,7 +167,7 @@ class TokenVerifier:
             now = time.time()
             if (
                 hit.valid_from <= now < hit.valid_until
-                and hit.sub == user
+                and hit.identity.user == user
                 and await hit.trust.get_key(hit.kid) is hit.key
             ):
                 if token in self._accepted:  # (get_key may have yielded)
@@ -253,7 +252,6 @@ class TokenVerifier:
         starts = [int(claims[c]) for c in ("nbf", "iat") if c in claims]
         self._accepted[token] = _Accepted(
             identity,
-            user,
             trust,
             header.get("kid"),
             key,
