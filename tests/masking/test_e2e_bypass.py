@@ -751,3 +751,35 @@ def test_planner_settings_that_sort_by_masked_values_are_refused(
         assert run_psycopg(conn, sql, False, raw.forbidden).denied, sql
     for sql in ("RESET enable_hashagg", "SET statement_timeout = '1min'", "RESET ALL"):
         assert run_psycopg(conn, sql, False, raw.forbidden).sqlstate is None, sql
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named", "unnamed"])
+@pytest.mark.parametrize("describe", [False, True], ids=["no-describe", "describe"])
+def test_rebinding_a_portal_in_one_batch_keeps_each_execute_own_plan(
+    dbgov: Any, raw: RawData, describe: bool, named: bool
+) -> None:
+    """A pipeline binds the unnamed portal to the secret query, executes it, then binds
+    the same name to a harmless query (named statements, or the unnamed one parsed
+    again) before any answer is back. The first Execute's rows must be masked under
+    the secret query's plan, not under the one its portal's name meant later. (Planning
+    from the names when the answer arrived once masked them under the harmless query's
+    lineage, and `upper(email)`, an expression, went out raw.)"""
+    c = _login(dbgov)
+    try:
+        batch = b""
+        for stmt, sql in (("sec", "SELECT upper(email), id FROM customers"),
+                          ("harmless", "SELECT 'x'::text, 1::bigint")):  # fmt: skip
+            name = stmt if named else ""
+            batch += Parse(name, sql).encode() + Bind("", name, (), (), ()).encode()
+            if describe:
+                batch += Describe("P", "").encode()
+            batch += Execute("", 0).encode()
+        c.send(batch + Sync().encode())
+        msgs = c.until_ready()
+        assert error_of(msgs) is None, error_of(msgs)
+        rows = rows_of(msgs)
+        assert len(rows) == 5001
+        assert rows[-1] == (b"x", b"1")
+        assert_clean(raw.forbidden, b"".join(m.body for m in msgs), "re-bound portal")
+    finally:
+        c.close()

@@ -125,18 +125,26 @@ class Prepared:
 
 
 class Portal:
-    """A bound portal (Bind). A plain class, like Unit: one per Bind."""
+    """A bound portal (Bind). A plain class, like Unit: one per Bind.
 
-    __slots__ = ("fields", "param_formats", "params", "result_formats", "statement")
+    `prepared` is the statement as it was when bound: a later Parse may reuse the
+    name (the unnamed statement always does) while this portal still runs the old
+    one, and a pipelined Bind may reuse the portal's own name before this one's
+    answers are back. So responses are matched to the Portal and Prepared objects
+    their request named, never looked up by name when they arrive."""
+
+    __slots__ = ("fields", "param_formats", "params", "prepared", "result_formats", "statement")
 
     def __init__(
         self,
         statement: str,
+        prepared: Prepared | None,
         params: tuple[bytes | None, ...] = (),
         param_formats: tuple[int, ...] = (),
         result_formats: tuple[int, ...] = (),
     ) -> None:
         self.statement = statement
+        self.prepared = prepared
         self.params = params
         self.param_formats = param_formats
         self.result_formats = result_formats
@@ -150,8 +158,8 @@ class Unit:
     where a dataclass's generated __init__ would run as Python."""
 
     __slots__ = (
-        "event_id", "formats", "internal", "kind", "masked", "name", "plan",
-        "result_formats", "rewrite", "rewriter", "rows", "sqlstate", "started",
+        "event_id", "formats", "internal", "kind", "masked", "name", "plan", "portal",
+        "prepared", "result_formats", "rewrite", "rewriter", "rows", "sqlstate", "started",
         "statements", "stmt_i", "tags",
     )  # fmt: skip
 
@@ -166,6 +174,8 @@ class Unit:
         rewrite: ErrorResponse | None = None,
         internal: bool = False,
         result_formats: tuple[int, ...] = (),
+        portal: Portal | None = None,
+        prepared: Prepared | None = None,
     ) -> None:
         self.kind = kind
         self.name = name
@@ -183,6 +193,8 @@ class Unit:
         self.internal = internal  # injected by dbgov: its responses are swallowed
         self.result_formats = result_formats  # Bind's result format codes
         self.formats: tuple[int, ...] = ()  # per-column formats of the current result
+        self.portal = portal  # Describe(P), Execute: the portal as it was when sent
+        self.prepared = prepared  # Describe(S): the statement as it was when sent
 
 
 class ServerSide:
@@ -1033,13 +1045,18 @@ class Session:
 
     def _on_bind(self, body: bytes, raw: bytes) -> None:
         name, statement, param_formats, params, result_formats = bind_fields(body)
-        self.portals[name] = Portal(statement, params, param_formats, result_formats)
+        self.portals[name] = Portal(
+            statement, self.prepared.get(statement), params, param_formats, result_formats
+        )
         self._push(Unit(U_BIND, name))
         self._to_server.append(raw)
 
     def _note_describe(self, buf: bytes, start: int, end: int) -> None:
         kind, name = describe_fields(buf[start + 5 : end])
-        self._push(Unit(U_DESC_STMT if kind == "S" else U_DESC_PORTAL, name))
+        if kind == "S":
+            self._push(Unit(U_DESC_STMT, name, prepared=self.prepared.get(name)))
+        else:
+            self._push(Unit(U_DESC_PORTAL, name, portal=self.portals.get(name)))
 
     def _note_close(self, buf: bytes, start: int, end: int) -> None:
         kind, name = close_fields(buf[start + 5 : end])
@@ -1051,7 +1068,7 @@ class Session:
 
     def _on_execute(self, name: str, max_rows: int, raw: bytes) -> None:
         portal = self.portals.get(name)
-        prepared = self.prepared.get(portal.statement) if portal is not None else None
+        prepared = portal.prepared if portal is not None else None
         if portal is None or prepared is None:
             # Unknown to us means unknown to the server too: it will raise the error.
             self._push(Unit(U_EXECUTE, name))
@@ -1108,7 +1125,7 @@ class Session:
     def _params(self, portal: Portal) -> list[str | None] | None:
         if not portal.params:
             return None
-        prepared = self.prepared.get(portal.statement)
+        prepared = portal.prepared
         if prepared is not None and self._secret_params(prepared):
             token = self.ctx.gate.masking.audit_token  # type: ignore[union-attr]
             return [None if v is None else token(v) for v in portal.params]
@@ -1162,8 +1179,9 @@ class Session:
                 self._set_plan(unit, prepared.analysis.statements[0], fields, formats)
             else:
                 # We must know the columns before rows arrive: ask, and swallow the answer.
-                self._push(Unit(U_DESC_PORTAL, name, internal=True))
+                self._push(Unit(U_DESC_PORTAL, name, internal=True, portal=portal))
                 self._to_server.append(Describe("P", name).encode())
+        unit.portal = portal
         self._push(unit)
         self._to_server.append(raw)
         self._wait_durable()
@@ -1210,7 +1228,7 @@ class Session:
                 self._forward_query(sql, analysis, decision, raw, approval_ref=outcome.ref)
             else:
                 name, max_rows, portal = extended
-                prepared = self.prepared.get(portal.statement)
+                prepared = portal.prepared
                 if prepared is not None:
                     self._forward_execute(
                         name, max_rows, portal, prepared, decision, raw, outcome.ref
@@ -1406,7 +1424,7 @@ class Session:
             return b"" if unit.internal else None
         if t == 0x74:  # 't' ParameterDescription
             if kind == U_DESC_STMT:
-                p = self.prepared.get(unit.name)
+                p = unit.prepared
                 if p is not None:
                     p.param_oids = ParameterDescription.decode(body).oids
                 return b"" if unit.internal else None
@@ -1452,19 +1470,25 @@ class Session:
 
     def _on_row_description(self, rd: RowDescription, unit: Unit) -> bytes | None:
         if unit.kind == U_DESC_STMT:
-            p = self.prepared.get(unit.name)
+            p = unit.prepared
             if p is not None:
                 p.fields = rd.fields
             self.units.popleft()
             return b"" if unit.internal else None
         if unit.kind == U_DESC_PORTAL:
-            portal = self.portals.get(unit.name)
+            portal = unit.portal
             if portal is not None:
                 portal.fields = rd.fields
             self.units.popleft()
             nxt = self.units[0] if self.units else None
-            if self.masking and nxt is not None and nxt.kind == U_EXECUTE and portal is not None:
-                prepared = self.prepared.get(portal.statement)
+            if (
+                self.masking
+                and nxt is not None
+                and nxt.kind == U_EXECUTE
+                and portal is not None
+                and nxt.portal is portal
+            ):
+                prepared = portal.prepared
                 if prepared is not None and prepared.analysis.statements:
                     self._set_plan(
                         nxt,
