@@ -288,6 +288,9 @@ class Session:
         self.portals: dict[str, Portal] = {}
         self.sql_prepared: dict[str, Analysis] = {}  # PREPARE name -> the PREPARE statement
         self.cursors: dict[str, Statement] = {}
+        # Masking plans by result shape (id of a shared fields tuple, see _row_description):
+        # (fields, stmt, context, catalog, engine, plan), made on the first masked result.
+        self._plans: dict[int, tuple[object, object, object, object, object, Any]] | None = None
         self.held = False  # a statement waits for approval: client frames stay buffered
         self._hold_task: asyncio.Task[None] | None = None
         self._to_server: list[bytes] = []
@@ -1177,7 +1180,7 @@ class Session:
                     else _formats(len(fields), portal.result_formats)
                 )
                 self._set_plan(unit, prepared.analysis.statements[0], fields, formats)
-            else:
+            elif not self._describing(portal):
                 # We must know the columns before rows arrive: ask, and swallow the answer.
                 self._push(Unit(U_DESC_PORTAL, name, internal=True, portal=portal))
                 self._to_server.append(Describe("P", name).encode())
@@ -1185,6 +1188,19 @@ class Session:
         self._push(unit)
         self._to_server.append(raw)
         self._wait_durable()
+
+    def _describing(self, portal: Portal) -> bool:
+        """Did the client's own Describe of this portal go just before its Execute?
+        (libpq sends Bind, Describe, Execute.) Its answer then plans the Execute's rows
+        (`_on_row_description`), and no Describe of ours needs to ask again."""
+        last = self.units[-1] if self.units else None
+        return (
+            last is not None
+            and last.kind == U_DESC_PORTAL
+            and last.portal is portal
+            and not last.internal
+            and not self.skip_until_sync
+        )
 
     # -- holds (approvals) -------------------------------------------------------------------
 
@@ -1379,7 +1395,7 @@ class Session:
             if values and values[0] is not None:
                 self.search_path = parse_search_path(values[0].decode())
         elif t == 0x54 and unit.kind == U_DESC_PORTAL:
-            rd = RowDescription.decode(body)
+            rd = _row_description(body)
             self._on_row_description(rd, unit)
             return b""
         elif t == 0x6E and unit.kind == U_DESC_PORTAL:
@@ -1430,7 +1446,7 @@ class Session:
                 return b"" if unit.internal else None
             raise RemoteProtocolError("unexpected ParameterDescription")
         if t == 0x54:  # 'T' RowDescription
-            return self._on_row_description(RowDescription.decode(body), unit)
+            return self._on_row_description(_row_description(body), unit)
         if t == 0x6E:  # 'n' NoData
             if kind in (U_DESC_STMT, U_DESC_PORTAL):
                 self.units.popleft()
@@ -1535,18 +1551,40 @@ class Session:
             prepared = self.sql_prepared.get(stmt.execute_name)
             stmt = prepared.statements[0] if prepared is not None else None
         catalog = self._catalog()
+        ctx = self._context()
+        engine = self.ctx.gate.masking
+        # A plan is a function of exactly these objects (the statement as resolved above,
+        # the result's columns, the session context, the catalog snapshot and the policy's
+        # masking engine), each replaced, never changed, when what it stands for changes.
+        # So a repeat of the same query reuses its plan by identity checks.
+        plans = self._plans
+        hit = plans.get(id(fields)) if plans is not None else None
+        if (
+            hit is not None
+            and hit[0] is fields
+            and hit[1] is stmt
+            and hit[2] is ctx
+            and hit[3] is catalog
+            and hit[4] is engine
+        ):
+            cached: ResultPlan | None = hit[5]
+            return cached
         try:
             plan = (
-                self.ctx.gate.result_plan(stmt, fields, self._context(), catalog)
+                self.ctx.gate.result_plan(stmt, fields, ctx, catalog)
                 if stmt is not None
                 else masking_io.mask_all(fields, "origin unknown")
             )
         except Exception:
             log.exception("session %s: masking plan failed; masking every column", self.id)
-            plan = masking_io.mask_all(fields, "masking plan failed")
+            return masking_io.mask_all(fields, "masking plan failed") or None
         if isinstance(plan, Decision):
             plan = masking_io.mask_all(fields, plan.reason)
-        return plan or None
+        result = plan or None
+        if plans is None or len(plans) >= _PLANS_MAX:
+            plans = self._plans = {}
+        plans[id(fields)] = (fields, stmt, ctx, catalog, engine, result)
+        return result
 
     def _on_command_complete(self, tag: str, unit: Unit) -> None:
         if unit.tags is None:
@@ -1680,6 +1718,19 @@ class Session:
         self._done.clear()
 
 
+def _row_description(body: bytes) -> RowDescription:
+    """RowDescription.decode, shared by every session of this process: a query run again
+    gets the same message, so its decoded form (immutable) and its fields tuple, which
+    `Session._plan` keys its plans by, are the same objects each time."""
+    rd = _ROW_DESCRIPTIONS.get(body)
+    if rd is None:
+        rd = RowDescription.decode(body)
+        if len(_ROW_DESCRIPTIONS) >= _ROW_DESCRIPTIONS_MAX:
+            _ROW_DESCRIPTIONS.clear()
+        _ROW_DESCRIPTIONS[body] = rd
+    return rd
+
+
 def _formats(n: int, result_formats: tuple[int, ...]) -> tuple[int, ...]:
     """Bind's result format codes expanded to one per column (protocol rules)."""
     if not result_formats:
@@ -1692,6 +1743,10 @@ def _formats(n: int, result_formats: tuple[int, ...]) -> tuple[int, ...]:
 # Frontend types forwarded without decoding: Sync, Flush, Describe, Close, CopyData,
 # CopyDone, CopyFail (Describe/Close/Sync are noted on the fly).
 _PASS_FRONTEND = frozenset(b"SHDCdcf")
+# Decoded RowDescriptions by message body, and masking plans per session (bounds).
+_ROW_DESCRIPTIONS: dict[bytes, RowDescription] = {}
+_ROW_DESCRIPTIONS_MAX = 1024
+_PLANS_MAX = 64
 # Statement event fields per analysis (id -> (analysis, fields)).
 _FIELDS_CACHE: dict[int, tuple[Analysis, dict[str, Any]]] = {}
 # Decisions' ledger form (id -> (decision, form)); the policy engine reuses its decisions.
