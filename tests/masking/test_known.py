@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -237,7 +238,7 @@ def test_other_workers_reload_on_the_write_stamp(dbgov: Any) -> None:
             # A reload that finds the same values keeps their tuple (and so the
             # engine's matcher and memos).
             unchanged = after.known["public.customers.full_name"]
-            second.invalidate("prod")
+            second.refresh("prod")
             reload = second._loading.get("prod")
             assert reload is not None
             await asyncio.wait_for(reload, 10)
@@ -253,3 +254,31 @@ def test_other_workers_reload_on_the_write_stamp(dbgov: Any) -> None:
     old, new = asyncio.run(run())
     assert old is not None and NEW_NAME not in old
     assert new is not None and NEW_NAME in new
+
+
+def test_ddl_makes_every_worker_wait_for_a_reload(dbgov: Any, tmp_path: Path) -> None:
+    """DDL committed through one worker: neither that worker nor, once it has looked at
+    the stamp, any other serves a snapshot until a reload that began afterwards is in
+    (a replaced view must not be traced with its old definition). Stamps go to a run
+    dir of their own: the shared world's workers must not see them."""
+    config = load_config(Layout(dbgov.data_dir).effective_config)
+    config = config.model_copy(update={"data_dir": tmp_path})
+
+    async def run() -> None:
+        first, second = catalogs_mod.Catalogs(config), catalogs_mod.Catalogs(config)
+        await first.ensure("staging")
+        await second.ensure("staging")
+        before = second.get("staging")
+        assert before is not None
+        first.invalidate("staging")
+        assert first.get("staging") is None
+        await asyncio.wait_for(first._loading["staging"], 10)
+        assert first.get("staging") is not None
+        await asyncio.sleep(catalogs_mod.SCHEMA_CHECK_S + 0.01)
+        assert second.get("staging") is None, "the DDL stamp was not noticed"
+        await asyncio.wait_for(second._loading["staging"], 10)
+        after = second.get("staging")
+        assert after is not None and after is not before
+        assert after.version > before.version
+
+    asyncio.run(run())

@@ -1,13 +1,24 @@
 """Per-target catalog snapshots for masking: relations, columns, views, functions.
 
 Loaded through dbgov's own upstream connection (the target's credentials), once
-per target and worker, and reloaded after a session runs DDL on that target.
-With them, the distinct values of the columns pii_text masks look for in free text
-(masking/known.py), reloaded after a write through dbgov to their tables (the
-worker that ran it stamps a file in the run dir; the others look at it at most
-every `STAMP_CHECK_S`) and every `REFRESH_S` seconds. Masking decisions made while
-a reload is in flight use the previous snapshot; a relation the snapshot does not
-know makes lineage incomplete, and masking then fails closed.
+per target and worker. With them, the distinct values of the columns pii_text
+masks look for in free text (masking/known.py).
+
+When a snapshot may be wrong, and what serves meanwhile:
+- DDL committed through dbgov (`invalidate`): a view's new definition must not be
+  traced with its old one, so no snapshot serves until a reload that began after
+  the commit has finished. Meanwhile, as before the first load, a masked
+  identity's result columns have no known origin: the statement is refused with
+  "retry in a moment" (or, with `on_unknown_origin: mask`, every column is masked).
+  The worker that saw the DDL stamps a file in the run dir; the other workers look
+  at it every `SCHEMA_CHECK_S` and do the same. The client that ran the DDL waits
+  for its own worker's reload before it gets ReadyForQuery (proxy/session.py).
+- A write through dbgov to a table with known values (`wrote`): stamped the same
+  way in a file of its own, looked at every `STAMP_CHECK_S`; the values are
+  reloaded while the old snapshot serves (the schema did not change).
+- DDL made outside dbgov: found by the reload every `REFRESH_S` seconds (the old
+  snapshot serves until then), or at once when a query names a relation the
+  snapshot does not know (lineage is incomplete: masking fails closed, `refresh`).
 """
 
 from __future__ import annotations
@@ -31,7 +42,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STAMP_CHECK_S = 0.5  # how often a worker looks for writes stamped by the others
+# ... and for DDL: one stat() per target at most this often, so that a view replaced
+# through another worker is traced by its old definition for no longer than this.
+SCHEMA_CHECK_S = 0.01
 STAMP_SLACK_S = 0.05
+STALE_RETRY_S = 1.0  # how often a failed reload of a stale snapshot is tried again
 
 _RELATIONS = """
 SELECT c.oid, n.nspname, c.relname, c.relkind,
@@ -131,45 +146,69 @@ class Catalogs:
         self._snapshots: dict[str, Catalog] = {}
         self._loaded_at: dict[str, float] = {}  # monotonic, when the last load started
         self._loaded_wall: dict[str, float] = {}  # the same, on the wall clock
-        self._checked_at: dict[str, float] = {}  # when a target's stamp was last looked at
+        self._checked_at: dict[str, float] = {}  # when a target's stamps were last looked at
+        self._known_checked_at: dict[str, float] = {}  # ... its known-values stamp
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()  # targets to load again once the load in flight ends
+        self._stale: set[str] = set()  # DDL seen: no snapshot serves until reloaded
+        self._seen: dict[Path, float] = {}  # the stamps acted on, by their mtime
         self._version = 0
 
     def get(self, target: str) -> Catalog | None:
+        """The target's snapshot, or None while none can be trusted (not loaded yet,
+        or DDL seen and not reloaded since)."""
         snapshot = self._snapshots.get(target)
-        if snapshot is not None and self.known and target not in self._loading:
+        if snapshot is None:
+            return None
+        if target not in self._loading:
             now = time.monotonic()
-            if now - self._loaded_at[target] > REFRESH_S:
-                self._start(target)  # known values age: reload, the old snapshot serves
-            elif now - self._checked_at.get(target, 0.0) > STAMP_CHECK_S:
+            if target in self._stale:
+                if now - self._loaded_at[target] > STALE_RETRY_S:
+                    self._start(target)  # the last reload failed
+            elif now - self._loaded_at[target] > REFRESH_S:
+                self._start(target)  # DDL outside dbgov, known values' age: old serves
+            elif now - self._checked_at.get(target, 0.0) > SCHEMA_CHECK_S:
                 self._checked_at[target] = now
                 # File times are coarse (a few ms): a stamp just before the load
-                # started may be a write the load did not see.
-                if self._stamp(target) > self._loaded_wall[target] - STAMP_SLACK_S:
-                    self._start(target)  # another worker saw a write
-        return snapshot
+                # started may be a change the load did not see.
+                since = self._loaded_wall[target] - STAMP_SLACK_S
+                if self._stamped(self._stamp_path(target, "schema"), since):
+                    self._stale.add(target)  # another worker saw DDL
+                    self._start(target)
+                elif self.known and now - self._known_checked_at.get(target, 0.0) > STAMP_CHECK_S:
+                    self._known_checked_at[target] = now
+                    if self._stamped(self._stamp_path(target), since):
+                        self._start(target)  # another worker saw a write
+        return None if target in self._stale else snapshot
 
     def wrote(self, target: str, tables: Iterable[str]) -> None:
         """A statement wrote to `tables` (bare names) through this worker: if one holds
         known values, reload, and stamp the write for the other workers."""
         if self._known_tables.intersection(tables):
-            path = self._stamp_path(target)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch()  # its mtime is the stamp
-            except OSError as exc:
-                log.warning("cannot stamp a write to known values of %s: %s", target, exc)
+            self._touch(self._stamp_path(target))
             self._start(target)
 
-    def _stamp_path(self, target: str) -> Path:
-        return Layout(self.config.data_dir).run / f"known-values.{target}.stamp"
+    def _stamp_path(self, target: str, kind: str = "known-values") -> Path:
+        return Layout(self.config.data_dir).run / f"{kind}.{target}.stamp"
 
-    def _stamp(self, target: str) -> float:
+    def _touch(self, path: Path) -> None:
         try:
-            return self._stamp_path(target).stat().st_mtime
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()  # its mtime is the stamp
+            self._seen[path] = path.stat().st_mtime  # acted on here already
+        except OSError as exc:
+            log.warning("cannot stamp %s for the other workers: %s", path.name, exc)
+
+    def _stamped(self, path: Path, since: float) -> bool:
+        """Is there a stamp newer than `since` that this worker has not acted on yet?"""
+        try:
+            mtime = path.stat().st_mtime
         except OSError:
-            return 0.0
+            return False
+        if mtime <= since or self._seen.get(path) == mtime:
+            return False
+        self._seen[path] = mtime
+        return True
 
     async def ensure(self, target: str) -> None:
         if target in self._snapshots:
@@ -181,7 +220,24 @@ class Catalogs:
             await asyncio.shield(task)
 
     def invalidate(self, target: str) -> None:
-        """DDL ran: reload in the background (the old snapshot serves meanwhile)."""
+        """DDL was committed through this worker: trust no snapshot of the target until
+        a reload that starts now has finished, and tell the other workers."""
+        self._touch(self._stamp_path(target, "schema"))
+        self._stale.add(target)
+        self._start(target)
+
+    async def reloaded(self, target: str) -> None:
+        """Wait until a snapshot of `target` serves again after DDL (at once if none
+        is being loaded: the reload failed)."""
+        while target in self._stale:
+            task = self._loading.get(target)
+            if task is None:
+                return
+            await asyncio.wait({task})  # its outcome is not ours: never raises here
+
+    def refresh(self, target: str) -> None:
+        """A query named a relation the snapshot does not know (it was refused): reload,
+        the old snapshot serving meanwhile."""
         self._start(target)
 
     def _start(self, target: str) -> None:
@@ -207,6 +263,8 @@ class Catalogs:
                         if old is not None and old == values:
                             catalog.known[column] = old
                 self._snapshots[target] = catalog
+                if target not in self._again:
+                    self._stale.discard(target)  # else what changed may not be in it
             except Exception as exc:
                 log.warning("catalog of %s could not be loaded: %s", target, exc)
             finally:

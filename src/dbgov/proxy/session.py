@@ -106,6 +106,8 @@ REFUSED_PORTAL = "\x01dbgov-refused"
 # Lineage's reason for a relation missing from the catalog snapshot (sql/queries.py).
 _CATALOG_MISS = "is not in the catalog"
 CATALOG_RELOAD_INTERVAL_S = 5.0
+# At most this long, a client whose DDL committed waits for the catalog reload.
+CATALOG_WAIT_S = 5.0
 
 # Unit kinds: what a forwarded message expects back.
 U_QUERY, U_PARSE, U_BIND, U_DESC_STMT, U_DESC_PORTAL, U_EXECUTE, U_CLOSE, U_SYNC = range(8)
@@ -279,6 +281,9 @@ class Session:
         self._grants_until = 0.0
         self._grants_generation = -1
         self._wrote: set[str] | None = None  # tables written in this transaction (catalogs)
+        # DDL ran in this transaction: until it ends, this session's schema is its own
+        # and no catalog snapshot describes it (`_catalog`); then every worker reloads.
+        self._ddl = False
         self._done: list[tuple[Unit, str, int | None]] = []  # statement.done to write
         # statement events to build once their batch is upstream (async mode)
         self._later: list[
@@ -625,7 +630,7 @@ class Session:
     # ------------------------------------------------------------------ cancel
 
     def _catalog(self) -> Any:
-        if self.ctx.catalogs is None or self.target is None:
+        if self.ctx.catalogs is None or self.target is None or self._ddl:
             return None
         return self.ctx.catalogs.get(self.target.name)
 
@@ -641,7 +646,7 @@ class Session:
         ):
             return
         self._catalog_reload_at = now
-        self.ctx.catalogs.invalidate(self.target.name)
+        self.ctx.catalogs.refresh(self.target.name)
 
     def _on_cancel(self) -> None:
         """A CancelRequest with our key arrived (possibly via another worker)."""
@@ -1629,7 +1634,7 @@ class Session:
                     self.cursors.pop(stmt.cursor_name, None)
         if self.ctx.catalogs is not None and self.target is not None:
             if "ddl" in stmt.categories:
-                self.ctx.catalogs.invalidate(self.target.name)
+                self._ddl = True  # told once the transaction ends, as writes are
             elif stmt.writes and self.ctx.catalogs.known:
                 # Told once the transaction ends: a load before the commit would miss it.
                 if self._wrote is None:
@@ -1671,21 +1676,51 @@ class Session:
         if status == "I" and self._sp_in_txn:
             self._sp_in_txn = False
             self._sp_dirty = True  # a rollback may have undone a SET
-        if self._sp_dirty and not self.units:
-            self._sp_dirty = False
-            self._held_ready = ReadyForQuery(status).encode()
-            return self._refresh_search_path()
+        reloading = False
         if status == "I":
-            if self._wrote is not None:
-                if self.ctx.catalogs is not None and self.target is not None:
-                    self.ctx.catalogs.wrote(self.target.name, self._wrote)
-                self._wrote = None
+            catalogs = self.ctx.catalogs
+            if catalogs is not None and self.target is not None:
+                if self._ddl:
+                    catalogs.invalidate(self.target.name)
+                    reloading = True
+                if self._wrote is not None:
+                    catalogs.wrote(self.target.name, self._wrote)
+            self._ddl = False
+            self._wrote = None
             if self.portals:
                 self.portals.clear()
             if self.cursors:
                 # Cursors without HOLD die with their transaction; keep the holdable ones.
                 self.cursors = {k: v for k, v in self.cursors.items() if "with_hold" in v.flags}
+        if self._sp_dirty and not self.units:
+            self._sp_dirty = False
+            self._held_ready = ReadyForQuery(status).encode()
+            return self._refresh_search_path()
+        if reloading and not self.units:
+            # Until the reload is in, masked identities' statements are refused ("retry
+            # in a moment"): the client that changed the schema waits for it here, so
+            # that what it (or a script it drives) runs next is traced by the new one.
+            self.held = True
+            self._hold_task = asyncio.get_running_loop().create_task(
+                self._ready_after_reload(ReadyForQuery(status).encode())
+            )
+            return b""
         return None
+
+    async def _ready_after_reload(self, ready: bytes) -> None:
+        assert self.ctx.catalogs is not None and self.target is not None
+        try:
+            async with asyncio.timeout(CATALOG_WAIT_S):
+                await self.ctx.catalogs.reloaded(self.target.name)
+        except TimeoutError:
+            log.warning("session %s: catalog of %s not reloaded yet", self.id, self.target.name)
+        finally:  # a CancelRequest cuts the wait short; a closed session needs nothing
+            if not self.closed:
+                self.held = False
+                self._hold_task = None
+                self._send(ready)
+                if self.cin.pending():
+                    self._pump_client()
 
     def _finish_unit(self, unit: Unit) -> None:
         """Queue the unit's statement.done event. Every caller runs inside
