@@ -1760,6 +1760,8 @@ def _row_description(body: bytes) -> RowDescription:
     rd = _ROW_DESCRIPTIONS.get(body)
     if rd is None:
         rd = RowDescription.decode(body)
+        if len(body) > _ROW_DESCRIPTION_MAX_BYTES:
+            return rd  # a very wide result: not worth the memory a client could fill
         if len(_ROW_DESCRIPTIONS) >= _ROW_DESCRIPTIONS_MAX:
             _ROW_DESCRIPTIONS.clear()
         _ROW_DESCRIPTIONS[body] = rd
@@ -1781,6 +1783,7 @@ _PASS_FRONTEND = frozenset(b"SHDCdcf")
 # Decoded RowDescriptions by message body, and masking plans per session (bounds).
 _ROW_DESCRIPTIONS: dict[bytes, RowDescription] = {}
 _ROW_DESCRIPTIONS_MAX = 1024
+_ROW_DESCRIPTION_MAX_BYTES = 4096  # with the count, at most ~4 MiB per process
 _PLANS_MAX = 64
 # Statement event fields per analysis (id -> (analysis, fields)).
 _FIELDS_CACHE: dict[int, tuple[Analysis, dict[str, Any]]] = {}
