@@ -293,9 +293,9 @@ class Session:
         self.portals: dict[str, Portal] = {}
         self.sql_prepared: dict[str, Analysis] = {}  # PREPARE name -> the PREPARE statement
         self.cursors: dict[str, Statement] = {}
-        # Masking plans by result shape (id of a shared fields tuple, see _row_description):
-        # (fields, stmt, context, catalog, engine, plan), made on the first masked result.
-        self._plans: dict[int, tuple[object, object, object, object, object, Any]] | None = None
+        # Masking plans by result shape (id of a shared fields tuple, see _row_description),
+        # made on the first masked result.
+        self._plans: dict[int, _PlanMemo] | None = None
         self.held = False  # a statement waits for approval: client frames stay buffered
         self._hold_task: asyncio.Task[None] | None = None
         self._to_server: list[bytes] = []
@@ -1696,6 +1696,7 @@ class Session:
             self._sp_dirty = False
             self._held_ready = ReadyForQuery(status).encode()
             return self._refresh_search_path()
+        # (Above, the search_path answer releases the ReadyForQuery without the wait.)
         if reloading and not self.units:
             # Until the reload is in, masked identities' statements are refused ("retry
             # in a moment"): the client that changed the schema waits for it here, so
@@ -1785,6 +1786,8 @@ _ROW_DESCRIPTIONS: dict[bytes, RowDescription] = {}
 _ROW_DESCRIPTIONS_MAX = 1024
 _ROW_DESCRIPTION_MAX_BYTES = 4096  # with the count, at most ~4 MiB per process
 _PLANS_MAX = 64
+# A plan and what it was made for: (fields, statement, context, catalog, engine, plan).
+_PlanMemo = tuple[object, object, object, object, object, Any]
 # Statement event fields per analysis (id -> (analysis, fields)).
 _FIELDS_CACHE: dict[int, tuple[Analysis, dict[str, Any]]] = {}
 # Decisions' ledger form (id -> (decision, form)); the policy engine reuses its decisions.
