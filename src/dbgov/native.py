@@ -34,6 +34,7 @@ MODULES = (
     "dbgov.wire.postgres.framing",
     "dbgov.wire.postgres.states",
     "dbgov.proxy.session",
+    "dbgov.proxy.catalogs",
     "dbgov.proxy.audit",
     "dbgov.proxy.masking_io",
     "dbgov.proxy.redact",
