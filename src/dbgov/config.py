@@ -162,7 +162,8 @@ class Identity(_Model):
 
 class Ledger(_Model):
     mode: Literal["strict", "fsync", "async"] = "strict"
-    fsync_interval_ms: int = Field(default=10, ge=1, le=10_000)
+    # strict and async: the background fdatasync cadence (what a power loss can take)
+    fsync_interval_ms: int = Field(default=100, ge=1, le=10_000)
     checkpoint_every: int = Field(default=1000, ge=1)
     checkpoint_interval_s: float = Field(default=10.0, gt=0)
     origin: str | None = None  # checkpoint origin line; default "dbgov/<hostname>"
