@@ -741,15 +741,17 @@ def test_view_created_through_the_proxy_is_masked(dbgov: Any, raw: RawData) -> N
         dbgov.app("DROP VIEW IF EXISTS v_staging_contacts", target="staging")
 
 
-@pytest.mark.parametrize("in_transaction", [False, True], ids=["autocommit", "transaction"])
+@pytest.mark.parametrize("how", ["autocommit", "transaction", "with-search-path"])
 def test_a_view_replaced_through_the_proxy_is_never_traced_by_its_old_definition(
-    dbgov: Any, raw: RawData, in_transaction: bool
+    dbgov: Any, raw: RawData, how: str
 ) -> None:
     """bob redefines a view he has read, harmless column for masked one under the same
     name and type, and reads it again at once: inside the transaction (where only his
     session sees the new definition: refused) and right after the commit. The old
     definition once traced both reads (the catalog reloaded in the background), and
-    emails went out raw."""
+    emails went out raw. With a SET search_path in the same query, the ReadyForQuery
+    waits for the search_path answer and then for the reload (it once skipped the
+    second wait, and the reads were refused "retry in a moment")."""
     harmless = "CREATE OR REPLACE VIEW v_swap AS SELECT id, country::text AS note FROM customers"
     swapped = "CREATE OR REPLACE VIEW v_swap AS SELECT id, email::text AS note FROM customers"
     read = "SELECT note FROM v_swap ORDER BY id"
@@ -761,7 +763,7 @@ def test_a_view_replaced_through_the_proxy_is_never_traced_by_its_old_definition
             cur = conn.execute(read)
             countries = [n for (n,) in cur.fetchall()]
             assert len(countries) == 5000 and "US" in countries  # not masked: traced
-            if in_transaction:
+            if how == "transaction":
                 conn.execute("BEGIN")
                 conn.execute(swapped)
                 # His session alone sees the new definition: no snapshot can trace it.
@@ -769,6 +771,8 @@ def test_a_view_replaced_through_the_proxy_is_never_traced_by_its_old_definition
                     conn.execute(read)
                 conn.execute("ROLLBACK")
                 conn.execute(swapped)
+            elif how == "with-search-path":
+                conn.execute(f"SET search_path = public; {swapped}")  # one simple Query
             else:
                 conn.execute(swapped)
             # His ReadyForQuery waited for the reload (one worker here): at once, his

@@ -307,6 +307,7 @@ class Session:
         self._sp_dirty = False  # a statement may have changed search_path
         self._sp_in_txn = False
         self._held_ready = b""
+        self._reload_after_sp = False  # that ReadyForQuery then waits for a catalog reload
         self._up_paused = False  # the upstream cannot take more (flow control)
         self._ledger_paused = False  # the ledger lags its bound (backpressure)
 
@@ -1414,6 +1415,10 @@ class Session:
         elif t == 0x5A:
             self.units.popleft()
             held, self._held_ready = self._held_ready, b""
+            if self._reload_after_sp:
+                self._reload_after_sp = False
+                self._hold_for_reload(held)
+                return b""
             return held
         elif t in (0x4E, 0x41, 0x53):
             return self._async_message(t, body) or frame(bytes((t,)), body)
@@ -1695,18 +1700,19 @@ class Session:
         if self._sp_dirty and not self.units:
             self._sp_dirty = False
             self._held_ready = ReadyForQuery(status).encode()
+            self._reload_after_sp = reloading  # the two waits, one after the other
             return self._refresh_search_path()
-        # (Above, the search_path answer releases the ReadyForQuery without the wait.)
         if reloading and not self.units:
-            # Until the reload is in, masked identities' statements are refused ("retry
-            # in a moment"): the client that changed the schema waits for it here, so
-            # that what it (or a script it drives) runs next is traced by the new one.
-            self.held = True
-            self._hold_task = asyncio.get_running_loop().create_task(
-                self._ready_after_reload(ReadyForQuery(status).encode())
-            )
+            self._hold_for_reload(ReadyForQuery(status).encode())
             return b""
         return None
+
+    def _hold_for_reload(self, ready: bytes) -> None:
+        """Until the reload is in, masked identities' statements are refused ("retry in a
+        moment"): the client that changed the schema waits for it here, so that what it
+        (or a script it drives) runs next is traced by the new definitions."""
+        self.held = True
+        self._hold_task = asyncio.get_running_loop().create_task(self._ready_after_reload(ready))
 
     async def _ready_after_reload(self, ready: bytes) -> None:
         assert self.ctx.catalogs is not None and self.target is not None
