@@ -71,6 +71,7 @@ class Journal:
         self._syncing = False
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._tick_soon = False  # the armed tick comes within WRITE_INTERVAL_S
         self.failed: OSError | None = None
         self.appended = 0
         # strict and async modes: fdatasync runs on a thread of our own, woken by the
@@ -203,18 +204,20 @@ class Journal:
 
     def _arm_timer(self) -> None:
         """Tick within WRITE_INTERVAL_S while records are pending, else when the next
-        background fdatasync is due (an armed tick that comes later is moved)."""
-        if self._timer is not None and not self._pending:
+        background fdatasync is due (an armed tick that comes later is moved). Runs on
+        every append: the common cases return before asking the loop anything."""
+        timer = self._timer
+        if timer is not None and (self._tick_soon or not self._pending):
             return  # armed ticks are never later than the sync is due
         loop = asyncio.get_running_loop()
-        at = loop.time() + WRITE_INTERVAL_S
-        if not self._pending:
-            at = max(at, self._sync_due)
-        if self._timer is not None:
-            if self._timer.when() <= at:
-                return
-            self._timer.cancel()
-        self._timer = loop.call_at(at, self._tick)
+        if timer is not None:
+            timer.cancel()
+        self._tick_soon = bool(self._pending)
+        if self._tick_soon:
+            self._timer = loop.call_later(WRITE_INTERVAL_S, self._tick)
+        else:
+            at = max(loop.time() + WRITE_INTERVAL_S, self._sync_due)
+            self._timer = loop.call_at(at, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
