@@ -223,13 +223,14 @@ class Journal:
         self._timer = None
         if self._pending and not self._syncing and self._write(self._pending) is None:
             self._pending = []
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         if self._written != self._synced and not self._syncing and now >= self._sync_due:
             self._sync_due = now + self.interval
             if self.mode == "fsync":
                 self._syncing = True
                 written = self._written
-                fut = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
+                fut = loop.run_in_executor(None, os.fdatasync, self._fd)
 
                 def done(f: asyncio.Future[None]) -> None:
                     self._syncing = False

@@ -152,7 +152,7 @@ class Catalogs:
         self._again: set[str] = set()  # targets to load again once the load in flight ends
         self._stale: set[str] = set()  # DDL seen: no snapshot serves until reloaded
         self._seen: dict[Path, float] = {}  # the stamps acted on, by their mtime
-        self._stamp_paths: dict[tuple[str, str], Path] = {}
+        self._run_dir = Layout(config.data_dir).run  # where the stamps are
         self._version = 0
 
     def get(self, target: str) -> Catalog | None:
@@ -190,11 +190,7 @@ class Catalogs:
             self._start(target)
 
     def _stamp_path(self, target: str, kind: str = "known-values") -> Path:
-        path = self._stamp_paths.get((target, kind))  # (looked at 100 times a second)
-        if path is None:
-            path = Layout(self.config.data_dir).run / f"{kind}.{target}.stamp"
-            self._stamp_paths[(target, kind)] = path
-        return path
+        return self._run_dir / f"{kind}.{target}.stamp"
 
     def _touch(self, path: Path) -> None:
         try:
