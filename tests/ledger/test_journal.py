@@ -64,15 +64,16 @@ def test_strict_fdatasyncs_what_it_wrote_within_the_interval_not_per_tick(
         j = Journal(tmp_path, "1-test", "strict", fsync_interval_ms=200)
         try:
             start = time.monotonic()
-            for n in range(40):  # 400 ms of statements, one every 10 ms
+            for n in range(40):  # 400 ms of statements, one every 10 ms, each completed
                 j.append(b'{"n":%d}' % n)
                 assert j.write_now() is None
+                j.append(b'{"done":%d}' % n)  # pending: the journal ticks every 10 ms
                 await asyncio.sleep(0.01)
             last_write = time.monotonic()
+            await _until(lambda: len(_lines(tmp_path)) == 80, limit_s=2.0)
             await _until(lambda: synced and synced[-1] > last_write, limit_s=2.0)
-            # Each write is in the OS at once; syncs follow at the interval, not per tick
-            # (every 10 ms would be about 40 here).
-            assert len(_lines(tmp_path)) == 40
+            # A sync per tick would be about 40 here; at the interval, two or three (the
+            # bound follows the time the loop really took, on a slow machine too).
             during = [t for t in synced if t <= last_write]
             assert 1 <= len(during) <= (last_write - start) / 0.2 + 2
         finally:
