@@ -52,7 +52,11 @@ _second = _Second()
 def utc_now_iso() -> str:
     """UTC now with microseconds, e.g. 2026-11-27T09:14:18.279185Z (hot path: the
     date part is formatted once per second, the microseconds without a format spec)."""
-    t = time.time()
+    return utc_iso(time.time())
+
+
+def utc_iso(t: float) -> str:
+    """`utc_now_iso()` for the time.time() value `t`."""
     sec = int(t)
     last = _second
     if sec != last.sec:

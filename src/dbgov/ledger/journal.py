@@ -18,9 +18,11 @@ Durability modes (contract, see DESIGN.md "Write-ahead audit"):
   10 ms of events, a power loss the last interval: documented risk.
 
 Events nothing waits on (completions, closes) are written within `WRITE_INTERVAL_S`
-in every mode. The fdatasync cadence is separate and longer by default (100 ms): a
-sync every 10 ms cost a busy proxy worker 5-10% of its CPU (bench, issue 8), and
-only power loss, never a dbgov crash, can take what is written and not yet synced.
+in every mode. A writer may also `defer()` building such events to the next tick,
+so that encoding them never stands between a response and the next request. The
+fdatasync cadence is separate and longer by default (100 ms): a sync every 10 ms
+cost a busy proxy worker 5-10% of its CPU (bench, issue 8), and only power loss,
+never a dbgov crash, can take what is written and not yet synced.
 
 A failed write (disk full, I/O error, file size limit) MUST NOT be acknowledged:
 callbacks get the error, the partial tail is truncated away, and the next append
@@ -67,6 +69,7 @@ class Journal:
         self._fd = -1
         self._offset = 0
         self._pending: list[bytes] = []
+        self._deferred: list[Callable[[], None]] = []  # builders run before each tick writes
         self._waiters: list[Callback] = []
         self._syncing = False
         self._flush_scheduled = False
@@ -113,6 +116,20 @@ class Journal:
         self._pending.append(record)
         self.appended += 1
         self._arm_timer()
+
+    def defer(self, build: Callable[[], None]) -> None:
+        """Run `build()`, which appends records, before the next tick writes: within
+        WRITE_INTERVAL_S, or sooner when its writer calls it itself."""
+        self._deferred.append(build)
+        self._arm_timer()
+
+    def _run_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for build in deferred:
+            try:
+                build()
+            except Exception:  # a bug in one writer's events must not cost the others'
+                log.exception("deferred ledger events could not be built")
 
     def when_durable(self, callback: Callback) -> None:
         """Run `callback(None)` once everything appended so far is durable per the mode,
@@ -207,12 +224,13 @@ class Journal:
         background fdatasync is due (an armed tick that comes later is moved). Runs on
         every append: the common cases return before asking the loop anything."""
         timer = self._timer
-        if timer is not None and (self._tick_soon or not self._pending):
+        due = bool(self._pending or self._deferred)
+        if timer is not None and (self._tick_soon or not due):
             return  # armed ticks are never later than the sync is due
         loop = asyncio.get_running_loop()
         if timer is not None:
             timer.cancel()
-        self._tick_soon = bool(self._pending)
+        self._tick_soon = due
         if self._tick_soon:
             self._timer = loop.call_later(WRITE_INTERVAL_S, self._tick)
         else:
@@ -221,6 +239,8 @@ class Journal:
 
     def _tick(self) -> None:
         self._timer = None
+        if self._deferred:
+            self._run_deferred()
         if self._pending and not self._syncing and self._write(self._pending) is None:
             self._pending = []
         loop = asyncio.get_running_loop()
@@ -246,7 +266,7 @@ class Journal:
                     )
                     self._sync_thread.start()
                 self._sync_wake.set()
-        if self._pending or self._written != self._synced:
+        if self._pending or self._deferred or self._written != self._synced:
             self._arm_timer()
 
     def _sync_loop(self) -> None:
@@ -279,6 +299,7 @@ class Journal:
 
     def flush_sync(self) -> None:
         """Write and fsync everything now (shutdown, tests). Raises on failure."""
+        self._run_deferred()
         err = self._write(self._pending)
         if err is not None:
             raise err

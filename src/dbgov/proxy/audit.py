@@ -42,6 +42,12 @@ class Audit:
         except (TypeError, ValueError):  # a bug in an event's shape, never user input
             log.exception("unencodable %s event dropped", ev.get("type"))
 
+    def defer(self, build: Callable[[], None]) -> None:
+        """Have `build()` append its events before the journal's next write (async mode's
+        completions: built once the loop is idle, not between a response and the next
+        request)."""
+        self.journal.defer(build)
+
     def write_ahead_event(self, ev: dict[str, Any]) -> OSError | None:
         """Append an event and, in strict mode, write it to the OS before returning;
         otherwise report the journal's standing failure. Returns the error, if any."""

@@ -284,7 +284,9 @@ class Session:
         # DDL ran in this transaction: until it ends, this session's schema is its own
         # and no catalog snapshot describes it (`_catalog`); then every worker reloads.
         self._ddl = False
-        self._done: list[tuple[Unit, str, int | None]] = []  # statement.done to write
+        # statement.done events to write: (unit, id, statement's id, duration, time.time())
+        self._done: list[tuple[Unit, str, str, int | None, float]] = []
+        self._done_deferred = False  # async mode: the journal's next tick writes _done
         # statement events to build once their batch is upstream (async mode)
         self._later: list[
             tuple[str, Analysis, Decision, list[str | None] | None, dict[str, Any] | None, str]
@@ -387,6 +389,8 @@ class Session:
             self.ctx.cancels.release(self.cancel_pid)
         self.ctx.sessions.pop(self.id, None)
         if self.identity is not None and self.target is not None:
+            if self._done:
+                self._write_done()
             self.ctx.audit.record(
                 "connection.close",
                 self.ctx.audit.next_id(self.id),
@@ -882,6 +886,8 @@ class Session:
         event_id: str | None = None,
     ) -> tuple[str, OSError | None]:
         assert self.identity is not None and self.target is not None
+        if self._done:  # async mode's deferred completions come first
+            self._write_done()
         self.statements += 1
         ev = self._ev_statement.copy()
         ev["id"] = event_id or self.ctx.audit.next_id(self.id)
@@ -1220,6 +1226,8 @@ class Session:
     ) -> None:
         self.held = True
         self._flush_server()
+        if self._done:  # before the approval's events
+            self._write_done()
         self._hold_task = asyncio.get_running_loop().create_task(
             self._await_approval(sql, analysis, decision, raw, extended)
         )
@@ -1294,7 +1302,14 @@ class Session:
     def _on_server_data(self, data: bytes) -> None:
         self._pump_server(data)
         if self._done:
-            self._write_done()
+            if self.ctx.audit.mode != "async":
+                self._write_done()
+            elif not self._done_deferred:
+                # Async: building the completions here would delay the next request,
+                # already on its way (half the time at 1 client, bench). They are built
+                # before this session's next event, or by the journal's next tick.
+                self._done_deferred = True
+                self.ctx.audit.defer(self._write_deferred_done)
 
     def _pump_server(self, data: bytes) -> None:
         """Server bytes: frames that need attention are handled, runs of the others are
@@ -1732,20 +1747,28 @@ class Session:
     def _finish_unit(self, unit: Unit) -> None:
         """Queue the unit's statement.done event. Every caller runs inside
         `_on_server_data`, which writes the queue once the bytes that ended the unit
-        have gone to the client: the event is off the response's path, and still in
-        the journal before the client's next statement can be read."""
+        have gone to the client: the event is off the response's path. In strict and
+        fsync mode it is in the journal before the client's next statement can be
+        read; in async mode, before this session's next event (its id, taken now,
+        keeps the session's order)."""
         if unit.event_id is None or self.identity is None:
             return
         duration = int((time.monotonic() - unit.started) * 1e6) if unit.started else None
-        self._done.append((unit, unit.event_id, duration))
+        done_id = self.ctx.audit.next_id(self.id)
+        self._done.append((unit, done_id, unit.event_id, duration, time.time()))
         unit.event_id = None
+
+    def _write_deferred_done(self) -> None:
+        self._done_deferred = False
+        if self._done:
+            self._write_done()
 
     def _write_done(self) -> None:
         assert self.identity is not None
-        for unit, event_id, duration in self._done:
+        for unit, done_id, event_id, duration, at in self._done:
             ev = self._ev_done.copy()
-            ev["id"] = self.ctx.audit.next_id(self.id)
-            ev["ts"] = events.utc_now_iso()
+            ev["id"] = done_id
+            ev["ts"] = events.utc_iso(at)
             ev["ref"] = event_id
             if unit.tags:
                 ev["tags"] = unit.tags
