@@ -193,6 +193,9 @@ class Config(_Model):
     approvals: Approvals = Approvals()
     # Largest client message accepted (bytes).
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Seconds an upstream connection of a cleanly ended session is kept, reset with
+    # DISCARD ALL, for the next session of the same identity and target; 0 = never.
+    upstream_reuse_s: float = Field(default=10.0, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

@@ -239,12 +239,14 @@ def test_terminate_closes_cleanly(dbgov):
     pid = int(rows_of(rows)[0][0])
     c.send(Terminate().encode())
     assert c.until_closed() == []
+    # The upstream is reset and kept for the identity's next session (proxy/reuse.py).
+    sql = "SELECT state, query FROM pg_stat_activity WHERE pid = %s"
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if not dbgov.admin("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+        if dbgov.admin(sql, (pid,)) == [("idle", "DISCARD ALL")]:
             break
         time.sleep(0.05)
-    assert not dbgov.admin("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+    assert dbgov.admin(sql, (pid,)) == [("idle", "DISCARD ALL")]
     closes = dbgov.wait_events(
         lambda e: e.get("reason") == "client terminated", types=["connection.close"]
     )

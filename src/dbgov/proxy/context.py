@@ -20,6 +20,7 @@ from dbgov.proxy.cancel import CancelRegistry
 if TYPE_CHECKING:
     from dbgov.proxy.backpressure import LedgerBackpressure
     from dbgov.proxy.catalogs import Catalogs
+    from dbgov.proxy.reuse import UpstreamPool
 
 
 @dataclass
@@ -36,6 +37,7 @@ class ProxyContext:
     worker_id: int = 0
     sessions: dict[str, Any] = field(default_factory=dict)  # session id -> Session
     backpressure: LedgerBackpressure | None = None
+    upstream_pool: UpstreamPool | None = None  # kept upstream connections (proxy/reuse.py)
 
     def target(self, name: str) -> Target | None:
         return self.config.target(name)

@@ -41,7 +41,7 @@ from dbgov.identity import AuthError, Identity
 from dbgov.identity.scram import MECHANISM, ScramExchange
 from dbgov.ledger import events
 from dbgov.models.registry import model_links
-from dbgov.proxy import masking_io, startup_params
+from dbgov.proxy import masking_io, reuse, startup_params
 from dbgov.proxy.redact import redact_sql
 from dbgov.proxy.upstream import UpstreamError, connect_upstream, send_cancel
 from dbgov.sql.model import Analysis, Statement
@@ -262,6 +262,9 @@ class Session:
         self.up_transport: asyncio.Transport | None = None
         self.up_pid = 0
         self.up_key = b""
+        self.up_params: dict[str, str] = {}  # the upstream's ParameterStatus values
+        self._reuse_key: reuse.Key | None = None  # set when the pool may keep the upstream
+        self._terminated = False  # the client said Terminate (a clean end)
         self.cancel_pid = 0
         # pump state
         self.phase = Phase.READY  # one phase, moved by both directions (states.py)
@@ -379,12 +382,18 @@ class Session:
             self._hold_task.cancel()
         busy = bool(self.units)
         if self.up_transport is not None and not self.up_transport.is_closing():
-            if busy:
-                # The client left mid-query: stop the query, then free the connection.
-                self._cancel_upstream()
-            with contextlib.suppress(Exception):
-                self.up_transport.write(Terminate().encode())
-            self.up_transport.close()
+            pool = self.ctx.upstream_pool
+            if pool is not None and self._reuse_key is not None and self._reusable():
+                pool.release(
+                    self._reuse_key, self.up_transport, self.up_pid, self.up_key, self.up_params
+                )
+            else:
+                if busy:
+                    # The client left mid-query: stop the query, then free the connection.
+                    self._cancel_upstream()
+                with contextlib.suppress(Exception):
+                    self.up_transport.write(Terminate().encode())
+                self.up_transport.close()
         if self.cancel_pid:
             self.ctx.cancels.release(self.cancel_pid)
         self.ctx.sessions.pop(self.id, None)
@@ -403,6 +412,21 @@ class Session:
                 duration_us=int((time.monotonic() - self.opened) * 1e6),
                 reason=reason,
             )
+
+    def _reusable(self) -> bool:
+        """May the upstream serve another session? Only after a clean end: the client's
+        Terminate, no statement in flight or held, no transaction, nothing buffered."""
+        return (
+            self._terminated
+            and self.pumping
+            and not self.units
+            and self.txn == "I"
+            and not self.held
+            and not self._durable_wait
+            and not self._queued_batches
+            and not self._up_paused
+            and self.sin.pending() == 0
+        )
 
     def close(self, reason: str) -> None:
         self.close_reason = reason
@@ -507,6 +531,13 @@ class Session:
             self.identity = None
             return
         self.masking = self.ctx.gate.masking_active(self.sctx)
+        pool = self.ctx.upstream_pool
+        kept = None
+        if pool is not None:
+            self._reuse_key = reuse.key(
+                target.name, identity.issuer, identity.user, upstream_params
+            )
+            kept = pool.take(self._reuse_key)
         ssl_obj = self.transport.get_extra_info("ssl_object") if self.transport else None
         err = self.ctx.audit.write_ahead(
             "connection.open",
@@ -524,8 +555,11 @@ class Session:
             application_name=self.client_app or None,
             protocol=f"3.{self.protocol_minor}",
             worker=self.ctx.worker_id,
+            upstream_reused=True if kept is not None else None,
         )
         if err is not None:
+            if kept is not None:
+                reuse.terminate(kept.transport)
             self.identity = None
             self._fatal(
                 "58000",
@@ -533,22 +567,27 @@ class Session:
                 hint="check the dbgov data directory's disk",
             )
             return
-        upstream_params["application_name"] = f"dbgov/{identity.user}/{self.id}"
-        try:
-            transport, _login_protocol, login = await connect_upstream(
-                target.host,
-                target.port,
-                user=target.user,
-                database=target.database,
-                password=target.password(),
-                params=upstream_params,
-                ssl_context=self.ctx.upstream_tls.get(target.name),
-            )
-        except UpstreamError as exc:
-            self._fatal(exc.sqlstate, f"dbgov: target {target.name}: {exc.message}")
-            return
+        app_name = f"dbgov/{identity.user}/{self.id}"
+        if kept is not None:
+            transport = kept.transport
+            self.up_pid, self.up_key, self.up_params = kept.pid, kept.secret, kept.params
+        else:
+            upstream_params["application_name"] = app_name
+            try:
+                transport, _login_protocol, login = await connect_upstream(
+                    target.host,
+                    target.port,
+                    user=target.user,
+                    database=target.database,
+                    password=target.password(),
+                    params=upstream_params,
+                    ssl_context=self.ctx.upstream_tls.get(target.name),
+                )
+            except UpstreamError as exc:
+                self._fatal(exc.sqlstate, f"dbgov: target {target.name}: {exc.message}")
+                return
+            self.up_pid, self.up_key, self.up_params = login.pid, login.key, login.params
         self.up_transport = transport
-        self.up_pid, self.up_key = login.pid, login.key
         if self.closed:
             transport.close()
             return
@@ -556,8 +595,8 @@ class Session:
             await self.ctx.catalogs.ensure(target.name)
         # Hand the client what a server would: AuthenticationOk, parameters, our key.
         out = [AUTH_OK_BYTES]
-        self.time_zone = login.params.get("TimeZone")
-        for name, value in login.params.items():
+        self.time_zone = self.up_params.get("TimeZone")
+        for name, value in self.up_params.items():
             if name == "application_name":
                 value = self.client_app
             out.append(ParameterStatus(name, value).encode())
@@ -571,6 +610,12 @@ class Session:
             self.ledger_backpressure(True)
         transport.set_protocol(ServerSide(self))  # type: ignore[arg-type]  # a duck-typed protocol
         self.pumping = True
+        if kept is not None:
+            # The kept connection still names the session it was opened for; this is
+            # answered before the client's first statement, and swallowed.
+            self.units.append(Unit(U_QUERY, "application_name", internal=True))
+            literal = "'" + app_name.replace("'", "''") + "'"
+            transport.write(Query(f"SET application_name = {literal}").encode())
         leftover = self.conn.take_leftover()
         while not self._startup_data.empty():
             leftover += self._startup_data.get_nowait()
@@ -750,6 +795,7 @@ class Session:
             name, max_rows = execute_fields(body)
             self._on_execute(name, max_rows, raw)
         elif t == 0x58:  # 'X' Terminate
+            self._terminated = True
             self.close_reason = "client terminated"
             self._flush_server()
             self.close("client terminated")
@@ -1436,7 +1482,8 @@ class Session:
                 return b""
             return held
         elif t in (0x4E, 0x41, 0x53):
-            return self._async_message(t, body) or frame(bytes((t,)), body)
+            reply = self._async_message(t, body) or frame(bytes((t,)), body)
+            return b"" if t == 0x53 and unit.name == "application_name" else reply
         return b""
 
     def _refresh_search_path(self) -> bytes:
@@ -1500,6 +1547,7 @@ class Session:
     def _async_message(self, t: int, body: bytes) -> bytes | None:
         if t == 0x53:  # ParameterStatus: keep the client's own application_name visible
             ps = ParameterStatus.decode(body)
+            self.up_params[ps.name] = ps.value
             if ps.name == "TimeZone":
                 self.time_zone = ps.value
             if ps.name == "application_name" and ps.value.startswith("dbgov/"):

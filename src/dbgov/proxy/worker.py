@@ -32,6 +32,7 @@ from dbgov.proxy.backpressure import LedgerBackpressure
 from dbgov.proxy.cancel import CancelRegistry
 from dbgov.proxy.context import ProxyContext
 from dbgov.proxy.listener import Listener, serve_cancels
+from dbgov.proxy.reuse import UpstreamPool
 from dbgov.wire.postgres.messages import ErrorResponse
 
 log = logging.getLogger("dbgov.worker")
@@ -80,6 +81,8 @@ def build_context(config: Config, worker_id: int) -> ProxyContext:
         upstream_tls={t.name: tls.upstream_context(t) for t in config.targets},
         worker_id=worker_id,
     )
+    if config.upstream_reuse_s > 0:
+        ctx.upstream_pool = UpstreamPool(config.upstream_reuse_s)
     if ctx.gate.masking is not None:
         from dbgov.proxy.catalogs import Catalogs
 
@@ -132,6 +135,8 @@ async def serve(config: Config, worker_id: int, *, announce: bool = True) -> Non
             )
             s.close("proxy shutdown")
     await asyncio.sleep(0.05)
+    if ctx.upstream_pool is not None:
+        ctx.upstream_pool.close()
     if approvals_task is not None:
         approvals_task.cancel()
     ctx.audit.journal.close()

@@ -1,0 +1,161 @@
+"""Upstream connection reuse (proxy/reuse.py): a session that ends cleanly leaves its
+upstream connection, reset with DISCARD ALL, to the next session of the same
+identity and target; nothing it did on the server is visible to that next session,
+and other identities never get it.
+
+The demo world runs one worker with the default `upstream_reuse_s` (10 s). Each test
+waits until the server shows the kept backend idle after its DISCARD ALL.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import psycopg
+
+from conftest import Dbgov
+from dbgov.wire.postgres.messages import Query
+from pgwire import RawClient, rows_of, types_of
+
+
+def _backend(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _wait_kept(d: Dbgov, pid: int) -> None:
+    """Until the backend has answered DISCARD ALL (the pool keeps it from then on)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = d.admin(
+            "SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pid,), target="staging"
+        )
+        if rows == [("idle", "DISCARD ALL")]:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"backend {pid} was not reset for reuse: {rows}")
+
+
+def _wait_gone(d: Dbgov, pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while d.admin("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,), target="staging"):
+        assert time.monotonic() < deadline, f"backend {pid} is still there"
+        time.sleep(0.02)
+
+
+def test_the_next_session_of_the_same_identity_gets_a_clean_upstream(dbgov: Dbgov) -> None:
+    d = dbgov
+    chan = f"reuse_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+        pid = _backend(conn)
+        conn.execute("CREATE TEMP TABLE reuse_tmp (x int)")
+        conn.execute("SET work_mem = '7777kB'")
+        conn.execute("SELECT set_config('dbgov_test.leak', 'secret', false)")
+        conn.execute("PREPARE reuse_p AS SELECT 1")
+        conn.execute("DECLARE reuse_c CURSOR WITH HOLD FOR SELECT 1")
+        conn.execute("SELECT pg_advisory_lock(424242)")
+        conn.execute(f"LISTEN {chan}")
+        (first_app,) = d.admin(
+            "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,), "staging"
+        )[0]
+    _wait_kept(d, pid)
+
+    with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+        assert _backend(conn) == pid, "the same identity's next session reuses the backend"
+        one = conn.execute
+        assert one("SELECT to_regclass('pg_temp.reuse_tmp')").fetchone() == (None,)
+        assert one("SHOW work_mem").fetchone() != ("7777kB",)
+        assert one("SELECT current_setting('dbgov_test.leak', true)").fetchone() in [(None,), ("",)]
+        assert one("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+        assert one("SELECT count(*) FROM pg_cursors").fetchone() == (0,)
+        assert one("SELECT count(*) FROM pg_listening_channels()").fetchone() == (0,)
+        assert one("SELECT current_user, session_user").fetchone() == ("dbgov_app", "dbgov_app")
+        locks = d.admin(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+            (pid,),
+            "staging",
+        )
+        assert locks == [(0,)]
+        # The backend now names this session, not the one it was opened for.
+        (app,) = d.admin(
+            "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,), "staging"
+        )[0]
+        assert app.startswith("dbgov/carol/") and app != first_app
+        session = app.rsplit("/", 1)[1]
+    opened = d.wait_events(lambda e: True, types=["connection.open"], session=session)
+    assert len(opened) == 1 and opened[0]["upstream_reused"] is True
+
+
+def test_other_identities_never_get_a_kept_upstream(dbgov: Dbgov) -> None:
+    d = dbgov
+    with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+        carol_pid = _backend(conn)
+    _wait_kept(d, carol_pid)
+    with psycopg.connect(d.dsn("erin", "staging"), autocommit=True) as conn:
+        erin_pid = _backend(conn)
+        assert erin_pid != carol_pid
+    # Nor does the same identity with other upstream startup parameters.
+    with psycopg.connect(d.dsn("carol", "staging", options="-c TimeZone=Asia/Tokyo")) as conn:
+        assert _backend(conn) != carol_pid
+    # Still kept for carol.
+    with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+        assert _backend(conn) == carol_pid
+
+
+def test_a_session_that_ends_inside_a_transaction_closes_its_upstream(dbgov: Dbgov) -> None:
+    d = dbgov
+    conn = psycopg.connect(d.dsn("carol", "staging"))
+    pid = _backend(conn)  # psycopg opened a transaction for it
+    conn.execute("SELECT pg_advisory_xact_lock(434343)")
+    conn.close()  # Terminate with the transaction open
+    _wait_gone(d, pid)
+    with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+        assert _backend(conn) != pid
+
+
+def test_a_kept_upstream_that_dies_while_idle_is_replaced(dbgov: Dbgov) -> None:
+    d = dbgov
+    with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+        pid = _backend(conn)
+    _wait_kept(d, pid)
+    d.admin("SELECT pg_terminate_backend(%s)", (pid,), "staging")
+    _wait_gone(d, pid)
+    with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+        assert _backend(conn) != pid
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_session_abandoned_mid_statement_closes_its_upstream(dbgov: Dbgov) -> None:
+    d = dbgov
+    raw = RawClient(d.host, d.port)
+    raw.startup("carol", "staging", d.token("carol"))
+    raw.send(Query("SELECT pg_backend_pid()").encode())
+    ((pid,),) = rows_of(raw.until_ready())
+    raw.send(Query("SELECT pg_sleep(30)").encode())
+    raw.close()  # no Terminate, a statement running
+    _wait_gone(d, int(pid or 0))
+
+
+def test_a_statement_sent_right_after_login_on_a_kept_upstream_gets_only_its_answer(
+    dbgov: Dbgov,
+) -> None:
+    d = dbgov
+    with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+        pid = _backend(conn)
+    _wait_kept(d, pid)
+    raw = RawClient(d.host, d.port)
+    try:
+        raw.startup("carol", "staging", d.token("carol"), application_name="mine")
+        assert raw.params["application_name"] == "mine"
+        # Sent before the session's own SET application_name has been answered.
+        raw.send(Query("SELECT pg_backend_pid(), current_setting('application_name')").encode())
+        msgs = raw.until_ready()
+        assert types_of(msgs) == b"TDCZ"  # nothing of the internal SET shows
+        ((got_pid, app),) = rows_of(msgs)
+        assert int(got_pid or 0) == pid
+        assert (app or b"").startswith(b"dbgov/carol/")
+    finally:
+        raw.close()
