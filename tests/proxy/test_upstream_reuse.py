@@ -34,6 +34,7 @@ def _wait_kept(d: Dbgov, pid: int) -> None:
             "SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pid,), target="staging"
         )
         if rows == [("idle", "DISCARD ALL")]:
+            time.sleep(0.05)  # the server reports idle a moment before dbgov reads it
             return
         time.sleep(0.02)
     raise AssertionError(f"backend {pid} was not reset for reuse: {rows}")
@@ -135,7 +136,12 @@ def test_a_session_abandoned_mid_statement_closes_its_upstream(dbgov: Dbgov) -> 
     raw.send(Query("SELECT pg_backend_pid()").encode())
     ((pid,),) = rows_of(raw.until_ready())
     raw.send(Query("SELECT pg_sleep(30)").encode())
-    raw.close()  # no Terminate, a statement running
+    deadline = time.monotonic() + 10
+    sql = "SELECT state FROM pg_stat_activity WHERE pid = %s"
+    while d.admin(sql, (int(pid or 0),), "staging") != [("active",)]:
+        assert time.monotonic() < deadline, "the statement did not start"
+        time.sleep(0.02)
+    raw.close()  # no Terminate, the statement running: cancelled, and the backend closed
     _wait_gone(d, int(pid or 0))
 
 
