@@ -7,9 +7,9 @@ flight, no open transaction), its upstream connection is reset with `DISCARD ALL
 and kept for `upstream_reuse_s`; the next session of the same identity, target and
 upstream startup parameters takes it instead of logging in again.
 
-Never across identities: the key holds the identity (issuer and name), so no session can see
-what another identity's session left behind on the server, even if `DISCARD ALL`
-missed something. `DISCARD ALL` drops temporary tables, prepared statements and
+Never across identities: the key holds the identity (issuer and name), so no session
+can see what another identity's session left behind on the server, even if `DISCARD
+ALL` missed something. `DISCARD ALL` drops temporary tables, prepared statements and
 cursors, releases advisory locks, stops LISTENs and resets every setting and the
 session authorization; a connection whose reset does not end in an idle
 ReadyForQuery is closed, never kept. The session that takes one sets its own
@@ -60,7 +60,6 @@ class UpstreamPool:
         self.idle_s = idle_s
         self._idle: dict[Key, list[Idle]] = {}
         self._sweep: asyncio.TimerHandle | None = None
-        self.reused = 0  # sessions served by a kept connection (tests, metrics)
 
     def take(self, k: Key) -> Idle | None:
         """A reset connection for `k`, most recently kept first, or None."""
@@ -69,7 +68,6 @@ class UpstreamPool:
         while kept:
             conn = kept.pop()
             if not conn.lost and conn.until > now and not conn.transport.is_closing():
-                self.reused += 1
                 return conn
             terminate(conn.transport)
         return None
@@ -114,9 +112,6 @@ class UpstreamPool:
                 max(0.0, soonest - now), self._expire
             )
 
-    def idle_count(self) -> int:
-        return sum(len(kept) for kept in self._idle.values())
-
     def close(self) -> None:
         if self._sweep is not None:
             self._sweep.cancel()
@@ -128,6 +123,7 @@ class UpstreamPool:
 
 
 def terminate(transport: asyncio.Transport) -> None:
+    """Say goodbye to the server, then close."""
     if not transport.is_closing():
         try:
             transport.write(Terminate().encode())

@@ -593,6 +593,10 @@ class Session:
             return
         if self.ctx.catalogs is not None and self.masking:
             await self.ctx.catalogs.ensure(target.name)
+        if kept is not None and (kept.lost or transport.is_closing()):
+            # The server ended the kept connection while the catalog loaded (rare).
+            self._fatal("08006", "dbgov: the upstream database closed the connection")
+            return
         # Hand the client what a server would: AuthenticationOk, parameters, our key.
         out = [AUTH_OK_BYTES]
         self.time_zone = self.up_params.get("TimeZone")
