@@ -5,6 +5,7 @@ completion only once the loop is idle (or before the session's next event).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,3 +70,25 @@ def test_an_idle_session_s_last_completion_is_written_without_more_traffic(
         done = d.wait_events(lambda e: e.get("ref") == stmt["id"], types=["statement.done"])
         assert len(done) == 1, "the completion reached the ledger while the session idled"
         assert not conn.closed
+
+
+def test_bind_parameters_are_recorded_as_in_strict_mode(async_dbgov: Dbgov) -> None:
+    """Async mode renders them after the statement went upstream; the event is the same:
+    plain values as text, the policy's secret ones as keyed hashes."""
+    d = async_dbgov
+    marker = uuid.uuid4().hex
+    email = d.app("SELECT email FROM customers WHERE id = 11")[0][0]
+    with psycopg.connect(d.dsn("carol")) as conn:
+        conn.execute(f"SELECT '{marker}'::text, %s::int", (5,))
+        for _ in range(2):
+            conn.execute("SELECT id FROM customers WHERE email = %s", (email,))
+    (ev,) = d.wait_events(lambda e: marker in e.get("sql", ""), types=["statement"])
+    assert ev["params"] == ["5"] and ev["protocol"] == "extended"
+    evs = d.wait_events(
+        lambda e: e.get("sql") == "SELECT id FROM customers WHERE email = $1",
+        types=["statement"],
+        count=2,
+    )
+    params = [e["params"][0] for e in evs[-2:]]
+    assert all(p.startswith("hmac:") for p in params) and params[0] == params[1]
+    assert email not in json.dumps(evs)

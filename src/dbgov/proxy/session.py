@@ -290,9 +290,10 @@ class Session:
         # statement.done events to write: (unit, id, statement's id, duration, time.time())
         self._done: list[tuple[Unit, str, str, int | None, float]] = []
         self._done_deferred = False  # async mode: the journal's next tick writes _done
-        # statement events to build once their batch is upstream (async mode)
+        # statement events to build once their batch is upstream (async mode), with the
+        # portal whose bind parameters they record
         self._later: list[
-            tuple[str, Analysis, Decision, list[str | None] | None, dict[str, Any] | None, str]
+            tuple[str, Analysis, Decision, Portal | None, dict[str, Any] | None, str]
         ] = []
         self.prepared: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
@@ -966,23 +967,27 @@ class Session:
         sql: str,
         analysis: Analysis,
         decision: Decision,
-        params: list[str | None] | None = None,
+        portal: Portal | None = None,
         extra: dict[str, Any] | None = None,
     ) -> tuple[str, OSError | None]:
-        """The statement event of a statement about to be forwarded. In async ledger
-        mode nothing waits for it, so only its id is taken now and the event is built
-        once the batch has gone upstream (`_flush_server`): the round trip does not
-        wait for its encoding, and it still precedes every response in the journal."""
+        """The statement event of a statement about to be forwarded (with the bind
+        parameters of `portal`, if any). In async ledger mode nothing waits for it, so
+        only its id is taken now and the event is built once the batch has gone
+        upstream (`_flush_server`): the round trip does not wait for its encoding, nor
+        for the parameters' rendering, and it still precedes every response in the
+        journal."""
         audit = self.ctx.audit
         if audit.mode != "async" or audit.failed is not None:
+            params = self._params(portal) if portal is not None else None
             return self._statement_event(sql, analysis, decision, params, extra)
         event_id = audit.next_id(self.id)
-        self._later.append((sql, analysis, decision, params, extra, event_id))
+        self._later.append((sql, analysis, decision, portal, extra, event_id))
         return event_id, None
 
     def _write_later(self) -> None:
         later, self._later = self._later, []
-        for sql, analysis, decision, params, extra, event_id in later:
+        for sql, analysis, decision, portal, extra, event_id in later:
+            params = self._params(portal) if portal is not None else None
             self._statement_event(sql, analysis, decision, params, extra, event_id)
 
     def _denial_error(
@@ -1218,7 +1223,7 @@ class Session:
         if max_rows:
             extra["max_rows"] = max_rows
         event_id, err = self._forward_event(
-            prepared.sql, prepared.analysis, decision, self._params(portal), extra
+            prepared.sql, prepared.analysis, decision, portal, extra
         )
         unit = Unit(
             U_EXECUTE,
