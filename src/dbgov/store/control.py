@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from dbgov.store.sqlite import use_wal
+
 BUSY_TIMEOUT_S = 5.0
 SCHEMA_VERSION = 1
 
@@ -355,7 +357,7 @@ class ControlStore:
         self._lock = threading.RLock()
         self._depth = 0
         self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        self.conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(self.conn, BUSY_TIMEOUT_S)
         # Decisions must survive a power cut once reported: sync every commit.
         self.conn.execute("PRAGMA synchronous = FULL")
         self.conn.execute("PRAGMA foreign_keys = ON")

@@ -17,6 +17,7 @@ cosignature lines returned for them (c2sp.org/tlog-witness), one per
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -134,6 +135,25 @@ def ts_window(since: str | None, until: str | None, col: str = "ts") -> tuple[li
     return clauses, args
 
 
+def use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """`PRAGMA journal_mode=WAL`, retried while another process holds the file.
+
+    Switching a new database to WAL takes an exclusive lock, and SQLite answers
+    "database is locked" at once, without its busy handler, when that would deadlock
+    with another connection's transaction: two workers starting on a fresh data dir
+    did (1 open in 13 in a test, and a bench run lost a proxy to it). The mode is
+    persistent, so once one process has set it the others' PRAGMA only reads it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def connect(path: Path, *, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     if readonly:
@@ -142,7 +162,7 @@ def connect(path: Path, *, readonly: bool = False, timeout: float = 10.0) -> sql
         )
     else:
         conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(conn, timeout)
         # The journal is the durable copy; the store is made durable explicitly
         # (`LedgerStore.sync`) before any journal segment is deleted.
         conn.execute("PRAGMA synchronous=NORMAL")
