@@ -155,6 +155,16 @@ class Dbgov:
         finally:
             store.close()
 
+    def wait_backend_kept(self, pid: int, target: str) -> None:
+        """Until upstream backend `pid` has answered dbgov's DISCARD ALL: its session
+        ended cleanly and the connection is kept for reuse (proxy/reuse.py)."""
+        sql = "SELECT state, query FROM pg_stat_activity WHERE pid = %s"
+        deadline = time.monotonic() + 10
+        while (rows := self.admin(sql, (pid,), target)) != [("idle", "DISCARD ALL")]:
+            assert time.monotonic() < deadline, f"backend {pid} was not reset for reuse: {rows}"
+            time.sleep(0.02)
+        time.sleep(0.05)  # the server reports idle a moment before dbgov reads it
+
     def wait_events(
         self, pred: Any, timeout: float = 10.0, count: int = 1, **filters: Any
     ) -> list[dict[str, Any]]:

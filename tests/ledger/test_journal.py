@@ -72,8 +72,11 @@ def test_strict_fdatasyncs_what_it_wrote_within_the_interval_not_per_tick(
             last_write = time.monotonic()
             await _until(lambda: len(_lines(tmp_path)) == 80, limit_s=2.0)
             await _until(lambda: synced and synced[-1] > last_write, limit_s=2.0)
-            # A sync per tick would be about 40 here; at the interval, two or three (the
-            # bound follows the time the loop really took, on a slow machine too).
+            # At the interval: one sync per 200 ms of the loop, so two or three. A sync
+            # per tick (the bug this guards: the `_sync_due` gate missing) makes one per
+            # iteration, 40, which breaks the bound unless the 40 iterations took over
+            # 7.6 s; it fails with the gate removed. The bound follows the time the loop
+            # really took, so a slow machine does not fail it.
             during = [t for t in synced if t <= last_write]
             assert 1 <= len(during) <= (last_write - start) / 0.2 + 2
         finally:

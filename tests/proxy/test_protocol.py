@@ -240,13 +240,7 @@ def test_terminate_closes_cleanly(dbgov):
     c.send(Terminate().encode())
     assert c.until_closed() == []
     # The upstream is reset and kept for the identity's next session (proxy/reuse.py).
-    sql = "SELECT state, query FROM pg_stat_activity WHERE pid = %s"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if dbgov.admin(sql, (pid,)) == [("idle", "DISCARD ALL")]:
-            break
-        time.sleep(0.05)
-    assert dbgov.admin(sql, (pid,)) == [("idle", "DISCARD ALL")]
+    dbgov.wait_backend_kept(pid, "prod")
     closes = dbgov.wait_events(
         lambda e: e.get("reason") == "client terminated", types=["connection.close"]
     )

@@ -4,7 +4,8 @@ identity and target; nothing it did on the server is visible to that next sessio
 and other identities never get it.
 
 The demo world runs one worker with the default `upstream_reuse_s` (10 s). Each test
-waits until the server shows the kept backend idle after its DISCARD ALL.
+waits until the server shows the kept backend idle after its DISCARD ALL
+(`Dbgov.wait_backend_kept`).
 """
 
 from __future__ import annotations
@@ -24,20 +25,6 @@ def _backend(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT pg_backend_pid()").fetchone()
     assert row is not None
     return int(row[0])
-
-
-def _wait_kept(d: Dbgov, pid: int) -> None:
-    """Until the backend has answered DISCARD ALL (the pool keeps it from then on)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        rows = d.admin(
-            "SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pid,), target="staging"
-        )
-        if rows == [("idle", "DISCARD ALL")]:
-            time.sleep(0.05)  # the server reports idle a moment before dbgov reads it
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"backend {pid} was not reset for reuse: {rows}")
 
 
 def _wait_gone(d: Dbgov, pid: int) -> None:
@@ -62,7 +49,7 @@ def test_the_next_session_of_the_same_identity_gets_a_clean_upstream(dbgov: Dbgo
         (first_app,) = d.admin(
             "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,), "staging"
         )[0]
-    _wait_kept(d, pid)
+    d.wait_backend_kept(pid, "staging")
 
     with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
         assert _backend(conn) == pid, "the same identity's next session reuses the backend"
@@ -94,7 +81,7 @@ def test_other_identities_never_get_a_kept_upstream(dbgov: Dbgov) -> None:
     d = dbgov
     with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
         carol_pid = _backend(conn)
-    _wait_kept(d, carol_pid)
+    d.wait_backend_kept(carol_pid, "staging")
     with psycopg.connect(d.dsn("erin", "staging"), autocommit=True) as conn:
         erin_pid = _backend(conn)
         assert erin_pid != carol_pid
@@ -121,7 +108,7 @@ def test_a_kept_upstream_that_dies_while_idle_is_replaced(dbgov: Dbgov) -> None:
     d = dbgov
     with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
         pid = _backend(conn)
-    _wait_kept(d, pid)
+    d.wait_backend_kept(pid, "staging")
     d.admin("SELECT pg_terminate_backend(%s)", (pid,), "staging")
     _wait_gone(d, pid)
     with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
@@ -151,7 +138,7 @@ def test_a_statement_sent_right_after_login_on_a_kept_upstream_gets_only_its_ans
     d = dbgov
     with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
         pid = _backend(conn)
-    _wait_kept(d, pid)
+    d.wait_backend_kept(pid, "staging")
     raw = RawClient(d.host, d.port)
     try:
         raw.startup("carol", "staging", d.token("carol"), application_name="mine")

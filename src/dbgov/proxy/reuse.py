@@ -19,6 +19,7 @@ ReadyForQuery is closed, never kept. The session that takes one sets its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -96,14 +97,17 @@ class UpstreamPool:
     def _expire(self) -> None:
         self._sweep = None
         now = time.monotonic()
-        for k in list(self._idle):
-            kept = [c for c in self._idle[k] if not c.lost]
+        for k, kept in list(self._idle.items()):
+            alive = []
             for c in kept:
+                if c.lost:
+                    continue
                 if c.until <= now:
                     terminate(c.transport)
-            kept = [c for c in kept if c.until > now]
-            if kept:
-                self._idle[k] = kept
+                else:
+                    alive.append(c)
+            if alive:
+                self._idle[k] = alive
             else:
                 del self._idle[k]
         if self._idle:
@@ -123,12 +127,11 @@ class UpstreamPool:
 
 
 def terminate(transport: asyncio.Transport) -> None:
-    """Say goodbye to the server, then close."""
+    """Say goodbye to the server, then close (a write error only means it is gone)."""
     if not transport.is_closing():
-        try:
+        with contextlib.suppress(Exception):
             transport.write(Terminate().encode())
-        finally:
-            transport.close()
+        transport.close()
 
 
 class _Reset(asyncio.Protocol):

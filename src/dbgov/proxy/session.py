@@ -27,7 +27,6 @@ extended protocol's "skip until Sync after an error" is followed (asyncpg
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import ipaddress
 import logging
@@ -81,7 +80,6 @@ from dbgov.wire.postgres.messages import (
     SASLInitialResponse,
     SASLResponse,
     StartupMessage,
-    Terminate,
     bind_fields,
     close_fields,
     command_tag,
@@ -392,9 +390,7 @@ class Session:
                 if busy:
                     # The client left mid-query: stop the query, then free the connection.
                     self._cancel_upstream()
-                with contextlib.suppress(Exception):
-                    self.up_transport.write(Terminate().encode())
-                self.up_transport.close()
+                reuse.terminate(self.up_transport)
         if self.cancel_pid:
             self.ctx.cancels.release(self.cancel_pid)
         self.ctx.sessions.pop(self.id, None)
@@ -1817,8 +1813,7 @@ class Session:
 
     def _write_deferred_done(self) -> None:
         self._done_deferred = False
-        if self._done:
-            self._write_done()
+        self._write_done()  # nothing, if the session's next event wrote them already
 
     def _write_done(self) -> None:
         assert self.identity is not None
