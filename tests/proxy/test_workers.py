@@ -5,11 +5,16 @@
 - 2,000 client connections are opened, held (a busy subset running queries),
   and closed cleanly.
 - The ledger stays one verifiable total order after a multi-worker load.
+- A worker killed outright takes only its own sessions: the supervisor records its
+  exit in the ledger and starts a new worker in its slot, on the same port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -41,12 +47,12 @@ def _login(d: Dbgov) -> RawClient:
     return c
 
 
-def test_cancel_reaches_the_owning_worker_from_any_worker(multi: Dbgov) -> None:
-    # Sessions on both workers (the pid in BackendKeyData names the owner).
+def _one_session_per_worker(d: Dbgov) -> dict[int, RawClient]:
+    """Sessions on both workers (the pid in BackendKeyData names the owner)."""
     by_worker: dict[int, RawClient] = {}
     spare = []
     for _ in range(40):
-        c = _login(multi)
+        c = _login(d)
         assert c.key is not None
         w = worker_of(c.key.pid)
         if w in by_worker:
@@ -58,6 +64,11 @@ def test_cancel_reaches_the_owning_worker_from_any_worker(multi: Dbgov) -> None:
     assert set(by_worker) == {0, 1}, "the kernel spreads connections over both workers"
     for c in spare:
         c.close()
+    return by_worker
+
+
+def test_cancel_reaches_the_owning_worker_from_any_worker(multi: Dbgov) -> None:
+    by_worker = _one_session_per_worker(multi)
     # Eight cancels: each lands on a random worker, so cross-worker routing is exercised
     # (the chance that none crossed is 1/256).
     for _round in range(4):
@@ -185,3 +196,109 @@ def test_ledger_verifies_after_multi_worker_load(multi: Dbgov) -> None:
         cwd=ROOT,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def _workers(d: Dbgov) -> list[int]:
+    return [int(p) for p in json.loads((d.data_dir / "state.json").read_text())["workers"]]
+
+
+def _answer(c: RawClient, sql: str) -> bytes:
+    c.send(Query(sql).encode())
+    rows = [m.body for m in c.until_ready() if m.type == b"D"]
+    assert len(rows) == 1
+    return rows[0][6:]  # one column: count (2 bytes), length (4), value
+
+
+def test_a_killed_worker_is_replaced_and_takes_only_its_own_sessions(multi: Dbgov) -> None:
+    # Runs last in this module: it kills one of the shared instance's workers.
+    by_worker = _one_session_per_worker(multi)
+    pids = _workers(multi)
+    victim, survivor = by_worker[1], by_worker[0]
+    survivor.send(Query("BEGIN").encode())
+    survivor.until_ready()
+    os.kill(pids[1], signal.SIGKILL)
+
+    with pytest.raises(ConnectionError):  # the dead worker's client sees its session end
+        victim.send(Query("SELECT 1").encode())
+        victim.until_ready()
+    # The other worker's session carries on, inside its transaction.
+    assert _answer(survivor, "SELECT 41 + 1") == b"42"
+    survivor.send(Query("COMMIT").encode())
+    survivor.until_ready()
+
+    # A new worker takes slot 1 and serves the same port.
+    deadline = time.monotonic() + 30
+    while _workers(multi)[1] == pids[1] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new_pids = _workers(multi)
+    assert new_pids[0] == pids[0] and new_pids[1] != pids[1]
+    served = None
+    while served is None and time.monotonic() < deadline:
+        c = _login(multi)
+        assert c.key is not None
+        if worker_of(c.key.pid) == 1:
+            served = c
+        else:
+            c.close()
+    assert served is not None, "no login reached the new worker"
+    assert _answer(served, "SELECT 6 * 7") == b"42"
+
+    # The ledger says which worker died and how; the dashboard drops its sessions.
+    (exit_ev,) = multi.wait_events(
+        lambda e: e.get("pid") == pids[1], types=["proxy.worker_exit"], timeout=15
+    )
+    assert exit_ev["worker"] == 1 and exit_ev["exit"] == "killed by SIGKILL"
+    opens = multi.wait_events(
+        lambda e: e.get("worker_pid") == new_pids[1], types=["connection.open"], timeout=15
+    )
+    assert opens, "sessions of the new worker name its pid"
+    opened = multi.events(types=["connection.open"])
+    dead = {e["session"] for e in opened if e.get("worker_pid") == pids[1]}
+    alive = {e["session"] for e in opens}
+    r = httpx.get(
+        f"http://127.0.0.1:{multi.web_port}/api/live/sessions",
+        headers={"Authorization": f"Bearer {multi.token('dave')}"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    listed = {s["session"] for s in r.json()["sessions"]}
+    assert dead and not dead & listed
+    assert alive & listed
+    for c in (survivor, served):
+        c.close()
+
+
+def test_a_worker_that_cannot_start_is_retried_while_the_others_serve(multi: Dbgov) -> None:
+    # Runs after the test above, on the same instance. A replacement reads the config
+    # afresh: broken, it cannot start, and the slot is retried with a growing backoff.
+    pids = _workers(multi)
+    argv = (Path("/proc") / str(pids[0]) / "cmdline").read_bytes().split(b"\0")
+    config = Path(argv[argv.index(b"--config") + 1].decode())
+    good = config.read_bytes()
+    try:
+        config.write_text("{ not a config")
+        os.kill(pids[0], signal.SIGKILL)
+        exits = multi.wait_events(
+            lambda e: e.get("worker") == 0, types=["proxy.worker_exit"], timeout=20, count=3
+        )
+        assert len(exits) >= 3, "the broken replacement is started again, and fails again"
+        assert exits[0]["exit"] == "killed by SIGKILL"
+        assert exits[-1]["exit"].startswith("exited with status")
+        assert exits[-1]["restart_in_ms"] > exits[0]["restart_in_ms"]
+        # Meanwhile the other worker takes every client.
+        for _ in range(5):
+            c = _login(multi)
+            assert c.key is not None and worker_of(c.key.pid) == 1
+            assert _answer(c, "SELECT 1") == b"1"
+            c.close()
+    finally:
+        config.write_bytes(good)
+    deadline = time.monotonic() + 40
+    served = False
+    while not served and time.monotonic() < deadline:
+        c = _login(multi)
+        assert c.key is not None
+        served = worker_of(c.key.pid) == 0
+        c.close()
+        time.sleep(0.1)
+    assert served, "slot 0 serves again once its config is sound"

@@ -8,11 +8,13 @@ Common fields: `v` (schema version), `type`, `id` (unique; `<session>:<n>` for
 session events), `ts` (UTC, microseconds, ISO 8601), and where they apply
 `session`, `user`, `groups`, `target`. Types:
 
-- connection.open   identity, client address, TLS, auth method, client application_name
+- connection.open   identity, client address, TLS, auth method, client application_name,
+                    the worker (slot and pid) that holds the session
 - auth.failed       user, reason code, message, client address, requested target
 - statement         sql, params, kinds, tables, fingerprint, decision, rule, approval/grant refs
 - statement.done    ref (the statement's id), rows, command tags, sqlstate, duration, masked columns
 - connection.close  bytes in/out, duration, reason
+- proxy.worker_exit a worker died (slot, pid, how): its sessions ended without a close
 - approval.*, grant.*, model.retrain, checkpoint … added by their owners.
 
 Secrets never enter an event in clear: tokens and passwords are never passed

@@ -552,6 +552,7 @@ class Session:
             application_name=self.client_app or None,
             protocol=f"3.{self.protocol_minor}",
             worker=self.ctx.worker_id,
+            worker_pid=self.ctx.worker_pid or None,
             upstream_reused=True if kept is not None else None,
         )
         if err is not None:

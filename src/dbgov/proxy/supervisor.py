@@ -5,6 +5,13 @@ sequencer of the data dir (a thread), starts N worker processes that share the
 listening port, serves the dashboard, writes `state.json` once everything is
 ready, and on SIGINT/SIGTERM drains workers first, then integrates the last
 journal entries and signs a final checkpoint.
+
+A worker that dies (a crash, the OOM killer, a stray kill) takes only its own
+sessions with it: the supervisor writes a `proxy.worker_exit` event and starts a
+new worker in its slot, on the same port, after a backoff that grows while
+workers keep dying young. The new worker reads the config file afresh; one that
+cannot start is retried the same way, while the other workers take every new
+client.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,10 +35,16 @@ from typing import Any
 from dbgov.config import Config
 from dbgov.durable import write_atomic
 from dbgov.layout import Layout
+from dbgov.ledger.journal import Journal
 from dbgov.ledger.keys import default_origin, load_or_create_signer
 from dbgov.ledger.sequencer import Sequencer, SequencerLock
+from dbgov.proxy.audit import Audit
 
 log = logging.getLogger("dbgov")
+
+WATCH_INTERVAL_S = 0.2
+RESPAWN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # by deaths in a row
+STEADY_S = 60.0  # a worker that lived this long resets the backoff
 
 
 def _worker_preexec() -> None:
@@ -60,6 +74,8 @@ class Supervisor:
         self._lock = SequencerLock(config.data_dir)
         self.port = 0
         self.web: str | None = None  # the dashboard address actually bound
+        self.started_at = time.time()
+        self._audit: Audit | None = None  # the supervisor's own journal, opened on first use
 
     # -- start ------------------------------------------------------------------------
 
@@ -141,7 +157,7 @@ class Supervisor:
             "web": self.web,
             "workers": [p.pid for p in self.procs],
             "data_dir": str(self.layout.root),
-            "started_at": time.time(),
+            "started_at": self.started_at,
             **self.state_extra,
             **extra,
         }
@@ -172,13 +188,68 @@ class Supervisor:
                 await asyncio.wait_for(web_task, 5)
 
     async def _watch_workers(self, stop: asyncio.Event) -> None:
+        """Replace workers that die. Never returns on its own; `serve` cancels it."""
+        deaths = [0] * len(self.procs)  # deaths in a row, per slot
+        born = [time.monotonic()] * len(self.procs)
+        due: dict[int, float] = {}  # slot -> when its new worker starts
         while not stop.is_set():
-            for p in self.procs:
-                if p.poll() is not None:
-                    log.error("proxy worker %d exited with %s; shutting down", p.pid, p.returncode)
-                    stop.set()
-                    return
-            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            for i, p in enumerate(self.procs):
+                if i in due or p.poll() is None:
+                    continue
+                deaths[i] = 1 if now - born[i] >= STEADY_S else deaths[i] + 1
+                delay = RESPAWN_BACKOFF_S[min(deaths[i], len(RESPAWN_BACKOFF_S)) - 1]
+                log.error(
+                    "proxy worker %d (pid %d) %s, ending the sessions it held; restart in %.1f s",
+                    i,
+                    p.pid,
+                    _exit_text(p.returncode),
+                    delay,
+                )
+                self._record_exit(i, p, delay)
+                due[i] = now + delay
+            for i, at in list(due.items()):
+                if now >= at:
+                    del due[i]
+                    try:
+                        proc = self._spawn(i, self.port)
+                    except OSError as exc:  # no fork today (limits, memory): try again
+                        log.error("proxy worker %d cannot be started: %s", i, exc)
+                        due[i] = now + RESPAWN_BACKOFF_S[-1]
+                        continue
+                    old, self.procs[i] = self.procs[i], proc
+                    if old.stdout is not None:
+                        old.stdout.close()
+                    born[i] = time.monotonic()
+                    self.write_state()
+                    log.warning("proxy worker %d restarted as pid %d", i, self.procs[i].pid)
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+    def _record_exit(self, slot: int, proc: subprocess.Popen[str], delay: float) -> None:
+        """Write the worker's death to the ledger: its open sessions end here, with no
+        connection.close of their own (their connection.open names the worker's pid)."""
+        try:
+            if self._audit is None:
+                self._audit = Audit(
+                    Journal(
+                        self.layout.journal,
+                        f"{os.getpid()}-supervisor",
+                        self.config.ledger.mode,
+                        self.config.ledger.fsync_interval_ms,
+                    )
+                )
+            err = self._audit.write_ahead(
+                "proxy.worker_exit",
+                f"proxy:{os.getpid()}:{secrets.token_hex(4)}",
+                worker=slot,
+                pid=proc.pid,
+                exit=_exit_text(proc.returncode),
+                restart_in_ms=int(delay * 1000),
+            )
+        except OSError as exc:
+            err = exc
+        if err is not None:
+            log.error("the ledger cannot record proxy worker %d's exit: %s", slot, err)
 
     # -- stop --------------------------------------------------------------------------
 
@@ -196,6 +267,9 @@ class Supervisor:
 
     def stop(self) -> None:
         self.stop_workers()
+        if self._audit is not None:  # before the sequencer's last pass, which takes it in
+            self._audit.journal.close()
+            self._audit = None
         if self.sequencer is not None:
             self.sequencer.stop()
             if self._seq_thread is not None:
@@ -204,3 +278,14 @@ class Supervisor:
         self._lock.release()
         with contextlib.suppress(FileNotFoundError):
             self.layout.state.unlink()
+
+
+def _exit_text(returncode: int | None) -> str:
+    if returncode is None:
+        return "running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"

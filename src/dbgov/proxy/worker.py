@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dbgov.config import Config, load_config
+from dbgov.config import Config, ConfigError, load_config
 from dbgov.gate import Gate
 from dbgov.identity.issuer import LocalIssuer
 from dbgov.identity.tokens import LocalTrust, OIDCTrust, TokenVerifier, TrustedIssuer
@@ -80,6 +80,7 @@ def build_context(config: Config, worker_id: int) -> ProxyContext:
         server_tls=server_tls,
         upstream_tls={t.name: tls.upstream_context(t) for t in config.targets},
         worker_id=worker_id,
+        worker_pid=os.getpid(),
     )
     if config.upstream_reuse_s > 0:
         ctx.upstream_pool = UpstreamPool(config.upstream_reuse_s)
@@ -162,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:  # the supervisor retries the slot; say why it failed
+        print(f"dbgov: proxy worker {args.worker_id}: {exc}", file=sys.stderr, flush=True)
+        return 2
     if args.port is not None:
         host, _ = config.listen.proxy_addr()
         listen = config.listen.model_copy(update={"proxy": f"{host}:{args.port}"})

@@ -166,7 +166,8 @@ def open_sessions(
 
     A session counts as open when its `connection.open` has no `connection.close`,
     it was opened since the running supervisor started (`state.json`), and the
-    worker process that owns it is alive: a killed worker writes no close event.
+    worker process that owns it (`worker_pid`; older events name only the worker's
+    slot) is still one of the running workers: a killed worker writes no close event.
     """
     if not state:
         return []
@@ -185,8 +186,11 @@ def open_sessions(
     out = []
     for r in rows:
         ev = decode(r)
-        worker = ev.get("worker")
-        if isinstance(worker, int) and 0 <= worker < len(workers) and not alive(workers[worker]):
+        pid, worker = ev.get("worker_pid"), ev.get("worker")
+        if isinstance(pid, int):  # its worker may have been replaced in the same slot
+            if pid not in workers or not alive(pid):
+                continue
+        elif isinstance(worker, int) and 0 <= worker < len(workers) and not alive(workers[worker]):
             continue
         last = store.search(session=r.session, types=["statement"], newest_first=True, limit=1)
         current = with_outcome(store, [decode(last[0])])[0] if last else None
