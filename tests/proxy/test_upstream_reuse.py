@@ -122,7 +122,8 @@ def test_a_session_abandoned_mid_statement_closes_its_upstream(dbgov: Dbgov) -> 
     raw.startup("carol", "staging", d.token("carol"))
     raw.send(Query("SELECT pg_backend_pid()").encode())
     ((pid,),) = rows_of(raw.until_ready())
-    raw.send(Query("SELECT pg_sleep(30)").encode())
+    marker = f"abandoned-{uuid.uuid4().hex[:8]}"
+    raw.send(Query(f"SELECT pg_sleep(30), '{marker}'").encode())
     deadline = time.monotonic() + 10
     sql = "SELECT state FROM pg_stat_activity WHERE pid = %s"
     while d.admin(sql, (int(pid or 0),), "staging") != [("active",)]:
@@ -130,6 +131,43 @@ def test_a_session_abandoned_mid_statement_closes_its_upstream(dbgov: Dbgov) -> 
         time.sleep(0.02)
     raw.close()  # no Terminate, the statement running: cancelled, and the backend closed
     _wait_gone(d, int(pid or 0))
+    # The ledger says how it ended, before the session's close.
+    (stmt,) = d.wait_events(lambda e: marker in e.get("sql", ""), types=["statement"])
+    after = _after(d, stmt)
+    assert [e["type"] for e in after] == ["statement.done", "connection.close"]
+    assert after[0]["ref"] == stmt["id"] and after[0]["sqlstate"] == "57014"
+
+
+def _after(d: Dbgov, ev: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of `ev`'s session that follow it, once its close is in the ledger."""
+    evs = d.wait_events(
+        lambda e: e["type"] == "connection.close", session=ev["session"], timeout=15
+    )
+    assert evs, "the session's close reached the ledger"
+    ids = [e["id"] for e in d.events(session=ev["session"])]
+    return d.events(session=ev["session"])[ids.index(ev["id"]) + 1 :]
+
+
+def test_a_write_its_client_abandoned_is_in_the_ledger_as_it_ended(dbgov: Dbgov) -> None:
+    # The client sends an INSERT and leaves at once, before any answer. dbgov cancels
+    # it; whether the cancel or the INSERT came first, the ledger says which.
+    d = dbgov
+    for i in range(5):
+        model = f"abandoned-{uuid.uuid4().hex[:8]}"
+        raw = RawClient(d.host, d.port)
+        raw.startup("carol", "staging", d.token("carol"))
+        sql = f"INSERT INTO training_runs (model, started_at) VALUES ('{model}', now())"
+        raw.send(Query(sql).encode())
+        time.sleep(0.002 * i)
+        raw.close()
+        stmt = d.wait_events(lambda e, m=model: m in e.get("sql", ""), types=["statement"])[0]
+        (done,) = [e for e in _after(d, stmt) if e["type"] == "statement.done"]
+        assert done["ref"] == stmt["id"]
+        rows = d.admin("SELECT count(*) FROM training_runs WHERE model = %s", (model,), "staging")
+        if done["sqlstate"] == "00000":
+            assert done["tags"] == ["INSERT 0 1"] and rows == [(1,)]
+        else:
+            assert done["sqlstate"] == "57014" and rows == [(0,)]
 
 
 def test_a_statement_sent_right_after_login_on_a_kept_upstream_gets_only_its_answer(

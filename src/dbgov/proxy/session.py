@@ -106,6 +106,11 @@ _CATALOG_MISS = "is not in the catalog"
 CATALOG_RELOAD_INTERVAL_S = 5.0
 # At most this long, a client whose DDL committed waits for the catalog reload.
 CATALOG_WAIT_S = 5.0
+# A client that leaves mid-statement: its statement is cancelled (again every
+# CANCEL_AGAIN_S, as a cancel that reaches the backend before the statement does is
+# lost) and its outcome awaited this long, for the ledger.
+ABANDONED_WAIT_S = 10.0
+CANCEL_AGAIN_S = 1.0
 
 # Unit kinds: what a forwarded message expects back.
 U_QUERY, U_PARSE, U_BIND, U_DESC_STMT, U_DESC_PORTAL, U_EXECUTE, U_CLOSE, U_SYNC = range(8)
@@ -314,6 +319,10 @@ class Session:
         self._reload_after_sp = False  # that ReadyForQuery then waits for a catalog reload
         self._up_paused = False  # the upstream cannot take more (flow control)
         self._ledger_paused = False  # the ledger lags its bound (backpressure)
+        # The client left mid-statement: the close reason while the outcome is awaited.
+        self._abandoned: str | None = None
+        self._abandoned_timer: asyncio.TimerHandle | None = None
+        self._abandoned_until = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -379,20 +388,56 @@ class Session:
             self._startup_task.cancel()
         if self._hold_task is not None and not self._hold_task.done():
             self._hold_task.cancel()
-        busy = bool(self.units)
-        if self.up_transport is not None and not self.up_transport.is_closing():
-            pool = self.ctx.upstream_pool
-            if pool is not None and self._reuse_key is not None and self._reusable():
-                pool.release(
-                    self._reuse_key, self.up_transport, self.up_pid, self.up_key, self.up_params
-                )
-            else:
-                if busy:
-                    # The client left mid-query: stop the query, then free the connection.
-                    self._cancel_upstream()
-                reuse.terminate(self.up_transport)
         if self.cancel_pid:
             self.ctx.cancels.release(self.cancel_pid)
+        up = self.up_transport
+        if up is not None and not up.is_closing():
+            pool = self.ctx.upstream_pool
+            if pool is not None and self._reuse_key is not None and self._reusable():
+                pool.release(self._reuse_key, up, self.up_pid, self.up_key, self.up_params)
+            elif self.units and self.pumping and not self._queued_batches:
+                # The client left mid-statement: cancel it and read on until the server
+                # has answered what is in flight, so that the ledger says how each
+                # statement ended (cancelled, or done first) before the close.
+                self._abandoned = reason
+                self._abandoned_until = time.monotonic() + ABANDONED_WAIT_S
+                self._cancel_abandoned()
+                return
+            else:
+                if self.units:
+                    self._cancel_upstream()  # fsync mode's unsent batches never run
+                reuse.terminate(up)
+        self._closed(reason)
+
+    def _cancel_abandoned(self) -> None:
+        if self._abandoned is None:
+            return
+        if time.monotonic() >= self._abandoned_until:
+            log.warning(
+                "session %s: an abandoned statement did not end in %.0f s; upstream closed",
+                self.id,
+                ABANDONED_WAIT_S,
+            )
+            self._end_abandoned()
+            return
+        self._cancel_upstream()
+        loop = asyncio.get_running_loop()
+        self._abandoned_timer = loop.call_later(CANCEL_AGAIN_S, self._cancel_abandoned)
+
+    def _end_abandoned(self) -> None:
+        """What the abandoning client left in flight has ended (or timed out)."""
+        reason = self._abandoned
+        if reason is None:
+            return
+        self._abandoned = None
+        if self._abandoned_timer is not None:
+            self._abandoned_timer.cancel()
+        if self.up_transport is not None and not self.up_transport.is_closing():
+            reuse.terminate(self.up_transport)
+        self._closed(reason)
+
+    def _closed(self, reason: str) -> None:
+        """The session is over: forget it, and write its last events."""
         self.ctx.sessions.pop(self.id, None)
         if self.identity is not None and self.target is not None:
             if self._done:
@@ -426,6 +471,9 @@ class Session:
         )
 
     def close(self, reason: str) -> None:
+        if self._abandoned is not None:  # shutdown: the outcome is not awaited any longer
+            self._end_abandoned()
+            return
         self.close_reason = reason
         if self.transport is not None:
             self.transport.close()
@@ -434,6 +482,8 @@ class Session:
 
     def _send(self, data: bytes) -> None:
         assert self.transport is not None
+        if self.closed:
+            return  # answers to an abandoned statement: the client is gone
         self.bytes_out += len(data)
         self.transport.write(data)
 
@@ -1345,6 +1395,7 @@ class Session:
 
     def _on_upstream_lost(self, exc: Exception | None) -> None:
         if self.closed:
+            self._end_abandoned()
             return
         msg = "dbgov: the upstream database closed the connection"
         if self.transport is not None and not self.transport.is_closing():
@@ -1353,6 +1404,10 @@ class Session:
 
     def _on_server_data(self, data: bytes) -> None:
         self._pump_server(data)
+        if self.closed:
+            if not self.units:
+                self._end_abandoned()  # writes the completions, then the close
+            return
         if self._done:
             if self.ctx.audit.mode != "async":
                 self._write_done()
