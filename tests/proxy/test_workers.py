@@ -178,6 +178,11 @@ def test_ledger_verifies_after_multi_worker_load(multi: Dbgov) -> None:
     assert len(workers) == 6
     opens = multi.events(types=["connection.open"])
     assert {e["worker"] for e in opens} == {0, 1}
+    _verify(multi)
+
+
+def _verify(d: Dbgov) -> None:
+    """`dbgov audit verify` of the instance's ledger passes."""
     verify = subprocess.run(
         [
             sys.executable,
@@ -186,9 +191,9 @@ def test_ledger_verifies_after_multi_worker_load(multi: Dbgov) -> None:
             "audit",
             "verify",
             "--data-dir",
-            str(multi.data_dir),
+            str(d.data_dir),
             "--key",
-            str(multi.data_dir / "keys" / "ledger.pub"),
+            str(d.data_dir / "keys" / "ledger.pub"),
         ],
         capture_output=True,
         text=True,
@@ -216,6 +221,9 @@ def test_a_killed_worker_is_replaced_and_takes_only_its_own_sessions(multi: Dbgo
     victim, survivor = by_worker[1], by_worker[0]
     survivor.send(Query("BEGIN").encode())
     survivor.until_ready()
+    marker = f"killed-{uuid.uuid4().hex[:8]}"
+    victim.send(Query(f"SELECT pg_sleep(5), '{marker}'").encode())
+    multi.wait_events(lambda e: marker in e.get("sql", ""), types=["statement"])
     os.kill(pids[1], signal.SIGKILL)
 
     with pytest.raises(ConnectionError):  # the dead worker's client sees its session end
@@ -266,6 +274,11 @@ def test_a_killed_worker_is_replaced_and_takes_only_its_own_sessions(multi: Dbgo
     assert alive & listed
     for c in (survivor, served):
         c.close()
+    # Its statement in flight stays in the ledger, which still verifies.
+    (stmt,) = multi.events(types=["statement"], text=marker)
+    assert stmt["session"] in dead
+    assert not multi.events(types=["statement.done"], ref=stmt["id"])
+    _verify(multi)
 
 
 def test_a_worker_that_cannot_start_is_retried_while_the_others_serve(multi: Dbgov) -> None:
