@@ -153,6 +153,7 @@ class Catalogs:
         self._stale: set[str] = set()  # DDL seen: no snapshot serves until reloaded
         self._seen: dict[Path, float] = {}  # the stamps acted on, by their mtime
         self._run_dir = Layout(config.data_dir).run  # where the stamps are
+        self._stamp_paths: dict[tuple[str, str], Path] = {}  # built once: pathlib is slow
         self._version = 0
 
     def get(self, target: str) -> Catalog | None:
@@ -190,7 +191,10 @@ class Catalogs:
             self._start(target)
 
     def _stamp_path(self, target: str, kind: str = "known-values") -> Path:
-        return self._run_dir / f"{kind}.{target}.stamp"
+        path = self._stamp_paths.get((target, kind))
+        if path is None:
+            path = self._stamp_paths[(target, kind)] = self._run_dir / f"{kind}.{target}.stamp"
+        return path
 
     def _touch(self, path: Path) -> None:
         try:
