@@ -196,6 +196,9 @@ class Config(_Model):
     # Seconds an upstream connection of a cleanly ended session is kept, reset with
     # DISCARD ALL, for the next session of the same identity and target; 0 = never.
     upstream_reuse_s: float = Field(default=10.0, ge=0, le=3600)
+    # Seconds a proxy worker's event loop may go without a turn (its heartbeat file
+    # untouched) before the supervisor kills and replaces it; 0 = never.
+    worker_stall_s: float = Field(default=20.0, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

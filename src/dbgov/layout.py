@@ -55,6 +55,10 @@ class Layout:
     def run(self) -> Path:
         return self.root / "run"
 
+    def heartbeat(self, worker_id: int) -> Path:
+        """Touched by proxy worker `worker_id` every HEARTBEAT_S while its loop turns."""
+        return self.run / f"worker-{worker_id}.alive"
+
     @property
     def effective_config(self) -> Path:
         return self.run / "config.json"

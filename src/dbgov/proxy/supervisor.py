@@ -9,7 +9,9 @@ journal entries and signs a final checkpoint.
 A worker that dies (a crash, the OOM killer, a stray kill) takes only its own
 sessions with it: the supervisor writes a `proxy.worker_exit` event and starts a
 new worker in its slot, on the same port, after a backoff that grows while
-workers keep dying young. The new worker reads the config file afresh; one that
+workers keep dying young. A worker that is alive but stuck (its event loop has not
+touched its heartbeat file for `worker_stall_s`) is killed first, then replaced
+the same way. The new worker reads the config file afresh; one that
 cannot start is retried the same way, while the other workers take every new
 client.
 """
@@ -192,21 +194,31 @@ class Supervisor:
         deaths = [0] * len(self.procs)  # deaths in a row, per slot
         born = [time.monotonic()] * len(self.procs)
         due: dict[int, float] = {}  # slot -> when its new worker starts
+        # Heartbeats: the file's last mtime seen, and when (monotonic: it stands still
+        # while the machine sleeps, so a resume kills nobody).
+        beats: list[tuple[float, float]] = [(0.0, time.monotonic())] * len(self.procs)
+        stalled: dict[int, float] = {}  # slot -> seconds it had not turned when killed
         while not stop.is_set():
             now = time.monotonic()
             for i, p in enumerate(self.procs):
-                if i in due or p.poll() is None:
+                if i in due:
+                    continue
+                if p.poll() is None:
+                    beats[i] = self._check_heartbeat(i, p, beats[i], now, stalled)
                     continue
                 deaths[i] = 1 if now - born[i] >= STEADY_S else deaths[i] + 1
                 delay = RESPAWN_BACKOFF_S[min(deaths[i], len(RESPAWN_BACKOFF_S)) - 1]
+                how = _exit_text(p.returncode)
+                if i in stalled:
+                    how = f"stalled for {stalled.pop(i):.0f} s and was killed"
                 log.error(
                     "proxy worker %d (pid %d) %s, ending the sessions it held; restart in %.1f s",
                     i,
                     p.pid,
-                    _exit_text(p.returncode),
+                    how,
                     delay,
                 )
-                self._record_exit(i, p, delay)
+                self._record_exit(i, p, how, delay)
                 due[i] = now + delay
             for i, at in list(due.items()):
                 if now >= at:
@@ -221,11 +233,41 @@ class Supervisor:
                     if old.stdout is not None:
                         old.stdout.close()
                     born[i] = time.monotonic()
+                    beats[i] = (0.0, born[i])
                     self.write_state()
                     log.warning("proxy worker %d restarted as pid %d", i, self.procs[i].pid)
             await asyncio.sleep(WATCH_INTERVAL_S)
 
-    def _record_exit(self, slot: int, proc: subprocess.Popen[str], delay: float) -> None:
+    def _check_heartbeat(
+        self,
+        slot: int,
+        proc: subprocess.Popen[str],
+        beat: tuple[float, float],
+        now: float,
+        stalled: dict[int, float],
+    ) -> tuple[float, float]:
+        """The slot's heartbeat as last seen; kills the worker once it is stale."""
+        limit = self.config.worker_stall_s
+        if limit <= 0:
+            return beat
+        try:
+            mtime = self.layout.heartbeat(slot).stat().st_mtime
+        except OSError:
+            mtime = 0.0  # not written yet: the worker is starting
+        if mtime != beat[0]:
+            return (mtime, now)
+        if now - beat[1] > limit and slot not in stalled:
+            stalled[slot] = now - beat[1]
+            log.error(
+                "proxy worker %d (pid %d): its event loop has not turned for %.0f s; killing it",
+                slot,
+                proc.pid,
+                now - beat[1],
+            )
+            proc.kill()
+        return beat
+
+    def _record_exit(self, slot: int, proc: subprocess.Popen[str], how: str, delay: float) -> None:
         """Write the worker's death to the ledger: its open sessions end here, with no
         connection.close of their own (their connection.open names the worker's pid)."""
         try:
@@ -243,7 +285,7 @@ class Supervisor:
                 f"proxy:{os.getpid()}:{secrets.token_hex(4)}",
                 worker=slot,
                 pid=proc.pid,
-                exit=_exit_text(proc.returncode),
+                exit=how,
                 restart_in_ms=int(delay * 1000),
             )
         except OSError as exc:

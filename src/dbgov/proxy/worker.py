@@ -37,6 +37,7 @@ from dbgov.wire.postgres.messages import ErrorResponse
 
 log = logging.getLogger("dbgov.worker")
 DRAIN_GRACE_S = 5.0
+HEARTBEAT_S = 1.0  # see _Heartbeat; the supervisor waits config.worker_stall_s
 
 
 def build_verifier(config: Config) -> TokenVerifier:
@@ -114,9 +115,11 @@ async def serve(config: Config, worker_id: int, *, announce: bool = True) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    beat = _Heartbeat(Layout(config.data_dir).heartbeat(worker_id))
     if announce:
         print(f"READY {listener.port}", flush=True)
     await stop.wait()
+    beat.stop()
     # Drain: no new connections; let running statements finish for a moment.
     listener.stop()
     ctx.backpressure.stop()
@@ -141,6 +144,28 @@ async def serve(config: Config, worker_id: int, *, announce: bool = True) -> Non
     if approvals_task is not None:
         approvals_task.cancel()
     ctx.audit.journal.close()
+
+
+class _Heartbeat:
+    """Touch a file every HEARTBEAT_S from the event loop: its mtime tells the
+    supervisor that the loop still turns (a stuck worker is killed and replaced)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._timer: asyncio.TimerHandle | None = None
+        self._beat()
+
+    def _beat(self) -> None:
+        try:
+            self.path.touch()
+        except OSError as exc:  # the supervisor will see it stale: say why here
+            log.warning("cannot touch heartbeat %s: %s", self.path, exc)
+        self._timer = asyncio.get_running_loop().call_later(HEARTBEAT_S, self._beat)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
