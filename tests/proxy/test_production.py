@@ -71,6 +71,10 @@ def _run_proxy(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
             "ledger.max_lag_mb: Input should be greater than or equal to 1",
         ),
         (
+            "worker_stall_s: -1\ntargets:\n  - {name: p, host: h, database: d, user: u}\n",
+            "worker_stall_s: Input should be greater than or equal to 0",
+        ),
+        (
             "identity:\n  oidc:\n    - {name: c, issuer: i, audience: a, jwks_url: http://x}\n"
             "targets:\n  - {name: p, host: h, database: d, user: u}\n",
             "identity.oidc[0]: jwks_url must be an https:// URL",
