@@ -47,6 +47,7 @@ log = logging.getLogger("dbgov")
 WATCH_INTERVAL_S = 0.2
 RESPAWN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # by deaths in a row
 STEADY_S = 60.0  # a worker that lived this long resets the backoff
+STARTUP_GRACE_S = 60.0  # the stall limit before a worker's first heartbeat
 
 
 def _worker_preexec() -> None:
@@ -194,9 +195,10 @@ class Supervisor:
         deaths = [0] * len(self.procs)  # deaths in a row, per slot
         born = [time.monotonic()] * len(self.procs)
         due: dict[int, float] = {}  # slot -> when its new worker starts
-        # Heartbeats: the file's last mtime seen, and when (monotonic: it stands still
-        # while the machine sleeps, so a resume kills nobody).
-        beats: list[tuple[float, float]] = [(0.0, time.monotonic())] * len(self.procs)
+        # Heartbeats: the file's last mtime seen, when it changed (monotonic: it stands
+        # still while the machine sleeps, so a resume kills nobody), and whether the
+        # worker has beaten since it started.
+        beats = [self._first_beat(i) for i in range(len(self.procs))]
         stalled: dict[int, float] = {}  # slot -> seconds it had not turned when killed
         while not stop.is_set():
             now = time.monotonic()
@@ -233,29 +235,38 @@ class Supervisor:
                     if old.stdout is not None:
                         old.stdout.close()
                     born[i] = time.monotonic()
-                    beats[i] = (0.0, born[i])
+                    beats[i] = self._first_beat(i)
                     self.write_state()
                     log.warning("proxy worker %d restarted as pid %d", i, self.procs[i].pid)
             await asyncio.sleep(WATCH_INTERVAL_S)
+
+    def _heartbeat_mtime(self, slot: int) -> float:
+        try:
+            return self.layout.heartbeat(slot).stat().st_mtime
+        except OSError:
+            return 0.0  # not written yet
+
+    def _first_beat(self, slot: int) -> tuple[float, float, bool]:
+        """A new worker's heartbeat state: the file may be its predecessor's."""
+        return (self._heartbeat_mtime(slot), time.monotonic(), False)
 
     def _check_heartbeat(
         self,
         slot: int,
         proc: subprocess.Popen[str],
-        beat: tuple[float, float],
+        beat: tuple[float, float, bool],
         now: float,
         stalled: dict[int, float],
-    ) -> tuple[float, float]:
+    ) -> tuple[float, float, bool]:
         """The slot's heartbeat as last seen; kills the worker once it is stale."""
         limit = self.config.worker_stall_s
         if limit <= 0:
             return beat
-        try:
-            mtime = self.layout.heartbeat(slot).stat().st_mtime
-        except OSError:
-            mtime = 0.0  # not written yet: the worker is starting
+        mtime = self._heartbeat_mtime(slot)
         if mtime != beat[0]:
-            return (mtime, now)
+            return (mtime, now, True)
+        if not beat[2]:  # still starting (config, keys, policy): a slow machine is no hang
+            limit = max(limit, STARTUP_GRACE_S)
         if now - beat[1] > limit and slot not in stalled:
             stalled[slot] = now - beat[1]
             log.error(
