@@ -216,6 +216,21 @@ def start_dbgov(data_dir: Path, *extra: str, workers: int = 1, config: Path | No
     raise RuntimeError("dbgov did not become ready in 90 s")
 
 
+def start_beside(main: Dbgov, root: Path, workers: int = 1, **overrides: Any) -> Dbgov:
+    """`dbgov proxy --config` on `main`'s embedded server, with a data dir of its own
+    under `root`, no dashboard, and the config keys in `overrides`."""
+    root.mkdir(parents=True, exist_ok=True)
+    raw = json.loads((main.data_dir / "run" / "config.json").read_text())
+    raw.update(
+        data_dir=str(root / "data"),
+        listen={"proxy": f"127.0.0.1:{free_port()}", "web": None, "workers": workers},
+        **overrides,
+    )
+    cfg = root / "dbgov.json"
+    cfg.write_text(json.dumps(raw))
+    return start_dbgov(root / "data", config=cfg, workers=workers)
+
+
 def stop_dbgov(d: Dbgov) -> None:
     if d.proc is None or d.proc.poll() is not None:
         return

@@ -11,7 +11,6 @@ statement, with 20 bind parameters of 60 KB, fills the journal past
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import ROOT, Dbgov, free_port, start_dbgov, stop_dbgov
+from conftest import ROOT, Dbgov, start_beside, stop_dbgov
 
 # One statement event of ~1.2 MB: past a 1 MiB bound at once, so the statement that
 # crosses it is the last one read (a second could wait behind the stopped sequencer).
@@ -34,16 +33,7 @@ PARAMS = [f"{i:02d}" + "x" * 60_000 for i in range(20)]
 @pytest.fixture
 def bounded(dbgov: Dbgov, tmp_root: Path):
     root = tmp_root / f"backpressure-{os.urandom(3).hex()}"
-    root.mkdir()
-    raw = json.loads((dbgov.data_dir / "run" / "config.json").read_text())
-    raw.update(
-        data_dir=str(root / "data"),
-        listen={"proxy": f"127.0.0.1:{free_port()}", "web": None, "workers": 1},
-        ledger={"mode": "strict", "max_lag_mb": 1},
-    )
-    cfg = root / "dbgov.json"
-    cfg.write_text(json.dumps(raw))
-    d = start_dbgov(root / "data", config=cfg)
+    d = start_beside(dbgov, root, ledger={"mode": "strict", "max_lag_mb": 1})
     yield d
     stop_dbgov(d)
 

@@ -27,7 +27,7 @@ import httpx
 import psycopg
 import pytest
 
-from conftest import ROOT, Dbgov, free_port, start_dbgov, stop_dbgov
+from conftest import ROOT, Dbgov, start_beside, start_dbgov, stop_dbgov
 from dbgov.proxy.cancel import worker_of
 from dbgov.wire.postgres.messages import PROTOCOL_3_0, CancelRequest, Query, StartupMessage
 from pgwire import RawClient, error_of
@@ -320,17 +320,7 @@ def test_a_worker_that_cannot_start_is_retried_while_the_others_serve(multi: Dbg
 def test_a_stuck_worker_is_killed_and_replaced(dbgov: Dbgov, tmp_root: Path) -> None:
     # A worker that is alive but whose event loop no longer turns (here: SIGSTOP) serves
     # nobody; after `worker_stall_s` without a heartbeat it is killed and replaced.
-    root = tmp_root / f"stall-{uuid.uuid4().hex[:6]}"
-    root.mkdir()
-    raw = json.loads((dbgov.data_dir / "run" / "config.json").read_text())
-    raw.update(
-        data_dir=str(root / "data"),
-        listen={"proxy": f"127.0.0.1:{free_port()}", "web": None, "workers": 2},
-        worker_stall_s=2,
-    )
-    cfg = root / "dbgov.json"
-    cfg.write_text(json.dumps(raw))
-    d = start_dbgov(root / "data", config=cfg, workers=2)
+    d = start_beside(dbgov, tmp_root / f"stall-{uuid.uuid4().hex[:6]}", 2, worker_stall_s=2)
     try:
         by_worker = _one_session_per_worker(d)
         pids = _workers(d)
