@@ -10,10 +10,9 @@ A worker that dies (a crash, the OOM killer, a stray kill) takes only its own
 sessions with it: the supervisor writes a `proxy.worker_exit` event and starts a
 new worker in its slot, on the same port, after a backoff that grows while
 workers keep dying young. A worker that is alive but stuck (its event loop has not
-touched its heartbeat file for `worker_stall_s`) is killed first, then replaced
-the same way. The new worker reads the config file afresh; one that
-cannot start is retried the same way, while the other workers take every new
-client.
+touched its heartbeat file for `worker_stall_s`) is killed, then replaced. A new
+worker reads the config file afresh; one that cannot start is retried with the
+same backoff, while the other workers take every new client.
 """
 
 from __future__ import annotations
