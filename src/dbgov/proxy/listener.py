@@ -10,13 +10,24 @@ sees a settled stream: plain, or TLS already negotiated.
 - GSSENCRequest: 'N' (no GSSAPI), then the client continues.
 - Direct TLS: first byte 0x16; ALPN "postgresql" is required, as the server does.
 - CancelRequest: routed to the owning worker, answered with nothing.
+
+Running out of descriptors must not take the worker with it. A client accepted
+into the last `_fd_reserve()` descriptors is refused with FATAL 53300 in answer to
+its first packet (libpq reads an error in place of the SSL answer, as from a
+server that cannot fork), so logins, upstream connections and the ledger keep the
+rest. If accept()
+fails anyway (EMFILE, ENFILE, ENOBUFS), accepting pauses for ACCEPT_PAUSE_S and
+the kernel's backlog holds the waiting clients: a listening socket left readable
+would otherwise spin the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import resource
 import socket
 import struct
 from pathlib import Path
@@ -39,6 +50,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NEGOTIATION_TIMEOUT_S = 10.0
+ACCEPT_PAUSE_S = 0.1
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_TOO_MANY = ErrorResponse.build(
+    "FATAL",
+    "53300",
+    "dbgov: too many client connections on this proxy worker",
+    hint="try again later; the operator may raise the descriptor limit (ulimit -n)",
+).encode()
 _HEAD = struct.Struct("!II")
 
 
@@ -94,6 +113,7 @@ class Listener:
         self.port = port
         self.sock: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._paused: asyncio.TimerHandle | None = None  # accept() ran out of resources
 
     def open(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -113,11 +133,26 @@ class Listener:
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._accept)
 
     def stop(self) -> None:
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
         if self.sock is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
+
+    def _pause(self, exc: OSError) -> None:
+        assert self.sock is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.sock.fileno())
+        if self._paused is None:  # once per episode: the resumes retry quietly
+            log.warning("accept failed (%s); new clients wait until descriptors free up", exc)
+        self._paused = loop.call_later(ACCEPT_PAUSE_S, self._resume)
+
+    def _resume(self) -> None:
+        if self.sock is not None:
+            asyncio.get_running_loop().add_reader(self.sock.fileno(), self._accept)
 
     def _accept(self) -> None:
         assert self.sock is not None
@@ -127,10 +162,23 @@ class Listener:
                 conn, _addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: keep serving the others
-                log.warning("accept failed: %s", exc)
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._pause(exc)
+                else:  # ECONNABORTED and the like: that client is gone, not us
+                    log.info("accept failed: %s", exc)
                 return
+            if self._paused is not None:
+                self._paused = None
+                log.warning("accepting clients again")
             conn.setblocking(False)
+            limit = _fd_limit()
+            # Descriptors are handed out lowest first: this one says how many are open.
+            if conn.fileno() >= limit - _fd_reserve(limit):
+                task = loop.create_task(_turn_away(loop, conn))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                continue
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = loop.create_task(self._negotiate(conn))
@@ -210,6 +258,32 @@ class Listener:
                 return
             await loop.connect_accepted_socket(lambda: _protocol(Session(ctx)), sock)
             return
+
+
+def _fd_limit() -> int:
+    """The descriptor limit now (read per accept: an operator may change it live)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def _fd_reserve(limit: int) -> int:
+    """Descriptors kept from new clients: the accepted clients' upstream connections
+    during login, the ledger, stores, cancel routing."""
+    return min(64, limit // 4)
+
+
+async def _turn_away(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """FATAL 53300 in answer to the client's first packet (SSLRequest or startup),
+    read first so that closing sends FIN, not a reset that could hide the message."""
+    try:
+        async with asyncio.timeout(1):
+            await _readable(loop, sock)
+        sock.recv(MAX_STARTUP_PACKET)
+        sock.send(_TOO_MANY)
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        sock.close()
 
 
 def _protocol(session: Session) -> asyncio.Protocol:

@@ -1,0 +1,112 @@
+"""A worker at its descriptor limit (hostile: a client opening connections by the
+thousand) refuses new clients cleanly and keeps serving the ones it has.
+
+The limit is lowered on the running worker with prlimit(2), as an operator's
+`ulimit -n` would set it, so that a few dozen connections reach it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from conftest import Dbgov, start_beside, stop_dbgov
+from dbgov.wire.postgres.messages import Query
+from pgwire import RawClient, rows_of
+
+
+@pytest.fixture
+def one_worker(dbgov: Dbgov, tmp_root: Path) -> Iterator[tuple[Dbgov, int]]:
+    d = start_beside(dbgov, tmp_root / f"fds-{uuid.uuid4().hex[:6]}")
+    pid = int(json.loads((d.data_dir / "state.json").read_text())["workers"][0])
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    yield d, pid
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    stop_dbgov(d)
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _lower_limit(pid: int, soft: int) -> None:
+    _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _session(d: Dbgov) -> RawClient:
+    c = RawClient(d.host, d.port)
+    c.startup("carol", "staging", d.token("carol"))
+    return c
+
+
+def _answers(c: RawClient) -> bool:
+    c.send(Query("SELECT 7").encode())
+    return rows_of(c.until_ready()) == [(b"7",)]
+
+
+def _log(d: Dbgov) -> str:
+    return (d.data_dir.parent / f"{d.data_dir.name}.log").read_text(errors="replace")
+
+
+def test_clients_past_the_reserve_are_refused_with_53300(one_worker: tuple[Dbgov, int]) -> None:
+    d, pid = one_worker
+    before = _session(d)
+    # 64 descriptors stay reserved; a dozen above what is open now are for clients.
+    _lower_limit(pid, _open_fds(pid) + 64 + 12)
+    held: list[psycopg.Connection[Any]] = []
+    refusal = None
+    for _ in range(100):
+        try:
+            held.append(psycopg.connect(d.dsn("carol", "staging"), connect_timeout=5))
+        except psycopg.OperationalError as exc:
+            refusal = str(exc)
+            break
+    assert refusal is not None, "a client past the reserve is refused"
+    assert "too many client connections on this proxy worker" in refusal
+    assert 0 < len(held) < 100
+    # Those already in are served, old and new.
+    assert _answers(before)
+    assert held[0].execute("SELECT 1").fetchone() == (1,)
+    # Room again: the next client gets in.
+    for conn in held[:6]:
+        conn.close()
+    time.sleep(0.2)
+    with psycopg.connect(d.dsn("carol", "staging"), connect_timeout=5) as conn:
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+    for conn in held[6:]:
+        conn.close()
+    before.close()
+
+
+def test_accept_failing_for_lack_of_descriptors_does_not_spin(
+    one_worker: tuple[Dbgov, int],
+) -> None:
+    d, pid = one_worker
+    before = _session(d)
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    # No room at all: accept() itself fails with EMFILE once the few free slots fill.
+    _lower_limit(pid, _open_fds(pid) + 2)
+    socks = [socket.create_connection((d.host, d.port), timeout=5) for _ in range(30)]
+    time.sleep(2)
+    log = _log(d)
+    # Paused, not retried on every turn of the loop (that wrote ~70,000 lines a second).
+    assert 1 <= log.count("accept failed") <= 40, log[-2000:]
+    assert _answers(before), "the worker's sessions are served meanwhile"
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    for s in socks:
+        s.close()
+    with psycopg.connect(d.dsn("carol", "staging"), connect_timeout=5) as conn:
+        assert conn.execute("SELECT 3").fetchone() == (3,)
+    assert "accepting clients again" in _log(d)
+    before.close()
