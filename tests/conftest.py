@@ -218,13 +218,12 @@ def start_dbgov(data_dir: Path, *extra: str, workers: int = 1, config: Path | No
 
 def start_beside(main: Dbgov, root: Path, workers: int = 1, **overrides: Any) -> Dbgov:
     """`dbgov proxy --config` on `main`'s embedded server, with a data dir of its own
-    under `root`, no dashboard, and the config keys in `overrides`."""
+    under `root`, no dashboard, and the config keys in `overrides` (`listen`'s merged)."""
     root.mkdir(parents=True, exist_ok=True)
     raw = json.loads((main.data_dir / "run" / "config.json").read_text())
+    listen = {"proxy": f"127.0.0.1:{free_port()}", "web": None, "workers": workers}
     raw.update(
-        data_dir=str(root / "data"),
-        listen={"proxy": f"127.0.0.1:{free_port()}", "web": None, "workers": workers},
-        **overrides,
+        data_dir=str(root / "data"), listen=listen | overrides.pop("listen", {}), **overrides
     )
     cfg = root / "dbgov.json"
     cfg.write_text(json.dumps(raw))

@@ -43,6 +43,9 @@ class Listen(_Model):
     proxy: str = "127.0.0.1:15432"
     web: str | None = "127.0.0.1:8432"
     workers: int = Field(default=0, ge=0, le=64)  # 0 = one per core
+    # Client connections each worker holds at most (logging in or logged in); more
+    # are refused with FATAL 53300. The proxy's total is workers times this.
+    max_clients_per_worker: int = Field(default=5000, ge=1)
 
     @field_validator("proxy", "web")
     @classmethod

@@ -1,8 +1,9 @@
-"""A worker at its descriptor limit (hostile: a client opening connections by the
-thousand) refuses new clients cleanly and keeps serving the ones it has.
+"""A worker at its client limit, or at its descriptor limit (hostile: a client
+opening connections by the thousand), refuses new clients cleanly and keeps
+serving the ones it has.
 
-The limit is lowered on the running worker with prlimit(2), as an operator's
-`ulimit -n` would set it, so that a few dozen connections reach it.
+The descriptor limit is lowered on the running worker with prlimit(2), as an
+operator's `ulimit -n` would set it, so that a few dozen connections reach it.
 """
 
 from __future__ import annotations
@@ -110,3 +111,27 @@ def test_accept_failing_for_lack_of_descriptors_does_not_spin(
         assert conn.execute("SELECT 3").fetchone() == (3,)
     assert "accepting clients again" in _log(d)
     before.close()
+
+
+def test_clients_past_max_clients_per_worker_are_refused(dbgov: Dbgov, tmp_root: Path) -> None:
+    d = start_beside(
+        dbgov, tmp_root / f"cap-{uuid.uuid4().hex[:6]}", listen={"max_clients_per_worker": 3}
+    )
+    try:
+        held = [psycopg.connect(d.dsn("carol", "staging")) for _ in range(3)]
+        with pytest.raises(psycopg.OperationalError, match="too many client connections"):
+            psycopg.connect(d.dsn("carol", "staging"))
+        idle = socket.create_connection((d.host, d.port), timeout=5)  # says nothing
+        idle.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")  # SSLRequest
+        answer = idle.recv(1)
+        assert answer == b"E", "refused in place of the SSL answer"
+        idle.close()
+        assert held[2].execute("SELECT 1").fetchone() == (1,)
+        held.pop().close()
+        time.sleep(0.2)
+        with psycopg.connect(d.dsn("carol", "staging")) as conn:
+            assert conn.execute("SELECT 2").fetchone() == (2,)
+        for conn in held:
+            conn.close()
+    finally:
+        stop_dbgov(d)

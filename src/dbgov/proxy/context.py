@@ -36,6 +36,7 @@ class ProxyContext:
     approvals: Any = None  # approvals.service.Approvals when configured
     worker_id: int = 0
     worker_pid: int = 0  # this process: a restarted worker keeps its id, not its pid
+    clients: int = 0  # client connections with a session (logging in or logged in)
     sessions: dict[str, Any] = field(default_factory=dict)  # session id -> Session
     backpressure: LedgerBackpressure | None = None
     upstream_pool: UpstreamPool | None = None  # kept upstream connections (proxy/reuse.py)

@@ -11,11 +11,12 @@ sees a settled stream: plain, or TLS already negotiated.
 - Direct TLS: first byte 0x16; ALPN "postgresql" is required, as the server does.
 - CancelRequest: routed to the owning worker, answered with nothing.
 
-Running out of descriptors must not take the worker with it. A client accepted
-into the last `_fd_reserve()` descriptors is refused with FATAL 53300 in answer to
-its first packet (libpq reads an error in place of the SSL answer, as from a
-server that cannot fork), so logins, upstream connections and the ledger keep the
-rest. If accept()
+A worker holds at most `listen.max_clients_per_worker` clients (negotiating,
+logging in or logged in). Running out of descriptors must not take it down
+either: a client accepted into the last `_fd_reserve()` descriptors is refused,
+so that logins, upstream connections and the ledger keep the rest. Refused
+clients get FATAL 53300 in answer to their first packet (libpq reads an error in
+place of the SSL answer, as from a server that cannot fork). If accept()
 fails anyway (EMFILE, ENFILE, ENOBUFS), accepting pauses for ACCEPT_PAUSE_S and
 the kernel's backlog holds the waiting clients: a listening socket left readable
 would otherwise spin the event loop.
@@ -56,7 +57,8 @@ _TOO_MANY = ErrorResponse.build(
     "FATAL",
     "53300",
     "dbgov: too many client connections on this proxy worker",
-    hint="try again later; the operator may raise the descriptor limit (ulimit -n)",
+    hint="try again later; the operator may raise listen.max_clients_per_worker "
+    "or the descriptor limit (ulimit -n)",
 ).encode()
 _HEAD = struct.Struct("!II")
 
@@ -114,6 +116,7 @@ class Listener:
         self.sock: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._paused: asyncio.TimerHandle | None = None  # accept() ran out of resources
+        self.max_clients = ctx.config.listen.max_clients_per_worker
 
     def open(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -174,7 +177,10 @@ class Listener:
             conn.setblocking(False)
             limit = _fd_limit()
             # Descriptors are handed out lowest first: this one says how many are open.
-            if conn.fileno() >= limit - _fd_reserve(limit):
+            if (
+                conn.fileno() >= limit - _fd_reserve(limit)
+                or len(self._tasks) + self.ctx.clients >= self.max_clients
+            ):
                 task = loop.create_task(_turn_away(loop, conn))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)

@@ -328,6 +328,7 @@ class Session:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop SSL transports are duck-typed
+        self.ctx.clients += 1
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = (str(peer[0]), int(peer[1]))
@@ -348,6 +349,7 @@ class Session:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.ctx.clients -= 1
         if not self.pumping:
             self._startup_data.put_nowait(b"")
         self._teardown(self.close_reason if exc is None else f"client connection lost: {exc}")
