@@ -17,7 +17,7 @@ either: a client accepted into the last `_fd_reserve()` descriptors is refused,
 so that logins, upstream connections and the ledger keep the rest. Refused
 clients get FATAL 53300 in answer to their first packet (libpq reads an error in
 place of the SSL answer, as from a server that cannot fork). If accept()
-fails anyway (EMFILE, ENFILE, ENOBUFS), accepting pauses for ACCEPT_PAUSE_S and
+fails anyway (EMFILE, ENFILE, ENOBUFS, ENOMEM), accepting pauses for ACCEPT_PAUSE_S and
 the kernel's backlog holds the waiting clients: a listening socket left readable
 would otherwise spin the event loop.
 """
@@ -150,7 +150,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         loop.remove_reader(self.sock.fileno())
         if self._paused is None:  # once per episode: the resumes retry quietly
-            log.warning("accept failed (%s); new clients wait until descriptors free up", exc)
+            log.warning("accept failed (%s); new clients wait in the backlog", exc)
         self._paused = loop.call_later(ACCEPT_PAUSE_S, self._resume)
 
     def _resume(self) -> None:
