@@ -190,3 +190,24 @@ def test_a_statement_sent_right_after_login_on_a_kept_upstream_gets_only_its_ans
         assert (app or b"").startswith(b"dbgov/carol/")
     finally:
         raw.close()
+
+
+def test_statements_sent_right_before_terminate_run_to_their_end(dbgov: Dbgov) -> None:
+    # As on PostgreSQL: a client may send a statement and Terminate without waiting.
+    # The statement is not cancelled; the ledger has its outcome, then the close.
+    d = dbgov
+    model = f"then-bye-{uuid.uuid4().hex[:8]}"
+    raw = RawClient(d.host, d.port)
+    raw.startup("carol", "staging", d.token("carol"))
+    sql = (
+        f"INSERT INTO training_runs (model, started_at) SELECT '{model}', now() FROM pg_sleep(0.3)"
+    )
+    raw.send(Query(sql).encode() + b"X\x00\x00\x00\x04")
+    raw.close()
+    stmt = d.wait_events(lambda e: model in e.get("sql", ""), types=["statement"])[0]
+    after = _after(d, stmt)
+    assert [e["type"] for e in after] == ["statement.done", "connection.close"]
+    assert after[0]["sqlstate"] == "00000" and after[0]["tags"] == ["INSERT 0 1"]
+    assert after[1]["reason"] == "client terminated"
+    rows = d.admin("SELECT count(*) FROM training_runs WHERE model = %s", (model,), "staging")
+    assert rows == [(1,)]

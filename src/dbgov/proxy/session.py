@@ -106,9 +106,9 @@ _CATALOG_MISS = "is not in the catalog"
 CATALOG_RELOAD_INTERVAL_S = 5.0
 # At most this long, a client whose DDL committed waits for the catalog reload.
 CATALOG_WAIT_S = 5.0
-# A client that leaves mid-statement: its statement is cancelled (again every
-# CANCEL_AGAIN_S, as a cancel that reaches the backend before the statement does is
-# lost) and its outcome awaited this long, for the ledger.
+# A client that leaves mid-statement: its statement's outcome is awaited this long,
+# for the ledger. Unless the client said Terminate, the statement is cancelled, again
+# every CANCEL_AGAIN_S (a cancel that reaches the backend before the statement is lost).
 ABANDONED_WAIT_S = 10.0
 CANCEL_AGAIN_S = 1.0
 
@@ -398,9 +398,9 @@ class Session:
             if pool is not None and self._reuse_key is not None and self._reusable():
                 pool.release(self._reuse_key, up, self.up_pid, self.up_key, self.up_params)
             elif self.units and self.pumping and not self._queued_batches:
-                # The client left mid-statement: cancel it and read on until the server
-                # has answered what is in flight, so that the ledger says how each
-                # statement ended (cancelled, or done first) before the close.
+                # The client left mid-statement: read on until the server has answered
+                # what is in flight (cancelled, unless the client said Terminate), so
+                # that the ledger says how each statement ended before the close.
                 self._abandoned = reason
                 self._abandoned_until = time.monotonic() + ABANDONED_WAIT_S
                 self._cancel_abandoned()
@@ -422,7 +422,10 @@ class Session:
             )
             self._end_abandoned()
             return
-        self._cancel_upstream()
+        if not self._terminated:
+            # Gone without a word: stop what it left running. After a Terminate, what
+            # the client sent before it runs to its end, as on PostgreSQL.
+            self._cancel_upstream()
         loop = asyncio.get_running_loop()
         self._abandoned_timer = loop.call_later(CANCEL_AGAIN_S, self._cancel_abandoned)
 
@@ -1438,8 +1441,12 @@ class Session:
                     break
                 start = sin.start
                 end = sin.end
-                if self.phase is not Phase.READY or (t != 0x44 and t not in _READY_STAY):
-                    self.phase = backend_step(self.phase, t)
+                phase = self.phase
+                # After the client's Terminate (CLOSED), only answers to what is in flight.
+                if (phase is not Phase.READY or (t != 0x44 and t not in _READY_STAY)) and (
+                    phase is not Phase.CLOSED
+                ):
+                    self.phase = backend_step(phase, t)
                 unit = self.units[0] if self.units else None
                 internal = unit is not None and unit.internal
                 if t == 0x44 and not internal:
