@@ -54,11 +54,16 @@ def _alg_none(claims) -> str:
     return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
 
 
-def _upstream_sessions(dbgov) -> int:
-    return dbgov.admin(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbgov/%'"
-        " AND usename = 'dbgov_app'"
-    )[0][0]
+def _upstream_sessions(dbgov) -> set[int]:
+    """Backends dbgov holds. Compared as sets: a kept upstream of an earlier test may
+    expire meanwhile, but none may appear for a refused login."""
+    return {
+        pid
+        for (pid,) in dbgov.admin(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'dbgov/%'"
+            " AND usename = 'dbgov_app'"
+        )
+    }
 
 
 def _attempt(dbgov, user: str, password: str | None, target: str = "prod"):
@@ -97,7 +102,7 @@ def test_bad_tokens_are_refused_without_upstream(dbgov, reason):
     assert err is not None, "expected an ErrorResponse"
     assert err.severity == "FATAL" and err.sqlstate == "28P01"
     assert err.message.startswith("dbgov:")
-    assert _upstream_sessions(dbgov) == before
+    assert _upstream_sessions(dbgov) <= before
     evs = dbgov.wait_events(lambda e: e.get("reason") == reason, types=["auth.failed"])
     assert evs, f"no auth.failed event with reason {reason}"
     assert token not in json.dumps(evs) or token == ""  # tokens never enter the ledger
