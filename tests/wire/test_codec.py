@@ -300,6 +300,7 @@ def test_frontend_violations(phase: Phase, t: bytes) -> None:
         (Phase.COPY_OUT, b"d", Phase.COPY_OUT),
         (Phase.COPY_OUT, b"c", Phase.READY),
         (Phase.COPY_IN, b"E", Phase.READY),
+        (Phase.CLOSED, b"C", Phase.CLOSED),  # answering what came before a Terminate
     ],
 )
 def test_backend_transitions(phase: Phase, t: bytes, after: Phase) -> None:

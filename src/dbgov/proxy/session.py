@@ -1441,12 +1441,8 @@ class Session:
                     break
                 start = sin.start
                 end = sin.end
-                phase = self.phase
-                # After the client's Terminate (CLOSED), only answers to what is in flight.
-                if (phase is not Phase.READY or (t != 0x44 and t not in _READY_STAY)) and (
-                    phase is not Phase.CLOSED
-                ):
-                    self.phase = backend_step(phase, t)
+                if self.phase is not Phase.READY or (t != 0x44 and t not in _READY_STAY):
+                    self.phase = backend_step(self.phase, t)
                 unit = self.units[0] if self.units else None
                 internal = unit is not None and unit.internal
                 if t == 0x44 and not internal:

@@ -12,6 +12,7 @@ A PostgreSQL session has one phase at a time, seen identically from both ends:
     READY ──CopyOutResponse──▶ COPY_OUT ──CopyDone/ErrorResponse──▶ READY
     READY ──CopyBothResponse──▶ COPY_BOTH (replication only: refused by dbgov)
     any ──Terminate / EOF / fatal error──▶ CLOSED
+    CLOSED by the client's Terminate: the server still answers what came before it
 
 Transitions are tables keyed by (phase, message type byte); anything missing is a
 protocol violation (raise), never a silent pass. The frontend tables say which
@@ -75,6 +76,9 @@ BACKEND_ALLOWED: dict[Phase, frozenset[int]] = {
     Phase.READY: _READY_BACKEND,
     Phase.COPY_IN: frozenset(b"ENASCZ"),
     Phase.COPY_OUT: frozenset(b"dcENASCZ"),
+    # After the client's Terminate: answers to the commands it sent before (the
+    # phase stays CLOSED; the proxy's units still check each answer).
+    Phase.CLOSED: _READY_BACKEND,
 }
 
 
