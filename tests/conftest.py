@@ -155,6 +155,36 @@ class Dbgov:
         finally:
             store.close()
 
+    def worker_pids(self) -> list[int]:
+        """The proxy workers' pids by slot, as `state.json` has them now."""
+        state = json.loads((self.data_dir / "state.json").read_text())
+        return [int(p) for p in state["workers"]]
+
+    def log(self) -> str:
+        """What this dbgov wrote to its log file (start_dbgov's)."""
+        return (self.data_dir.parent / f"{self.data_dir.name}.log").read_text(errors="replace")
+
+    def verify_ledger(self) -> None:
+        """`dbgov audit verify` of this data dir, with its own key, passes."""
+        verify = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dbgov",
+                "audit",
+                "verify",
+                "--data-dir",
+                str(self.data_dir),
+                "--key",
+                str(self.data_dir / "keys" / "ledger.pub"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+
     def wait_backend_kept(self, pid: int, target: str) -> None:
         """Until upstream backend `pid` has answered dbgov's DISCARD ALL: its session
         ended cleanly and the connection is kept for reuse (proxy/reuse.py)."""

@@ -10,12 +10,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,11 +22,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from conftest import ROOT, Dbgov, start_dbgov, stop_dbgov
-
-
-def _worker_pids(d: Dbgov) -> list[int]:
-    return [int(p) for p in json.loads((d.data_dir / "state.json").read_text())["workers"]]
+from conftest import Dbgov, start_dbgov, stop_dbgov
 
 
 def _journal_size(d: Dbgov, pid: int) -> int:
@@ -50,7 +43,7 @@ def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> 
     marker = f"58k-{uuid.uuid4().hex[:8]}"
     with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
         conn.execute("SELECT 1")
-        (pid,) = _worker_pids(d)
+        (pid,) = d.worker_pids()
         size = _journal_size(d, pid)
         old = resource.prlimit(pid, resource.RLIMIT_FSIZE)
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, old[1]))
@@ -116,7 +109,7 @@ def test_kill_9_during_inserts_loses_no_audit_event(tmp_root: Path) -> None:
             break
         time.sleep(0.1)
     # kill -9 every dbgov process at once, mid-load: the supervisor and its workers.
-    victims = [d.proc.pid, *_worker_pids(d)] if d.proc else _worker_pids(d)
+    victims = [d.proc.pid, *d.worker_pids()] if d.proc else d.worker_pids()
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     for t in threads:
@@ -146,23 +139,6 @@ def test_kill_9_during_inserts_loses_no_audit_event(tmp_root: Path) -> None:
         assert not missing, (
             f"{len(missing)} committed rows have no ledger event, e.g. {sorted(missing)[:3]}"
         )
-        verify = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dbgov",
-                "audit",
-                "verify",
-                "--data-dir",
-                str(data),
-                "--key",
-                str(data / "keys" / "ledger.pub"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=ROOT,
-        )
-        assert verify.returncode == 0, verify.stdout + verify.stderr
+        d2.verify_ledger()
     finally:
         stop_dbgov(d2)

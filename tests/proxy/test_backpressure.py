@@ -38,10 +38,6 @@ def bounded(dbgov: Dbgov, tmp_root: Path):
     stop_dbgov(d)
 
 
-def _log(d: Dbgov) -> str:
-    return (d.data_dir.parent / f"{d.data_dir.name}.log").read_text(errors="replace")
-
-
 def _wait_for(predicate: Any, what: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -70,7 +66,7 @@ def test_statements_wait_while_the_ledger_lags_and_all_are_audited(bounded: Dbgo
         try:
             sql = "SELECT " + " + ".join(["length(%s)"] * len(PARAMS))
             assert conn.execute(sql, PARAMS).fetchone() == (20 * 60_002,)
-            _wait_for(lambda: "pausing client reads" in _log(d), "the worker to engage")
+            _wait_for(lambda: "pausing client reads" in d.log(), "the worker to engage")
             threads = [
                 threading.Thread(target=later, args=("same-session", conn)),
                 threading.Thread(target=later, args=("new-session", None)),

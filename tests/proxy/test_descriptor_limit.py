@@ -8,7 +8,6 @@ operator's `ulimit -n` would set it, so that a few dozen connections reach it.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import socket
@@ -29,7 +28,7 @@ from pgwire import RawClient, rows_of
 @pytest.fixture
 def one_worker(dbgov: Dbgov, tmp_root: Path) -> Iterator[tuple[Dbgov, int]]:
     d = start_beside(dbgov, tmp_root / f"fds-{uuid.uuid4().hex[:6]}")
-    pid = int(json.loads((d.data_dir / "state.json").read_text())["workers"][0])
+    (pid,) = d.worker_pids()
     limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     yield d, pid
     resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
@@ -54,10 +53,6 @@ def _session(d: Dbgov) -> RawClient:
 def _answers(c: RawClient) -> bool:
     c.send(Query("SELECT 7").encode())
     return rows_of(c.until_ready()) == [(b"7",)]
-
-
-def _log(d: Dbgov) -> str:
-    return (d.data_dir.parent / f"{d.data_dir.name}.log").read_text(errors="replace")
 
 
 def test_clients_past_the_reserve_are_refused_with_53300(one_worker: tuple[Dbgov, int]) -> None:
@@ -100,8 +95,11 @@ def test_accept_failing_for_lack_of_descriptors_does_not_spin(
     _lower_limit(pid, _open_fds(pid) + 2)
     socks = [socket.create_connection((d.host, d.port), timeout=5) for _ in range(30)]
     time.sleep(2)
-    log = _log(d)
-    # Paused, not retried on every turn of the loop (that wrote ~70,000 lines a second).
+    log = d.log()
+    # Paused, not retried on every turn of the loop. The old listener wrote ~70,000
+    # lines a second here and fails this (checked). Paused, it warns once per episode;
+    # an episode ends when a refused client's descriptor frees (after at most 1 s),
+    # so 2 s make a handful, far under 40 even if the machine is slow.
     assert 1 <= log.count("accept failed") <= 40, log[-2000:]
     assert _answers(before), "the worker's sessions are served meanwhile"
     resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
@@ -109,7 +107,7 @@ def test_accept_failing_for_lack_of_descriptors_does_not_spin(
         s.close()
     with psycopg.connect(d.dsn("carol", "staging"), connect_timeout=5) as conn:
         assert conn.execute("SELECT 3").fetchone() == (3,)
-    assert "accepting clients again" in _log(d)
+    assert "accepting clients again" in d.log()
     before.close()
 
 

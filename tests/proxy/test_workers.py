@@ -12,12 +12,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,7 +24,7 @@ import httpx
 import psycopg
 import pytest
 
-from conftest import ROOT, Dbgov, start_beside, start_dbgov, stop_dbgov
+from conftest import Dbgov, start_beside, start_dbgov, stop_dbgov
 from dbgov.proxy.cancel import worker_of
 from dbgov.wire.postgres.messages import PROTOCOL_3_0, CancelRequest, Query, StartupMessage
 from pgwire import RawClient, error_of
@@ -178,33 +175,7 @@ def test_ledger_verifies_after_multi_worker_load(multi: Dbgov) -> None:
     assert len(workers) == 6
     opens = multi.events(types=["connection.open"])
     assert {e["worker"] for e in opens} == {0, 1}
-    _verify(multi)
-
-
-def _verify(d: Dbgov) -> None:
-    """`dbgov audit verify` of the instance's ledger passes."""
-    verify = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dbgov",
-            "audit",
-            "verify",
-            "--data-dir",
-            str(d.data_dir),
-            "--key",
-            str(d.data_dir / "keys" / "ledger.pub"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-
-
-def _workers(d: Dbgov) -> list[int]:
-    return [int(p) for p in json.loads((d.data_dir / "state.json").read_text())["workers"]]
+    multi.verify_ledger()
 
 
 def _answer(c: RawClient, sql: str) -> bytes:
@@ -217,7 +188,7 @@ def _answer(c: RawClient, sql: str) -> bytes:
 def test_a_killed_worker_is_replaced_and_takes_only_its_own_sessions(multi: Dbgov) -> None:
     # Runs last in this module: it kills one of the shared instance's workers.
     by_worker = _one_session_per_worker(multi)
-    pids = _workers(multi)
+    pids = multi.worker_pids()
     victim, survivor = by_worker[1], by_worker[0]
     survivor.send(Query("BEGIN").encode())
     survivor.until_ready()
@@ -236,9 +207,9 @@ def test_a_killed_worker_is_replaced_and_takes_only_its_own_sessions(multi: Dbgo
 
     # A new worker takes slot 1 and serves the same port.
     deadline = time.monotonic() + 30
-    while _workers(multi)[1] == pids[1] and time.monotonic() < deadline:
+    while multi.worker_pids()[1] == pids[1] and time.monotonic() < deadline:
         time.sleep(0.1)
-    new_pids = _workers(multi)
+    new_pids = multi.worker_pids()
     assert new_pids[0] == pids[0] and new_pids[1] != pids[1]
     served = None
     while served is None and time.monotonic() < deadline:
@@ -278,13 +249,13 @@ def test_a_killed_worker_is_replaced_and_takes_only_its_own_sessions(multi: Dbgo
     (stmt,) = multi.events(types=["statement"], text=marker)
     assert stmt["session"] in dead
     assert not multi.events(types=["statement.done"], ref=stmt["id"])
-    _verify(multi)
+    multi.verify_ledger()
 
 
 def test_a_worker_that_cannot_start_is_retried_while_the_others_serve(multi: Dbgov) -> None:
     # Runs after the test above, on the same instance. A replacement reads the config
     # afresh: broken, it cannot start, and the slot is retried with a growing backoff.
-    pids = _workers(multi)
+    pids = multi.worker_pids()
     argv = (Path("/proc") / str(pids[0]) / "cmdline").read_bytes().split(b"\0")
     config = Path(argv[argv.index(b"--config") + 1].decode())
     good = config.read_bytes()
@@ -323,9 +294,9 @@ def test_a_stuck_worker_is_killed_and_replaced(dbgov: Dbgov, tmp_root: Path) -> 
     d = start_beside(dbgov, tmp_root / f"stall-{uuid.uuid4().hex[:6]}", 2, worker_stall_s=2)
     try:
         by_worker = _one_session_per_worker(d)
-        pids = _workers(d)
+        pids = d.worker_pids()
         time.sleep(3)  # idle, yet alive: nobody is killed for waiting on clients
-        assert _workers(d) == pids
+        assert d.worker_pids() == pids
         os.kill(pids[1], signal.SIGSTOP)
         (ev,) = d.wait_events(
             lambda e: e.get("pid") == pids[1], types=["proxy.worker_exit"], timeout=20

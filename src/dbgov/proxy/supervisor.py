@@ -332,9 +332,7 @@ class Supervisor:
             self.layout.state.unlink()
 
 
-def _exit_text(returncode: int | None) -> str:
-    if returncode is None:
-        return "running"
+def _exit_text(returncode: int) -> str:
     if returncode < 0:
         try:
             return f"killed by {signal.Signals(-returncode).name}"
