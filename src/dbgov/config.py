@@ -167,6 +167,9 @@ class Ledger(_Model):
     mode: Literal["strict", "fsync", "async"] = "strict"
     # strict and async: the background fdatasync cadence (what a power loss can take)
     fsync_interval_ms: int = Field(default=100, ge=1, le=10_000)
+    # strict: a worker groups the journal writes of one loop iteration's statements
+    # while more than this many of its other sessions await answers (proxy/session.py)
+    group_siblings: int = Field(default=5, ge=0, le=1_000_000)
     checkpoint_every: int = Field(default=1000, ge=1)
     checkpoint_interval_s: float = Field(default=10.0, gt=0)
     origin: str | None = None  # checkpoint origin line; default "dbgov/<hostname>"

@@ -23,6 +23,8 @@ import pytest
 from psycopg import errors
 
 from conftest import Dbgov, start_dbgov, stop_dbgov
+from dbgov.wire.postgres.messages import Query
+from pgwire import RawClient, error_of, rows_of, types_of
 
 
 def _journal_size(d: Dbgov, pid: int) -> int:
@@ -41,6 +43,9 @@ def own_dbgov(tmp_root: Path):
 def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> None:
     d = own_dbgov
     marker = f"58k-{uuid.uuid4().hex[:8]}"
+    simple = f"58s-{uuid.uuid4().hex[:8]}"
+    raw = RawClient(d.host, d.port)
+    raw.startup("carol", "staging", d.token("carol"))
     with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
         conn.execute("SELECT 1")
         (pid,) = d.worker_pids()
@@ -54,6 +59,16 @@ def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> 
                 )
             assert exc.value.sqlstate == "58000"
             assert str(exc.value).startswith("dbgov: the audit ledger cannot be written")
+            # The simple protocol too (a statement waits for the loop's shared write).
+            raw.send(
+                Query(
+                    f"INSERT INTO training_runs (model, started_at) VALUES ('{simple}', now())"
+                ).encode()
+            )
+            refused = raw.until_ready()
+            err = error_of(refused)
+            assert err is not None and err.sqlstate == "58000", refused
+            assert types_of(refused) == b"EZ"
             # New sessions are refused too (their connection event cannot be written).
             with pytest.raises(psycopg.OperationalError, match="audit ledger"):
                 psycopg.connect(d.dsn("carol", "staging"))
@@ -62,11 +77,17 @@ def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> 
         assert d.app(
             "SELECT count(*) FROM training_runs WHERE model = %s", (marker,), target="staging"
         ) == [(0,)]
-        # Writing works again: the same session recovers without a restart.
+        # Writing works again: the same sessions recover without a restart.
         conn.execute(f"INSERT INTO training_runs (model, started_at) VALUES ('{marker}', now())")
+        raw.send(Query("SELECT 42").encode())
+        assert rows_of(raw.until_ready()) == [(b"42",)]
+        raw.close()
     assert d.app(
         "SELECT count(*) FROM training_runs WHERE model = %s", (marker,), target="staging"
     ) == [(1,)]
+    assert d.app(
+        "SELECT count(*) FROM training_runs WHERE model = %s", (simple,), target="staging"
+    ) == [(0,)]
     # The refused attempt's event is written by the journal's next tick once the
     # limit is lifted, possibly a sequencer pass before the second one: wait for both.
     evs = d.wait_events(lambda e: marker in e.get("sql", ""), count=2, types=["statement"])

@@ -284,6 +284,29 @@ def test_pipeline_of_many_statements_before_one_sync(dbgov):
     c.close()
 
 
+def test_pipeline_with_describes_keeps_every_frame_in_order(dbgov):
+    """libpq's pipeline sends Parse, Bind, Describe, Execute per statement. While one
+    statement waits for its ledger write, the next one's frames must queue behind it
+    whole: a Describe that overtook its own Parse and Bind would describe the
+    previous portal (seen as a wrong RowDescription, or a missing portal)."""
+    c = login(dbgov)
+    batch = b""
+    for i in range(20):
+        col = f"c{i}"
+        batch += Parse("", f"SELECT $1::int * 2 AS {col}", (23,)).encode()
+        batch += Bind("", "", (), (str(i).encode(),), ()).encode()
+        batch += Describe("P", "").encode()
+        batch += Execute("", 0).encode()
+    batch += Sync().encode()
+    c.send(batch)
+    msgs = c.until_ready()
+    assert types_of(msgs) == b"12TDC" * 20 + b"Z"
+    names = [m.body[2:].split(b"\x00", 1)[0] for m in msgs if m.type == b"T"]
+    assert names == [f"c{i}".encode() for i in range(20)]
+    assert rows_of(msgs) == [(str(i * 2).encode(),) for i in range(20)]
+    c.close()
+
+
 def test_error_mid_pipeline_skips_until_sync(dbgov):
     dbgov.app("CREATE TABLE IF NOT EXISTS pipeline_probe (n int)")
     dbgov.app("TRUNCATE pipeline_probe")

@@ -138,11 +138,12 @@ class Journal:
             callback(None)
             return
         self._waiters.append(callback)
-        if self.mode == "strict":
-            self._write_pending()
-        elif not self._flush_scheduled:
+        if not self._flush_scheduled:
+            # Strict mode writes once the loop has served every connection that was
+            # ready: the statements one loop iteration forwards share one write().
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_fsync)
+            flush = self._write_pending if self.mode == "strict" else self._flush_fsync
+            asyncio.get_running_loop().call_soon(flush)
 
     def write_now(self) -> OSError | None:
         """Strict mode: write everything pending now; the error if it failed."""
@@ -153,6 +154,7 @@ class Journal:
         return err
 
     def _write_pending(self) -> None:
+        self._flush_scheduled = False
         waiters, self._waiters = self._waiters, []
         err = self.write_now()
         for cb in waiters:

@@ -3,7 +3,9 @@
 `write_ahead()` is the one call the pump makes before forwarding a statement.
 In strict mode the event is in the operating system when it returns None; any
 error means the statement MUST NOT be forwarded (the session answers 58000).
-In fsync mode durability arrives later through `Journal.when_durable`.
+In fsync mode durability arrives later through `Journal.when_durable`, and so it
+does in strict mode for a statement appended with `append_ahead()` (a busy
+worker's writes grouped per loop iteration, see `Session._forward_event`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class Audit:
         if self.journal.mode != "strict":
             return self.journal.failed
         return self.journal.write_now()
+
+    def append_ahead(self, ev: dict[str, Any]) -> None:
+        """Append the event of a statement that then waits on `when_durable` before it
+        is forwarded (strict mode's grouped writes)."""
+        self.journal.append(events.encode(ev))
 
     def record(self, type_: str, event_id: str, **fields: Any) -> dict[str, Any]:
         """`append_event` from keyword fields (None values left out)."""

@@ -82,6 +82,7 @@ def build_context(config: Config, worker_id: int) -> ProxyContext:
         upstream_tls={t.name: tls.upstream_context(t) for t in config.targets},
         worker_id=worker_id,
         worker_pid=os.getpid(),
+        group_siblings=config.ledger.group_siblings,
     )
     if config.upstream_reuse_s > 0:
         ctx.upstream_pool = UpstreamPool(config.upstream_reuse_s)
