@@ -160,6 +160,12 @@ class Dbgov:
         state = json.loads((self.data_dir / "state.json").read_text())
         return [int(p) for p in state["workers"]]
 
+    def journal_size(self, pid: int) -> int:
+        """Bytes in the newest ledger journal segment of the worker `pid`."""
+        segs = sorted((self.data_dir / "ledger" / "journal").glob(f"{pid}-*.jsonl"))
+        assert segs, "the worker has a journal segment"
+        return segs[-1].stat().st_size
+
     def log(self) -> str:
         """What this dbgov wrote to its log file (start_dbgov's)."""
         return (self.data_dir.parent / f"{self.data_dir.name}.log").read_text(errors="replace")

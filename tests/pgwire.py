@@ -24,6 +24,7 @@ from dbgov.wire.postgres.messages import (
     NoticeResponse,
     ParameterStatus,
     PasswordMessage,
+    Query,
     ReadyForQuery,
     RowDescription,
     SSLRequest,
@@ -92,6 +93,11 @@ class RawClient:
                 return b""
         b, self.buf = self.buf[:1], self.buf[1:]
         return b
+
+    def query(self, sql: str) -> list[Msg]:
+        """A simple-protocol Query and everything up to its ReadyForQuery."""
+        self.send(Query(sql).encode())
+        return self.until_ready()
 
     def until_ready(self) -> list[Msg]:
         out = []

@@ -23,14 +23,7 @@ import pytest
 from psycopg import errors
 
 from conftest import Dbgov, start_dbgov, stop_dbgov
-from dbgov.wire.postgres.messages import Query
 from pgwire import RawClient, error_of, rows_of, types_of
-
-
-def _journal_size(d: Dbgov, pid: int) -> int:
-    segs = sorted((d.data_dir / "ledger" / "journal").glob(f"{pid}-*.jsonl"))
-    assert segs, "the worker has a journal segment"
-    return segs[-1].stat().st_size
 
 
 @pytest.fixture
@@ -49,7 +42,7 @@ def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> 
     with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
         conn.execute("SELECT 1")
         (pid,) = d.worker_pids()
-        size = _journal_size(d, pid)
+        size = d.journal_size(pid)
         old = resource.prlimit(pid, resource.RLIMIT_FSIZE)
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, old[1]))
         try:
@@ -60,12 +53,9 @@ def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> 
             assert exc.value.sqlstate == "58000"
             assert str(exc.value).startswith("dbgov: the audit ledger cannot be written")
             # The simple protocol too (a statement waits for the loop's shared write).
-            raw.send(
-                Query(
-                    f"INSERT INTO training_runs (model, started_at) VALUES ('{simple}', now())"
-                ).encode()
+            refused = raw.query(
+                f"INSERT INTO training_runs (model, started_at) VALUES ('{simple}', now())"
             )
-            refused = raw.until_ready()
             err = error_of(refused)
             assert err is not None and err.sqlstate == "58000", refused
             assert types_of(refused) == b"EZ"
@@ -79,8 +69,7 @@ def test_unwritable_ledger_refuses_with_58000_and_recovers(own_dbgov: Dbgov) -> 
         ) == [(0,)]
         # Writing works again: the same sessions recover without a restart.
         conn.execute(f"INSERT INTO training_runs (model, started_at) VALUES ('{marker}', now())")
-        raw.send(Query("SELECT 42").encode())
-        assert rows_of(raw.until_ready()) == [(b"42",)]
+        assert rows_of(raw.query("SELECT 42")) == [(b"42",)]
         raw.close()
     assert d.app(
         "SELECT count(*) FROM training_runs WHERE model = %s", (marker,), target="staging"

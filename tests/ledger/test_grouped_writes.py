@@ -24,7 +24,6 @@ import pytest
 from psycopg import errors
 
 from conftest import Dbgov, start_beside, stop_dbgov
-from dbgov.wire.postgres.messages import Query
 from pgwire import RawClient, error_of, rows_of, types_of
 
 
@@ -47,8 +46,7 @@ def test_concurrent_sessions_get_their_answers_and_every_statement_is_audited(
         c = RawClient(grouped.host, grouped.port)
         c.startup("carol", "staging", grouped.token("carol"))
         for i in range(40):
-            c.send(Query(f"SELECT '{run}-s{n}-{i}'").encode())
-            rows = rows_of(c.until_ready())
+            rows = rows_of(c.query(f"SELECT '{run}-s{n}-{i}'"))
             if rows != [(f"{run}-s{n}-{i}".encode(),)]:
                 failures.append(f"simple {n}/{i}: {rows}")
         c.close()
@@ -98,16 +96,12 @@ def test_a_failed_grouped_write_refuses_what_it_carried(grouped: Dbgov, dbgov: D
         ) != [(1,)]:
             assert time.monotonic() < deadline, "the sleeper never started"
             time.sleep(0.05)
-        segs = sorted((grouped.data_dir / "ledger" / "journal").glob(f"{pid}-*.jsonl"))
         old = resource.prlimit(pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (segs[-1].stat().st_size, old[1]))
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (grouped.journal_size(pid), old[1]))
         try:
-            raw.send(
-                Query(
-                    f"INSERT INTO training_runs (model, started_at) VALUES ('{marker}', now())"
-                ).encode()
+            refused = raw.query(
+                f"INSERT INTO training_runs (model, started_at) VALUES ('{marker}', now())"
             )
-            refused = raw.until_ready()
             err = error_of(refused)
             assert err is not None and err.sqlstate == "58000", refused
             assert types_of(refused) == b"EZ"
@@ -123,8 +117,7 @@ def test_a_failed_grouped_write_refuses_what_it_carried(grouped: Dbgov, dbgov: D
             "SELECT count(*) FROM training_runs WHERE model = %s", (marker,), target="staging"
         ) == [(0,)]
         # Writing works again: both sessions go on.
-        raw.send(Query("SELECT 42").encode())
-        assert rows_of(raw.until_ready()) == [(b"42",)]
+        assert rows_of(raw.query("SELECT 42")) == [(b"42",)]
         conn.execute(f"INSERT INTO training_runs (model, started_at) VALUES ('{marker}', now())")
     raw.close()
     sleeper.close()

@@ -312,7 +312,6 @@ class Session:
         self._to_server: list[bytes] = []
         self._to_client: list[bytes] = []
         self._durable_wait = 0  # batches waiting for their events' write or group commit
-        self._hold_batch = False  # the statement just appended waits in `_wait_durable`
         self._in_flight = False  # counted in ctx.busy: a statement awaits its answer
         self._queued_batches: list[list[bytes]] = []
         self.masking = False
@@ -448,9 +447,7 @@ class Session:
     def _closed(self, reason: str) -> None:
         """The session is over: forget it, and write its last events."""
         self.ctx.sessions.pop(self.id, None)
-        if self._in_flight:
-            self._in_flight = False
-            self.ctx.busy -= 1
+        self._answered()
         if self.identity is not None and self.target is not None:
             if self._done:
                 self._write_done()
@@ -1034,13 +1031,14 @@ class Session:
         decision: Decision,
         portal: Portal | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> tuple[str, OSError | None]:
+    ) -> tuple[str, OSError | None, bool]:
         """The statement event of a statement about to be forwarded (with the bind
-        parameters of `portal`, if any). In async ledger mode nothing waits for it, so
-        only its id is taken now and the event is built once the batch has gone
-        upstream (`_flush_server`): the round trip does not wait for its encoding, nor
-        for the parameters' rendering, and it still precedes every response in the
-        journal.
+        parameters of `portal`, if any): its id, the error that refuses the statement,
+        and whether the statement must wait in `_wait_durable`. In async ledger mode
+        nothing waits for the event, so only its id is taken now and the event is built
+        once the batch has gone upstream (`_flush_server`): the round trip does not wait
+        for its encoding, nor for the parameters' rendering, and it still precedes every
+        response in the journal.
 
         In strict mode, while more than `ledger.group_siblings` other sessions of this
         worker await answers, the event is only appended: `_wait_durable` holds the
@@ -1060,12 +1058,19 @@ class Session:
         if audit.mode != "async" or audit.failed is not None:
             params = self._params(portal) if portal is not None else None
             grouped = audit.mode == "strict" and siblings > ctx.group_siblings
-            self._hold_batch = grouped or audit.mode == "fsync"
-            return self._statement_event(sql, analysis, decision, params, extra, None, grouped)
-        self._hold_batch = False
+            event_id, err = self._statement_event(
+                sql, analysis, decision, params, extra, None, grouped
+            )
+            return event_id, err, grouped or audit.mode == "fsync"
         event_id = audit.next_id(self.id)
         self._later.append((sql, analysis, decision, portal, extra, event_id))
-        return event_id, None
+        return event_id, None, False
+
+    def _answered(self) -> None:
+        """No statement of this session awaits its answer any longer (ctx.busy)."""
+        if self._in_flight:
+            self._in_flight = False
+            self.ctx.busy -= 1
 
     def _write_later(self) -> None:
         later, self._later = self._later, []
@@ -1135,7 +1140,7 @@ class Session:
         approval_ref: str | None = None,
     ) -> None:
         extra = {"approval_ref": approval_ref} if approval_ref else None
-        event_id, err = self._forward_event(sql, analysis, decision, extra=extra)
+        event_id, err, hold = self._forward_event(sql, analysis, decision, extra=extra)
         unit = Unit(
             U_QUERY, event_id=event_id, statements=analysis.statements, started=time.monotonic()
         )
@@ -1146,7 +1151,8 @@ class Session:
             return
         self.units.append(unit)
         self._to_server.append(raw)
-        self._wait_durable(unit, _REFUSED_QUERY)
+        if hold:
+            self._wait_durable(unit, _REFUSED_QUERY)
 
     def _wait_durable(self, unit: Unit, refusal: bytes) -> None:
         """Hold the batch that ends with `unit`'s statement until the journal has its
@@ -1154,9 +1160,6 @@ class Session:
         it: the loop iteration's write). If that fails, `refusal` replaces the statement
         and the client gets 58000, as when the event cannot be appended at all; the
         session goes on."""
-        if not self._hold_batch:
-            return
-        self._hold_batch = False
         self._durable_wait += 1
         batch, self._to_server = self._to_server, []
         at = len(batch) - 1
@@ -1312,7 +1315,7 @@ class Session:
             extra["approval_ref"] = approval_ref
         if max_rows:
             extra["max_rows"] = max_rows
-        event_id, err = self._forward_event(
+        event_id, err, hold = self._forward_event(
             prepared.sql, prepared.analysis, decision, portal, extra
         )
         unit = Unit(
@@ -1344,7 +1347,8 @@ class Session:
         unit.portal = portal
         self._push(unit)
         self._to_server.append(raw)
-        self._wait_durable(unit, _REFUSED_EXECUTE)
+        if hold:
+            self._wait_durable(unit, _REFUSED_EXECUTE)
 
     def _describing(self, portal: Portal) -> bool:
         """Did the client's own Describe of this portal go just before its Execute?
@@ -1842,9 +1846,8 @@ class Session:
         self.units.popleft()
         if unit.kind == U_QUERY and unit.event_id is not None:
             self._finish_unit(unit)
-        if self._in_flight and not self.units:
-            self._in_flight = False
-            self.ctx.busy -= 1
+        if not self.units:
+            self._answered()
         if self.txn != "I" and self._sp_dirty:
             self._sp_in_txn = True
         self.txn = status
