@@ -207,7 +207,14 @@ class Unit:
 class ServerSide:
     """The upstream socket's protocol once logged in: every event goes straight to
     its session. (The login's UpstreamProtocol is plain Python; this one is compiled,
-    so a server chunk reaches the pump without an interpreted call.)"""
+    so a server chunk reaches the pump without an interpreted call.)
+
+    Both sockets use data_received, not BufferedProtocol: uvloop hands over each read
+    as one new bytes object, which FrameBuffer keeps as its buffer without a copy
+    (framing.py), while reading into a preallocated buffer costs a get_buffer call
+    and a view per read, and a copy of every frame that outlives the read. A bare
+    uvloop relay under pgbench -S c=8 measured 2.6 µs of user CPU a transaction with
+    data_received, 3.8 µs with BufferedProtocol (issue 8)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
