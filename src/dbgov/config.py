@@ -169,7 +169,7 @@ class Ledger(_Model):
     fsync_interval_ms: int = Field(default=100, ge=1, le=10_000)
     # strict: a worker groups the journal writes of one loop iteration's statements
     # while more than this many of its other sessions await answers (proxy/session.py)
-    group_siblings: int = Field(default=5, ge=0, le=1_000_000)
+    group_siblings: int = Field(default=1, ge=0, le=1_000_000)
     checkpoint_every: int = Field(default=1000, ge=1)
     checkpoint_interval_s: float = Field(default=10.0, gt=0)
     origin: str | None = None  # checkpoint origin line; default "dbgov/<hostname>"

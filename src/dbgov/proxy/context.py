@@ -38,7 +38,7 @@ class ProxyContext:
     worker_pid: int = 0  # this process: a restarted worker keeps its id, not its pid
     clients: int = 0  # client connections with a session (logging in or logged in)
     busy: int = 0  # sessions waiting for the answer to a statement (Session._in_flight)
-    group_siblings: int = 5  # config.ledger.group_siblings
+    group_siblings: int = 1  # config.ledger.group_siblings
     sessions: dict[str, Any] = field(default_factory=dict)  # session id -> Session
     backpressure: LedgerBackpressure | None = None
     upstream_pool: UpstreamPool | None = None  # kept upstream connections (proxy/reuse.py)
