@@ -213,8 +213,8 @@ class ServerSide:
     as one new bytes object, which FrameBuffer keeps as its buffer without a copy
     (framing.py), while reading into a preallocated buffer costs a get_buffer call
     and a view per read, and a copy of every frame that outlives the read. A bare
-    uvloop relay under pgbench -S c=8 measured 2.6 µs of user CPU a transaction with
-    data_received, 3.8 µs with BufferedProtocol (issue 8)."""
+    uvloop relay under pgbench -S c=8 measured 2.8 µs of user CPU a transaction with
+    data_received, 3.8 µs with BufferedProtocol (medians of 3 runs; issue 8)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
