@@ -1061,12 +1061,12 @@ class Session:
         """
         ctx = self.ctx
         audit = ctx.audit
-        siblings = ctx.busy - 1 if self._in_flight else ctx.busy
         if not self._in_flight:
             self._in_flight = True
             ctx.busy += 1
         if audit.mode != "async" or audit.failed is not None:
             params = self._params(portal) if portal is not None else None
+            siblings = ctx.busy - 1  # the other sessions awaiting answers
             grouped = audit.mode == "strict" and siblings > ctx.group_siblings
             event_id, err = self._statement_event(
                 sql, analysis, decision, params, extra, None, grouped

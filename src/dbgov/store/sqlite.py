@@ -97,7 +97,7 @@ class EventRow:
     leaf: bytes
 
 
-WRITER_CACHE_KIB = 64 * 1024  # holds the sequencer's largest pass (20,000 events of ~1 KiB)
+WRITER_CACHE_KIB = 64 * 1024  # holds the sequencer's largest pass: 20,000 events, indexes too
 _COLS = "idx, id, type, ts, session, user, target, ref, decision, body, leaf"
 _ROW_MARKS = "(?,?,?,?,?,?,?,?,?,?,?)"
 # Rows per INSERT statement. One statement per row costs a bind-step-reset round and
