@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.systems import Endpoint, cpu_seconds
+from bench.systems import Endpoint, cpu_seconds, server_cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,9 @@ class Result:
     # CPU time of the proxy's processes (dbgov: supervisor with the ledger sequencer, and
     # workers; PgBouncer: its one process) per transaction, in microseconds.
     proxy_cpu_us_per_tx: float | None = None
+    # CPU time of PostgreSQL (postmaster, backends, background processes) per
+    # transaction, in microseconds: what the server spent behind this system.
+    server_cpu_us_per_tx: float | None = None
     # dbgov: seconds its ledger took, after pgbench ended, to integrate every event of the
     # run (the sequencer runs niced and catches up after a saturating load).
     ledger_settle_s: float | None = None
@@ -121,8 +124,11 @@ def read_latencies(files: list[Path], cycle: bool) -> list[int]:
     return deltas
 
 
-def run(pgbench: str, endpoint: Endpoint, load: Load, workdir: Path) -> Result:
-    """Run `load` against `endpoint`; failures come back as `Result.error`, not raised."""
+def run(
+    pgbench: str, endpoint: Endpoint, load: Load, workdir: Path, server_pid: int | None = None
+) -> Result:
+    """Run `load` against `endpoint`; failures come back as `Result.error`, not raised.
+    With `server_pid` (the postmaster's), PostgreSQL's CPU per transaction is read too."""
     logdir = workdir / "pgbench-logs"
     shutil.rmtree(logdir, ignore_errors=True)
     logdir.mkdir(parents=True)
@@ -140,6 +146,7 @@ def run(pgbench: str, endpoint: Endpoint, load: Load, workdir: Path) -> Result:
         endpoint.dbname,
     ]
     cpu_before = cpu_seconds(endpoint.cpu_pids)
+    server_before = server_cpu_seconds(server_pid) if server_pid else 0.0
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -163,6 +170,7 @@ def run(pgbench: str, endpoint: Endpoint, load: Load, workdir: Path) -> Result:
         except RuntimeError as exc:
             result.error = str(exc)
     cpu = cpu_seconds(endpoint.cpu_pids) - cpu_before
+    server_cpu = server_cpu_seconds(server_pid) - server_before if server_pid else None
     if m := _FAILED.search(out):
         result.failed = int(m.group(1))
     if m := _DONE.search(out):
@@ -175,6 +183,8 @@ def run(pgbench: str, endpoint: Endpoint, load: Load, workdir: Path) -> Result:
         result.tps = float(tps.group(1))
     if endpoint.cpu_pids and result.transactions:
         result.proxy_cpu_us_per_tx = round(cpu * 1e6 / result.transactions, 1)
+    if server_cpu is not None and result.transactions:
+        result.server_cpu_us_per_tx = round(server_cpu * 1e6 / result.transactions, 1)
     lat = sorted(read_latencies(sorted(logdir.glob("tx.*")), cycle=load.connect))
     if lat:
         result.p50_ms = percentile(lat, 0.50) / 1000

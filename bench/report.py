@@ -7,6 +7,9 @@ exists for: policy = demo policy / allow-all, ledger-mode = strict / async.
 "cpu us/tx" is the proxy's own CPU time per transaction (dbgov: the supervisor,
 which runs the ledger sequencer, plus the workers; PgBouncer: its process): unlike
 throughput on a shared machine, it does not depend on what else is running.
+"pg us/tx" is PostgreSQL's CPU time per transaction (postmaster, backends and
+background processes): the same statements cost the server more behind a proxy
+that keeps the cores busy between them, and this column shows by how much.
 "ledger s" is how long dbgov's ledger took, once pgbench had ended, to integrate
 the run's last events: the sequencer runs niced and falls behind under a
 saturating load. The next run starts only after it, and "cpu us/tx" includes it.
@@ -266,7 +269,7 @@ def table(results: Results, rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'scenario':<12} {'load':<24} {'system':<16} {'ph':<2} {'TPS':>10} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'x direct':>8} {'x pgb':>6} {'x base':>7} "
-        f"{'cpu us/tx':>9} {'ledger s':>8}"
+        f"{'cpu us/tx':>9} {'pg us/tx':>8} {'ledger s':>8}"
     )
     lines = [head, "-" * len(head)]
     order = {s: i for i, s in enumerate(SCENARIO_ORDER)}
@@ -288,6 +291,7 @@ def table(results: Results, rows: list[dict[str, Any]]) -> str:
                 f"{_f(d['p99_ms'], '.3f'):>8} {_f(d['ratio_to_direct'], '.2f'):>8} "
                 f"{_f(d['ratio_to_pgbouncer'], '.2f'):>6} {base:>7} "
                 f"{_f(d['proxy_cpu_us_per_tx'], '.0f'):>9} "
+                f"{_f(d.get('server_cpu_us_per_tx'), '.0f'):>8} "
                 f"{_f(d.get('ledger_settle_s'), '.1f'):>8}"
             )
         lines.append("")

@@ -204,10 +204,11 @@ class Runner:
         assert self.world is not None
         runs: dict[str, list[pgbench.Result]] = {name: [] for name, _ in systems}
         la = loadavg()
+        server = self.world.postmaster_pid()
         for rnd in range(self.s.rounds):
             order = systems if rnd % 2 == 0 else systems[::-1]
             for name, ep in order:
-                result = pgbench.run(self.world.pgbench, ep, load, self.workdir)
+                result = pgbench.run(self.world.pgbench, ep, load, self.workdir, server)
                 runs[name].append(result)
                 self._print(scenario, load, name, result, rnd)
         for name, _ in systems:
@@ -238,6 +239,8 @@ class Runner:
         )
         if result.proxy_cpu_us_per_tx is not None:
             lat += f"  proxy cpu {result.proxy_cpu_us_per_tx:5.0f} us/tx"
+        if result.server_cpu_us_per_tx is not None:
+            lat += f"  postgres cpu {result.server_cpu_us_per_tx:5.0f} us/tx"
         if result.ledger_settle_s:
             lat += f"  ledger +{result.ledger_settle_s:.1f} s"
         err = f"  ERROR {result.error}" if result.error else ""

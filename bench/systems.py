@@ -105,6 +105,48 @@ def cpu_seconds(pids: tuple[int, ...]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU time PostgreSQL has used so far: the postmaster's own, that of its children
+    that have exited (the kernel adds a reaped child's time to its parent's cutime and
+    cstime), and that of the children still there (backends, background workers; an
+    exited child not yet reaped still shows its times).
+
+    The difference of two readings is what the server spent in between, backends that
+    came and went included, so a proxy's effect on the server's cost per transaction
+    can be read beside the proxy's own CPU. A child reaped while a reading is taken
+    would be counted twice or not at all, so a reading is retaken until the set of
+    children is the same before and after it (backends end together when pgbench does).
+    """
+    for _ in range(100):
+        before = _children_ticks(postmaster)
+        own = _stat_fields(postmaster)
+        after = _children_ticks(postmaster)
+        if before.keys() == after.keys():
+            ticks = sum(int(f) for f in own[11:15]) if own else 0  # utime stime cutime cstime
+            return (ticks + sum(after.values())) / os.sysconf("SC_CLK_TCK")
+        time.sleep(0.01)
+    raise RuntimeError(f"PostgreSQL's children (postmaster {postmaster}) did not settle")
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat after the command name (state first), or [] if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _children_ticks(parent: int) -> dict[int, int]:
+    """utime + stime of each child of `parent`, by pid."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat_fields(entry.name)
+            if len(fields) > 12 and int(fields[1]) == parent:  # ppid
+                out[int(entry.name)] = int(fields[11]) + int(fields[12])
+    return out
+
+
 class Child:
     """One child process in its own session; `stop()` is idempotent."""
 
@@ -231,6 +273,11 @@ class EmbeddedWorld:
     @property
     def pgbench(self) -> str:
         return str(self.state["pgbench"])
+
+    def postmaster_pid(self) -> int:
+        """The embedded server's postmaster (read each time: `restart` replaces it)."""
+        data_dir = self.admin("SHOW data_directory")[0][0]
+        return int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
 
     def admin(self, sql: str) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
