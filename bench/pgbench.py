@@ -124,6 +124,16 @@ def read_latencies(files: list[Path], cycle: bool) -> list[int]:
     return deltas
 
 
+def _server_cpu(postmaster: int | None) -> float | None:
+    """`server_cpu_seconds`, or None (the column shows "-") if it cannot be read."""
+    if postmaster is None:
+        return None
+    try:
+        return server_cpu_seconds(postmaster)
+    except RuntimeError:  # children kept coming and going: the run itself still counts
+        return None
+
+
 def run(
     pgbench: str, endpoint: Endpoint, load: Load, workdir: Path, server_pid: int | None = None
 ) -> Result:
@@ -146,7 +156,7 @@ def run(
         endpoint.dbname,
     ]
     cpu_before = cpu_seconds(endpoint.cpu_pids)
-    server_before = server_cpu_seconds(server_pid) if server_pid else 0.0
+    server_before = _server_cpu(server_pid)
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -170,7 +180,7 @@ def run(
         except RuntimeError as exc:
             result.error = str(exc)
     cpu = cpu_seconds(endpoint.cpu_pids) - cpu_before
-    server_cpu = server_cpu_seconds(server_pid) - server_before if server_pid else None
+    server_after = _server_cpu(server_pid)
     if m := _FAILED.search(out):
         result.failed = int(m.group(1))
     if m := _DONE.search(out):
@@ -183,8 +193,9 @@ def run(
         result.tps = float(tps.group(1))
     if endpoint.cpu_pids and result.transactions:
         result.proxy_cpu_us_per_tx = round(cpu * 1e6 / result.transactions, 1)
-    if server_cpu is not None and result.transactions:
-        result.server_cpu_us_per_tx = round(server_cpu * 1e6 / result.transactions, 1)
+    if server_before is not None and server_after is not None and result.transactions:
+        spent = server_after - server_before
+        result.server_cpu_us_per_tx = round(spent * 1e6 / result.transactions, 1)
     lat = sorted(read_latencies(sorted(logdir.glob("tx.*")), cycle=load.connect))
     if lat:
         result.p50_ms = percentile(lat, 0.50) / 1000
