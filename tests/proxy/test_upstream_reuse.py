@@ -75,6 +75,43 @@ def test_the_next_session_of_the_same_identity_gets_a_clean_upstream(dbgov: Dbgo
         session = app.rsplit("/", 1)[1]
     opened = d.wait_events(lambda e: True, types=["connection.open"], session=session)
     assert len(opened) == 1 and opened[0]["upstream_reused"] is True
+    # dbgov's own statements on the shared backend are in the ledger: what ran for the
+    # first session (set_config may change the search_path, so dbgov asked for it) and
+    # the reset that ended it, then the rename that began the second.
+    assert opened[0]["internal_sql"] == [f"SET application_name = '{app}'"]
+    first = first_app.rsplit("/", 1)[1]
+    closed = d.wait_events(lambda e: True, types=["connection.close"], session=first)
+    assert len(closed) == 1
+    assert closed[0]["internal_sql"] == ["SHOW search_path", "DISCARD ALL"]
+
+
+def test_the_ledger_lists_what_dbgov_ran_on_the_upstream_for_a_session(dbgov: Dbgov) -> None:
+    d = dbgov
+    with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
+        pid = _backend(conn)
+        conn.execute("SET search_path = public")  # dbgov asks the server for the path
+        conn.execute("SET search_path = public")  # again: listed once
+        (app,) = d.admin(
+            "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,), "staging"
+        )[0]
+    d.wait_backend_kept(pid, "staging")
+    session = app.rsplit("/", 1)[1]
+    opened = d.wait_events(lambda e: True, types=["connection.open"], session=session)
+    closed = d.wait_events(lambda e: True, types=["connection.close"], session=session)
+    assert len(opened) == 1 and len(closed) == 1
+    assert closed[0]["internal_sql"] == ["SHOW search_path", "DISCARD ALL"]
+    # A session that ends without a clean Terminate leaves no reset to list.
+    conn = psycopg.connect(d.dsn("carol", "staging"))
+    pid = _backend(conn)  # psycopg opened a transaction for it
+    (app,) = d.admin(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,), "staging"
+    )[0]
+    conn.close()  # Terminate with the transaction open: the upstream is closed, not reset
+    _wait_gone(d, pid)
+    closed = d.wait_events(
+        lambda e: True, types=["connection.close"], session=app.rsplit("/", 1)[1]
+    )
+    assert len(closed) == 1 and "internal_sql" not in closed[0]
 
 
 def test_other_identities_never_get_a_kept_upstream(dbgov: Dbgov) -> None:

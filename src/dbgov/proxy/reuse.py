@@ -14,6 +14,8 @@ cursors, releases advisory locks, stops LISTENs and resets every setting and the
 session authorization; a connection whose reset does not end in an idle
 ReadyForQuery is closed, never kept. The session that takes one sets its own
 `application_name` before its first statement (an internal query, see session.py).
+Both statements are dbgov's own, not a client's: the ledger lists them in the
+`internal_sql` field of the sessions' connection.open and connection.close events.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dbgov.wire.postgres.messages import ParameterStatus, Query, Terminate
 
 log = logging.getLogger(__name__)
 
+RESET_SQL = "DISCARD ALL"
 PER_KEY = 16  # idle connections kept per key: bounds what reuse holds on the server
 RESET_TIMEOUT_S = 5.0
 Key = tuple[str, str, str, tuple[tuple[str, str], ...]]  # target, issuer, user, params
@@ -75,17 +78,19 @@ class UpstreamPool:
 
     def release(
         self, k: Key, transport: asyncio.Transport, pid: int, secret: bytes, params: dict[str, str]
-    ) -> None:
-        """Reset a connection whose session ended cleanly and keep it; or close it."""
+    ) -> bool:
+        """Reset a connection whose session ended cleanly and keep it; or close it.
+        True if the reset (`DISCARD ALL`) was sent."""
         if self.idle_s <= 0 or len(self._idle.get(k, ())) >= PER_KEY:
             terminate(transport)
-            return
+            return False
         conn = Idle(transport, pid, secret, dict(params))
         reset = _Reset(self, k, conn)
         transport.set_protocol(reset)
         transport.resume_reading()
-        transport.write(Query("DISCARD ALL").encode())
+        transport.write(Query(RESET_SQL).encode())
         reset.timer = asyncio.get_running_loop().call_later(RESET_TIMEOUT_S, reset.fail, "timeout")
+        return True
 
     def _keep(self, k: Key, conn: Idle) -> None:
         conn.until = time.monotonic() + self.idle_s

@@ -277,6 +277,9 @@ class Session:
         self.up_params: dict[str, str] = {}  # the upstream's ParameterStatus values
         self._reuse_key: reuse.Key | None = None  # set when the pool may keep the upstream
         self._terminated = False  # the client said Terminate (a clean end)
+        # SQL dbgov itself sent upstream after the connection opened (distinct texts, in
+        # order): the connection.close event lists it.
+        self._internal_sql: list[str] = []
         self.cancel_pid = 0
         # pump state
         self.phase = Phase.READY  # one phase, moved by both directions (states.py)
@@ -406,7 +409,8 @@ class Session:
         if up is not None and not up.is_closing():
             pool = self.ctx.upstream_pool
             if pool is not None and self._reuse_key is not None and self._reusable():
-                pool.release(self._reuse_key, up, self.up_pid, self.up_key, self.up_params)
+                if pool.release(self._reuse_key, up, self.up_pid, self.up_key, self.up_params):
+                    self._note_internal(reuse.RESET_SQL)
             elif self.units and self.pumping and not self._queued_batches:
                 # The client left mid-statement: read on until the server has answered
                 # what is in flight (cancelled, unless the client said Terminate), so
@@ -469,7 +473,12 @@ class Session:
                 statements=self.statements,
                 duration_us=int((time.monotonic() - self.opened) * 1e6),
                 reason=reason,
+                internal_sql=self._internal_sql or None,
             )
+
+    def _note_internal(self, sql: str) -> None:
+        if sql not in self._internal_sql:
+            self._internal_sql.append(sql)
 
     def _reusable(self) -> bool:
         """May the upstream serve another session? Only after a clean end: the client's
@@ -601,6 +610,10 @@ class Session:
                 target.name, identity.issuer, identity.user, upstream_params
             )
             kept = pool.take(self._reuse_key)
+        app_name = f"dbgov/{identity.user}/{self.id}"
+        # A kept connection still names the session it was opened for: renamed with a
+        # statement of ours, which the open event lists.
+        rename = _set_application_name(app_name) if kept is not None else None
         ssl_obj = self.transport.get_extra_info("ssl_object") if self.transport else None
         err = self.ctx.audit.write_ahead(
             "connection.open",
@@ -620,6 +633,7 @@ class Session:
             worker=self.ctx.worker_id,
             worker_pid=self.ctx.worker_pid or None,
             upstream_reused=True if kept is not None else None,
+            internal_sql=[rename] if rename else None,
         )
         if err is not None:
             if kept is not None:
@@ -631,7 +645,6 @@ class Session:
                 hint="check the dbgov data directory's disk",
             )
             return
-        app_name = f"dbgov/{identity.user}/{self.id}"
         if kept is not None:
             transport = kept.transport
             self.up_pid, self.up_key, self.up_params = kept.pid, kept.secret, kept.params
@@ -678,12 +691,10 @@ class Session:
             self.ledger_backpressure(True)
         transport.set_protocol(ServerSide(self))  # type: ignore[arg-type]  # a duck-typed protocol
         self.pumping = True
-        if kept is not None:
-            # The kept connection still names the session it was opened for; this is
-            # answered before the client's first statement, and swallowed.
+        if rename is not None:
+            # Answered before the client's first statement, and swallowed.
             self.units.append(Unit(U_QUERY, "application_name", internal=True))
-            literal = "'" + app_name.replace("'", "''") + "'"
-            transport.write(Query(f"SET application_name = {literal}").encode())
+            transport.write(Query(rename).encode())
         leftover = self.conn.take_leftover()
         while not self._startup_data.empty():
             leftover += self._startup_data.get_nowait()
@@ -1610,7 +1621,8 @@ class Session:
         held until the answer is in, so no statement is decided on a stale path."""
         assert self.up_transport is not None
         self.units.append(Unit(U_QUERY, "search_path", internal=True))
-        self.up_transport.write(Query("SHOW search_path").encode())
+        self.up_transport.write(Query(_SHOW_SEARCH_PATH).encode())
+        self._note_internal(_SHOW_SEARCH_PATH)
         return b""
 
     def _server_frame(self, t: int, body: bytes, unit: Unit | None) -> bytes | None:
@@ -1948,6 +1960,13 @@ class Session:
                 ev["masked"] = unit.masked
             self.ctx.audit.append_event(ev)
         self._done.clear()
+
+
+_SHOW_SEARCH_PATH = "SHOW search_path"
+
+
+def _set_application_name(name: str) -> str:
+    return "SET application_name = '" + name.replace("'", "''") + "'"
 
 
 def _row_description(body: bytes) -> RowDescription:
