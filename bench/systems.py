@@ -99,10 +99,18 @@ def cpu_seconds(pids: tuple[int, ...]) -> float:
     """User + system CPU time of `pids` (all their threads), from /proc/<pid>/stat."""
     total = 0
     for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+        fields = _stat_fields(pid)
+        if len(fields) > 12:
+            total += int(fields[11]) + int(fields[12])  # utime stime
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat after the command name (state first), or [] if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
 
 
 def server_cpu_seconds(postmaster: int) -> float:
@@ -126,14 +134,6 @@ def server_cpu_seconds(postmaster: int) -> float:
             return (ticks + sum(after.values())) / os.sysconf("SC_CLK_TCK")
         time.sleep(0.01)
     raise RuntimeError(f"PostgreSQL's children (postmaster {postmaster}) did not settle")
-
-
-def _stat_fields(pid: int | str) -> list[str]:
-    """/proc/<pid>/stat after the command name (state first), or [] if it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
 
 
 def _children_ticks(parent: int) -> dict[int, int]:

@@ -27,6 +27,14 @@ def _backend(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
+def _app_name(d: Dbgov, pid: int) -> str:
+    """The application_name the server shows for backend `pid` (dbgov/<user>/<session>)."""
+    ((name,),) = d.admin(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,), "staging"
+    )
+    return str(name)
+
+
 def _wait_gone(d: Dbgov, pid: int) -> None:
     deadline = time.monotonic() + 10
     while d.admin("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,), target="staging"):
@@ -46,9 +54,7 @@ def test_the_next_session_of_the_same_identity_gets_a_clean_upstream(dbgov: Dbgo
         conn.execute("DECLARE reuse_c CURSOR WITH HOLD FOR SELECT 1")
         conn.execute("SELECT pg_advisory_lock(424242)")
         conn.execute(f"LISTEN {chan}")
-        (first_app,) = d.admin(
-            "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,), "staging"
-        )[0]
+        first_app = _app_name(d, pid)
     d.wait_backend_kept(pid, "staging")
 
     with psycopg.connect(d.dsn("carol", "staging"), autocommit=True) as conn:
@@ -68,9 +74,7 @@ def test_the_next_session_of_the_same_identity_gets_a_clean_upstream(dbgov: Dbgo
         )
         assert locks == [(0,)]
         # The backend now names this session, not the one it was opened for.
-        (app,) = d.admin(
-            "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,), "staging"
-        )[0]
+        app = _app_name(d, pid)
         assert app.startswith("dbgov/carol/") and app != first_app
         session = app.rsplit("/", 1)[1]
     opened = d.wait_events(lambda e: True, types=["connection.open"], session=session)
@@ -91,9 +95,7 @@ def test_the_ledger_lists_what_dbgov_ran_on_the_upstream_for_a_session(dbgov: Db
         pid = _backend(conn)
         conn.execute("SET search_path = public")  # dbgov asks the server for the path
         conn.execute("SET search_path = public")  # again: listed once
-        (app,) = d.admin(
-            "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,), "staging"
-        )[0]
+        app = _app_name(d, pid)
     d.wait_backend_kept(pid, "staging")
     session = app.rsplit("/", 1)[1]
     opened = d.wait_events(lambda e: True, types=["connection.open"], session=session)
@@ -103,9 +105,7 @@ def test_the_ledger_lists_what_dbgov_ran_on_the_upstream_for_a_session(dbgov: Db
     # A session that ends without a clean Terminate leaves no reset to list.
     conn = psycopg.connect(d.dsn("carol", "staging"))
     pid = _backend(conn)  # psycopg opened a transaction for it
-    (app,) = d.admin(
-        "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,), "staging"
-    )[0]
+    app = _app_name(d, pid)
     conn.close()  # Terminate with the transaction open: the upstream is closed, not reset
     _wait_gone(d, pid)
     closed = d.wait_events(
