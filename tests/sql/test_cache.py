@@ -34,6 +34,21 @@ def test_level2_hit_shares_the_analysis_across_literals() -> None:
     assert cache_info().level2_hits == 1 and cache_info().misses == 1
 
 
+def test_texts_the_fast_key_answers_are_not_kept_one_by_one() -> None:
+    # pgbench -S sends a new text each time: level 2 answers, level 1 stays small.
+    first = analyze_cached("SELECT abalance FROM pgbench_accounts WHERE aid = 0")
+    for aid in range(1, 100):
+        assert analyze_cached(f"SELECT abalance FROM pgbench_accounts WHERE aid = {aid}") is first
+    info = cache_info()
+    assert (info.level1_size, info.level2_hits, info.misses) == (1, 99, 1)
+    # A text the scanner keys (~13 us) is kept once level 2 has answered it.
+    analyze_cached("SELECT a FROM t WHERE b = $1")
+    analyze_cached("SELECT a FROM t WHERE b =  $1")  # same key, other text
+    analyze_cached("SELECT a FROM t WHERE b =  $1")
+    info = cache_info()
+    assert (info.level1_hits, info.level2_hits, info.misses) == (1, 100, 2)
+
+
 def test_level2_ignores_whitespace_and_comments() -> None:
     # Texts with comments take the scanner's key, which drops layout.
     first = analyze_cached("SELECT a FROM t WHERE b = 'x' -- one")

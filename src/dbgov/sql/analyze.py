@@ -6,10 +6,16 @@ Per-call cost on the development machine (2 vCPU, Python 3.11, pglast 8.8) for
     analyze_cached, level-2 hit (literals differ):  ~13 / ~22 us (pglast's scan() dominates)
     miss (analyze(): parse + facts + fingerprint):  ~120 / ~210 us (parse_sql() is most)
 
-`analyze_cached()` has two LRU levels: the exact text, then `cache.literal_key()`
-(the text up to literal values). The second level only ever holds analyses whose
+`analyze_cached()` has two levels: the exact text, then `cache.literal_key()` (the
+text up to literal values, an LRU). The second level only ever holds analyses whose
 `literal_insensitive` is True, i.e. whose facts were computed without reading a
-literal value, so any text with the same key has the same facts. A text that
+literal value, so any text with the same key has the same facts. A text whose key
+is the fast one (`cache.fast_literal_key`) and that the second level answers is not
+kept in the first: generated SQL with inline values (pgbench -S) sends a new text
+each time, and keeping each one cost an insertion and an eviction per statement
+(a quarter of the analysis path's time in a proxy worker); the fast key is ~1 us.
+The first level keeps texts seen for the first time, texts without literals, and
+texts that need the scanner (~13 us) for their key. A text that
 differs from a cached one only in a literal the *server* rejects (`float(54)`,
 a bad bit string) may reuse its analysis; the server then refuses it, which is
 harmless. Texts longer than `MAX_CACHED_TEXT` are analyzed every time. Shared
@@ -30,12 +36,12 @@ Rules, triggers and function bodies run unseen: their *creation* is visible (kin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Final
 
 from pglast import parser
 from pglast.parser import ParseError
 
-from dbgov.sql.cache import LRU, literal_key
+from dbgov.sql.cache import LRU, fast_literal_key, scanned_literal_key
 from dbgov.sql.facts import statement_facts
 from dbgov.sql.model import Analysis, Statement
 
@@ -82,43 +88,67 @@ class CacheInfo:
     level2_size: int
 
 
-_by_key: LRU[str, Analysis] = LRU(CACHE_SIZE)
-_misses = 0
+class _Cache:
+    """Both levels and their counters, in one compiled object (module globals are
+    dictionary entries even when compiled)."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, Analysis] = {}  # level 1; emptied when full
+        self.by_key: LRU[str, Analysis] = LRU(CACHE_SIZE)  # level 2
+        self.exact_hits = 0
+        self.misses = 0
+
+    def remember(self, text: str, analysis: Analysis) -> None:
+        exact = self.exact
+        if len(exact) >= CACHE_SIZE:
+            exact.clear()  # cheaper than keeping an order; a lost entry costs one key or analysis
+        exact[text] = analysis
 
 
-@lru_cache(maxsize=CACHE_SIZE)
-def _by_text(text: str) -> Analysis:
-    """Level 1 (functools.lru_cache, keyed by the exact text); level 2 inside."""
-    global _misses
-    key = literal_key(text)
-    if key is not None:
-        shared = _by_key.get(key)
-        if shared is not None:
-            return shared
-    _misses += 1
-    analysis = analyze(text)
-    if key is not None and analysis.literal_insensitive and analysis.error is None:
-        _by_key.put(key, analysis)
-    return analysis
+_cache: Final = _Cache()
 
 
 def analyze_cached(text: str) -> Analysis:
     """`analyze()` through the two cache levels; same result, much cheaper on repeats."""
+    c = _cache
+    hit = c.exact.get(text)
+    if hit is not None:
+        c.exact_hits += 1
+        return hit
     if len(text) > MAX_CACHED_TEXT:
         return analyze(text)
-    return _by_text(text)
+    key = fast_literal_key(text)
+    if key is not None:
+        shared = c.by_key.get(key)
+        if shared is not None:
+            if len(key) == len(text) + 1 and key.endswith(text):
+                c.remember(text, shared)  # no literal in it: likely sent again as is
+            return shared
+    else:
+        key = scanned_literal_key(text)
+        if key is not None:
+            shared = c.by_key.get(key)
+            if shared is not None:
+                c.remember(text, shared)
+                return shared
+    c.misses += 1
+    analysis = analyze(text)
+    if key is not None and analysis.literal_insensitive and analysis.error is None:
+        c.by_key.put(key, analysis)
+    c.remember(text, analysis)
+    return analysis
 
 
 def cache_info() -> CacheInfo:
-    level1 = _by_text.cache_info()
-    return CacheInfo(level1.hits, _by_key.hits, _misses, level1.currsize, len(_by_key))
+    c = _cache
+    return CacheInfo(c.exact_hits, c.by_key.hits, c.misses, len(c.exact), len(c.by_key))
 
 
 def clear_cache() -> None:
-    global _misses
-    _by_text.cache_clear()
-    _by_key.clear()
-    _misses = 0
+    c = _cache
+    c.exact.clear()
+    c.by_key.clear()
+    c.exact_hits = c.misses = 0
 
 
 def split_statements(text: str) -> list[str]:

@@ -96,6 +96,11 @@ def literal_key(text: str) -> str | None:
     fast = fast_literal_key(text)
     if fast is not None:
         return fast
+    return scanned_literal_key(text)
+
+
+def scanned_literal_key(text: str) -> str | None:
+    """`literal_key()` from PostgreSQL's scanner, for texts the fast key refuses."""
     if "\x00" in text:
         return None
     try:
