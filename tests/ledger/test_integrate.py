@@ -11,7 +11,7 @@ from dbgov.layout import Layout
 from dbgov.ledger.canonical import canonical_json
 from dbgov.ledger.integrate import integrate_if_idle
 from dbgov.ledger.note import generate_signer
-from dbgov.ledger.sequencer import SequencerLock
+from dbgov.ledger.sequencer import MAX_BATCH, SequencerLock, _pause
 from ledger.kit import LedgerKit, run_cli, synthetic_events
 
 
@@ -127,3 +127,14 @@ def test_every_event_lands_at_its_index_whatever_the_pass_size(
     assert "INDEX events_ref (ref=?)" in str(plan)  # the partial index serves ref lookups
     kit.close()
     assert run_cli("audit", "verify", "--data-dir", str(kit.layout.root)) == 0
+
+
+def test_a_stream_of_events_is_integrated_in_fewer_passes() -> None:
+    # The first events after a quiet spell wait the short pause; while passes keep
+    # finding events, the idle pause lets a batch build; a backlog keeps the short one.
+    poll, idle = 0.02, 0.1
+    assert _pause(0, False, poll, idle) == idle
+    assert _pause(0, True, poll, idle) == idle
+    assert _pause(3, False, poll, idle) == poll
+    assert _pause(3, True, poll, idle) == idle
+    assert _pause(MAX_BATCH, True, poll, idle) == poll

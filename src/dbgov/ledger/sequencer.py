@@ -74,6 +74,26 @@ def _in_time_order(
     return [(first + i, *r) for i, r in enumerate(merged)]
 
 
+def _pause(added: int, streaming: bool, poll_s: float, idle_poll_s: float) -> float:
+    """How long the sequencer waits after a pass that integrated `added` events.
+
+    Integrate in batches: a pause lets events accumulate, so that a pass's fixed cost
+    (directory scan, one transaction whose dirty 16 KiB pages are each written to the
+    WAL) is shared by many events. The first events after a quiet spell (a statement
+    typed by hand, a test) are taken after `poll_s`; once passes keep finding events,
+    a stream is flowing and the pass waits `idle_poll_s`, no longer than an idle
+    sequencer takes to see an event: at 2,600 pgbench transactions a second, 20 ms
+    passes (about 100 events each) cost the sequencer 56 µs a transaction. A backlog
+    (a full pass) keeps the short pause. A pass that found nothing waits
+    `idle_poll_s`, so an idle deployment costs next to nothing.
+    """
+    if not added:
+        return idle_poll_s
+    if streaming and added < MAX_BATCH:
+        return idle_poll_s
+    return poll_s
+
+
 def _writer_alive(writer: str) -> bool:
     pid_text = writer.split("-", 1)[0]
     if not pid_text.isdigit():
@@ -332,6 +352,7 @@ class Sequencer:
         # the journal's, and the backlog shows as ledger lag until load drops.
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        streaming = False
         while not self._stop.is_set():
             added = 0
             try:
@@ -340,10 +361,8 @@ class Sequencer:
             except Exception:
                 log.exception("ledger sequencer pass failed; retrying")
                 self._stop.wait(0.5)
-            # Integrate in batches: a short pause lets events accumulate, so the per-pass
-            # cost (directory scan, transaction) is shared by many events. A pass that
-            # found nothing waits longer, so an idle deployment costs next to nothing.
-            self._stop.wait(poll_s if added else idle_poll_s)
+            self._stop.wait(_pause(added, streaming, poll_s, idle_poll_s))
+            streaming = added > 0
         self.drain()
 
     def drain(self) -> None:
