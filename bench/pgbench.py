@@ -77,6 +77,9 @@ class Result:
     # CPU time of the proxy's processes (dbgov: supervisor with the ledger sequencer, and
     # workers; PgBouncer: its one process) per transaction, in microseconds.
     proxy_cpu_us_per_tx: float | None = None
+    # dbgov: the part of proxy_cpu_us_per_tx spent integrating the ledger (the supervisor
+    # process, with its sequencer thread), including the catch-up after the run.
+    ledger_cpu_us_per_tx: float | None = None
     # CPU time of PostgreSQL (postmaster, backends, background processes) per
     # transaction, in microseconds: what the server spent behind this system.
     server_cpu_us_per_tx: float | None = None
@@ -156,6 +159,7 @@ def run(
         endpoint.dbname,
     ]
     cpu_before = cpu_seconds(endpoint.cpu_pids)
+    ledger_before = cpu_seconds(endpoint.ledger_pids)
     server_before = _server_cpu(server_pid)
     proc = subprocess.Popen(
         argv,
@@ -180,6 +184,7 @@ def run(
         except RuntimeError as exc:
             result.error = str(exc)
     cpu = cpu_seconds(endpoint.cpu_pids) - cpu_before
+    ledger_cpu = cpu_seconds(endpoint.ledger_pids) - ledger_before
     server_after = _server_cpu(server_pid)
     if m := _FAILED.search(out):
         result.failed = int(m.group(1))
@@ -193,6 +198,8 @@ def run(
         result.tps = float(tps.group(1))
     if endpoint.cpu_pids and result.transactions:
         result.proxy_cpu_us_per_tx = round(cpu * 1e6 / result.transactions, 1)
+    if endpoint.ledger_pids and result.transactions:
+        result.ledger_cpu_us_per_tx = round(ledger_cpu * 1e6 / result.transactions, 1)
     if server_before is not None and server_after is not None and result.transactions:
         spent = server_after - server_before
         result.server_cpu_us_per_tx = round(spent * 1e6 / result.transactions, 1)

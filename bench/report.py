@@ -13,6 +13,8 @@ that keeps the cores busy between them, and this column shows by how much.
 "ledger s" is how long dbgov's ledger took, once pgbench had ended, to integrate
 the run's last events: the sequencer runs niced and falls behind under a
 saturating load. The next run starts only after it, and "cpu us/tx" includes it.
+"seq us/tx" is the part of dbgov's "cpu us/tx" its ledger sequencer took (the
+supervisor process), catch-up included; the rest is the workers'.
 """
 
 from __future__ import annotations
@@ -269,7 +271,7 @@ def table(results: Results, rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'scenario':<12} {'load':<24} {'system':<16} {'ph':<2} {'TPS':>10} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'x direct':>8} {'x pgb':>6} {'x base':>7} "
-        f"{'cpu us/tx':>9} {'pg us/tx':>8} {'ledger s':>8}"
+        f"{'cpu us/tx':>9} {'seq us/tx':>9} {'pg us/tx':>8} {'ledger s':>8}"
     )
     lines = [head, "-" * len(head)]
     order = {s: i for i, s in enumerate(SCENARIO_ORDER)}
@@ -291,6 +293,7 @@ def table(results: Results, rows: list[dict[str, Any]]) -> str:
                 f"{_f(d['p99_ms'], '.3f'):>8} {_f(d['ratio_to_direct'], '.2f'):>8} "
                 f"{_f(d['ratio_to_pgbouncer'], '.2f'):>6} {base:>7} "
                 f"{_f(d['proxy_cpu_us_per_tx'], '.0f'):>9} "
+                f"{_f(d.get('ledger_cpu_us_per_tx'), '.0f'):>9} "
                 f"{_f(d.get('server_cpu_us_per_tx'), '.0f'):>8} "
                 f"{_f(d.get('ledger_settle_s'), '.1f'):>8}"
             )

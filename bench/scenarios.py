@@ -239,6 +239,8 @@ class Runner:
         )
         if result.proxy_cpu_us_per_tx is not None:
             lat += f"  proxy cpu {result.proxy_cpu_us_per_tx:5.0f} us/tx"
+        if result.ledger_cpu_us_per_tx is not None:
+            lat += f" (sequencer {result.ledger_cpu_us_per_tx:.0f})"
         if result.server_cpu_us_per_tx is not None:
             lat += f"  postgres cpu {result.server_cpu_us_per_tx:5.0f} us/tx"
         if result.ledger_settle_s:

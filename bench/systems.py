@@ -67,6 +67,9 @@ class Endpoint:
     dbname: str = BENCH_DB
     # The proxy's own processes, whose CPU time is charged per transaction (none for direct).
     cpu_pids: tuple[int, ...] = ()
+    # Those of them that integrate the ledger (dbgov: the supervisor, whose sequencer
+    # thread is all it runs in a bench; the web app is off): their share is shown apart.
+    ledger_pids: tuple[int, ...] = ()
     # dbgov: waits until the ledger has integrated every event written so far and returns
     # the seconds that took (see DbgovInstance.settle).
     settle: Callable[[], float] | None = None
@@ -469,9 +472,17 @@ class DbgovInstance:
         return [int(p) for p in self.state["workers"]]
 
     def endpoint(self, user: str, token: str, dbname: str = BENCH_DB) -> Endpoint:
-        pids = (int(self.state["pid"]), *self.worker_pids)  # supervisor (sequencer) + workers
+        supervisor = int(self.state["pid"])  # runs the ledger sequencer
         return Endpoint(
-            self.variant.name, "127.0.0.1", self.port, user, token, dbname, pids, self.settle
+            self.variant.name,
+            "127.0.0.1",
+            self.port,
+            user,
+            token,
+            dbname,
+            (supervisor, *self.worker_pids),
+            (supervisor,),
+            self.settle,
         )
 
     def settle(self, timeout: float = 300.0) -> float:
