@@ -46,6 +46,10 @@ class Listen(_Model):
     # Client connections each worker holds at most (logging in or logged in); more
     # are refused with FATAL 53300. The proxy's total is workers times this.
     max_clients_per_worker: int = Field(default=5000, ge=1)
+    # Sessions one identity (user name) holds at once, across every worker and target;
+    # more are refused with FATAL 53300 before an upstream connection is opened (each
+    # session holds a server backend). None: no cap. See proxy/session_limits.py.
+    max_sessions_per_user: int | None = Field(default=None, ge=1)
 
     @field_validator("proxy", "web")
     @classmethod

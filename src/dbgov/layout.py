@@ -60,6 +60,11 @@ class Layout:
         return self.run / f"worker-{worker_id}.alive"
 
     @property
+    def live_sessions(self) -> Path:
+        """Sessions per user across workers, for `listen.max_sessions_per_user`."""
+        return self.run / "sessions.db"
+
+    @property
     def effective_config(self) -> Path:
         return self.run / "config.json"
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from dbgov.proxy.backpressure import LedgerBackpressure
     from dbgov.proxy.catalogs import Catalogs
     from dbgov.proxy.reuse import UpstreamPool
+    from dbgov.proxy.session_limits import SessionLimits
 
 
 @dataclass
@@ -42,6 +43,7 @@ class ProxyContext:
     sessions: dict[str, Any] = field(default_factory=dict)  # session id -> Session
     backpressure: LedgerBackpressure | None = None
     upstream_pool: UpstreamPool | None = None  # kept upstream connections (proxy/reuse.py)
+    session_limits: SessionLimits | None = None  # listen.max_sessions_per_user
 
     def target(self, name: str) -> Target | None:
         return self.config.target(name)

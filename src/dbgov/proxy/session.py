@@ -42,6 +42,7 @@ from dbgov.ledger import events
 from dbgov.models.registry import model_links
 from dbgov.proxy import masking_io, reuse, startup_params
 from dbgov.proxy.redact import redact_sql
+from dbgov.proxy.session_limits import SessionLimitError
 from dbgov.proxy.upstream import UpstreamError, connect_upstream, send_cancel
 from dbgov.sql.model import Analysis, Statement
 from dbgov.sql.settings import parse_search_path
@@ -277,6 +278,7 @@ class Session:
         self.up_params: dict[str, str] = {}  # the upstream's ParameterStatus values
         self._reuse_key: reuse.Key | None = None  # set when the pool may keep the upstream
         self._terminated = False  # the client said Terminate (a clean end)
+        self._counted = False  # in listen.max_sessions_per_user's count (_admit)
         # SQL dbgov itself sent upstream after the connection opened (distinct texts, in
         # order): the connection.close event lists it.
         self._internal_sql: list[str] = []
@@ -458,6 +460,9 @@ class Session:
     def _closed(self, reason: str) -> None:
         """The session is over: forget it, and write its last events."""
         self.ctx.sessions.pop(self.id, None)
+        if self._counted and self.ctx.session_limits is not None:
+            self._counted = False
+            self.ctx.session_limits.release(self.id)
         self._answered()
         if self.identity is not None and self.target is not None:
             if self._done:
@@ -602,6 +607,9 @@ class Session:
             self._fatal("42501", verdict.message(), verdict.hint)
             self.identity = None
             return
+        if not self._admit(identity.user, database):
+            self.identity = None
+            return
         self.masking = self.ctx.gate.masking_active(self.sctx)
         pool = self.ctx.upstream_pool
         kept = None
@@ -700,6 +708,33 @@ class Session:
             leftover += self._startup_data.get_nowait()
         if leftover:
             self.data_received(leftover)
+
+    def _admit(self, user: str, database: str) -> bool:
+        """Count this session against `listen.max_sessions_per_user` (session_limits.py);
+        refuse the login past it, or if the count cannot be kept."""
+        limits = self.ctx.session_limits
+        if limits is None:
+            return True
+        try:
+            held = limits.admit(self.id, user)
+        except SessionLimitError as exc:
+            log.error("session %s: cannot count the sessions of %s: %s", self.id, user, exc)
+            message = "the proxy cannot count this user's sessions"
+            self._audit_auth_failed(user, database, "session_limit", message)
+            self._fatal("53300", f"dbgov: {message}; try again later")
+            return False
+        if held is not None:
+            message = f"too many sessions for {user} (limit {limits.limit})"
+            self._audit_auth_failed(user, database, "session_limit", message)
+            self._fatal(
+                "53300",
+                f"dbgov: {message}",
+                hint="close other sessions of this user, or ask the operator to raise "
+                "listen.max_sessions_per_user",
+            )
+            return False
+        self._counted = True
+        return True
 
     async def _authenticate(self, user: str) -> Identity:
         account = self.ctx.service_account(user)

@@ -39,6 +39,7 @@ from dbgov.layout import Layout
 from dbgov.ledger.journal import Journal
 from dbgov.ledger.keys import default_origin, load_or_create_signer
 from dbgov.ledger.sequencer import Sequencer, SequencerLock
+from dbgov.proxy import session_limits
 from dbgov.proxy.audit import Audit
 
 log = logging.getLogger("dbgov")
@@ -113,6 +114,7 @@ class Supervisor:
         """Start the workers and wait until each listens. With port 0 in the config,
         worker 0 picks the port and the others join it, so all share one port."""
         deadline = time.monotonic() + timeout
+        session_limits.reset(self.layout.live_sessions)  # no worker runs yet: nothing is live
         _, port = self.config.listen.proxy_addr()
         for i in range(self.nworkers):
             proc = self._spawn(i, port)
@@ -280,6 +282,7 @@ class Supervisor:
     def _record_exit(self, slot: int, proc: subprocess.Popen[str], how: str, delay: float) -> None:
         """Write the worker's death to the ledger: its open sessions end here, with no
         connection.close of their own (their connection.open names the worker's pid)."""
+        session_limits.forget_worker(self.layout.live_sessions, proc.pid)
         try:
             if self._audit is None:
                 self._audit = Audit(

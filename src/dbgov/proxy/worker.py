@@ -33,6 +33,7 @@ from dbgov.proxy.cancel import CancelRegistry
 from dbgov.proxy.context import ProxyContext
 from dbgov.proxy.listener import Listener, serve_cancels
 from dbgov.proxy.reuse import UpstreamPool
+from dbgov.proxy.session_limits import SessionLimits
 from dbgov.wire.postgres.messages import ErrorResponse
 
 log = logging.getLogger("dbgov.worker")
@@ -86,6 +87,10 @@ def build_context(config: Config, worker_id: int) -> ProxyContext:
     )
     if config.upstream_reuse_s > 0:
         ctx.upstream_pool = UpstreamPool(config.upstream_reuse_s)
+    if config.listen.max_sessions_per_user is not None:
+        ctx.session_limits = SessionLimits(
+            layout.live_sessions, config.listen.max_sessions_per_user
+        )
     if ctx.gate.masking is not None:
         from dbgov.proxy.catalogs import Catalogs
 
@@ -144,6 +149,8 @@ async def serve(config: Config, worker_id: int, *, announce: bool = True) -> Non
         ctx.upstream_pool.close()
     if approvals_task is not None:
         approvals_task.cancel()
+    if ctx.session_limits is not None:
+        ctx.session_limits.close()
     ctx.audit.journal.close()
 
 
