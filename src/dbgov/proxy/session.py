@@ -102,6 +102,7 @@ STARTUP_TIMEOUT_S = 30.0
 # What replaces a refused statement upstream: fails at parse time, touches nothing.
 REFUSED_SQL = "DBGOV REFUSED"
 REFUSED_PORTAL = "\x01dbgov-refused"
+_RESERVED_NAME = "\x01dbgov"  # statement and portal names no client may take
 _REFUSED_QUERY = Query(REFUSED_SQL).encode()
 _REFUSED_EXECUTE = Execute(REFUSED_PORTAL, 0).encode()
 # Lineage's reason for a relation missing from the catalog snapshot (sql/queries.py).
@@ -995,11 +996,21 @@ class Session:
             if decision.rule == "masking" and _CATALOG_MISS in decision.reason:
                 self._reload_catalog()
             return decision
+        batch: dict[str, Analysis] = {}  # PREPAREd earlier in this same query string
         for i, stmt in enumerate(analysis.statements):
+            if stmt.prepare_name is not None:
+                batch[stmt.prepare_name] = Analysis((stmt,), "", False)
             if stmt.execute_name is not None:
-                inner = self.sql_prepared.get(stmt.execute_name)
+                inner = batch.get(stmt.execute_name) or self._sql_prepared_named(stmt.execute_name)
                 if inner is None:
-                    continue  # the server will report the unknown statement
+                    # Unknown here is refused, even if the server might know the name.
+                    return Decision(
+                        Verdict.DENY,
+                        "unknown-statement",
+                        f'prepared statement "{stmt.execute_name}" is not known to dbgov',
+                        statement_index=i,
+                        sqlstate="26000",
+                    )
                 d = self.ctx.gate.decide(inner, ctx, catalog)
                 if not d.allowed:
                     return Decision(
@@ -1242,20 +1253,77 @@ class Session:
     # -- extended protocol -------------------------------------------------------------------
 
     def _on_parse(self, msg: Parse, raw: bytes) -> None:
+        name = msg.name
+        if self.skip_until_sync:
+            self._to_server.append(raw)  # the server ignores it, after an error
+            return
+        if name.startswith(_RESERVED_NAME) or (
+            name and (name in self.prepared or name in self.sql_prepared)
+        ):
+            # The server would refuse it too (42P05), but a Parse it refuses must not
+            # replace what this session knows the name stands for.
+            self._refuse_extended(U_PARSE, name, "42P05", f'prepared statement "{name}" exists')
+            return
         analysis = self.ctx.gate.analyze(msg.sql)
         decision = self._decide(analysis)
-        self.prepared[msg.name] = Prepared(msg.sql, analysis, decision, msg.param_oids)
+        prepared = Prepared(msg.sql, analysis, decision, msg.param_oids)
+        self.prepared[name] = prepared  # until the server fails it: see _not_run
         if decision.verdict is Verdict.DENY:
-            unit = Unit(U_PARSE, msg.name, rewrite=self._denial_error(decision, analysis, msg.sql))
+            unit = Unit(
+                U_PARSE,
+                name,
+                rewrite=self._denial_error(decision, analysis, msg.sql),
+                prepared=prepared,
+            )
             unit.event_id, _ = self._statement_event(
                 msg.sql, analysis, decision, extra={"protocol": "extended"}
             )
             self._push(unit)
-            self._to_server.append(Parse(msg.name, REFUSED_SQL, ()).encode())
+            self._to_server.append(Parse(name, REFUSED_SQL, ()).encode())
             return
         # Approval-bound statements are prepared normally and held at Execute.
-        self._push(Unit(U_PARSE, msg.name))
+        self._push(Unit(U_PARSE, name, prepared=prepared))
         self._to_server.append(raw)
+
+    def _refuse_extended(self, kind: int, name: str, sqlstate: str, message: str) -> None:
+        """Answer a Parse, Bind or Execute with an error instead of forwarding it: the
+        server gets an Execute of a portal no client can create, fails it, and skips to
+        Sync as after an error of its own; the error is rewritten into ours."""
+        error = ErrorResponse.build("ERROR", sqlstate, f"dbgov: {message}")
+        self._push(Unit(kind, name, rewrite=error))
+        self._to_server.append(_REFUSED_EXECUTE)
+
+    def _statement_named(self, name: str) -> Prepared | None:
+        """The prepared statement `name` stands for in this session: PostgreSQL keeps
+        one namespace for protocol Parse and SQL PREPARE, and so does this lookup."""
+        prepared = self.prepared.get(name)
+        if prepared is not None:
+            return prepared
+        analysis = self.sql_prepared.get(name)
+        if analysis is None:
+            return None
+        label = 'EXECUTE "' + name.replace('"', '""') + '" /* bound over the extended protocol */'
+        return Prepared(label, analysis, self._decide(analysis))
+
+    def _sql_prepared_named(self, name: str) -> Analysis | None:
+        """What SQL EXECUTE `name` runs: a SQL PREPARE, or a protocol Parse."""
+        analysis = self.sql_prepared.get(name)
+        if analysis is None:
+            prepared = self.prepared.get(name)
+            analysis = prepared.analysis if prepared is not None else None
+        return analysis
+
+    def _not_run(self, unit: Unit) -> None:
+        """The server did not run this Parse or Bind (it failed, or followed an error):
+        forget the statement or portal it would have made. Forgetting is the safe side:
+        a name this session does not know is refused, never guessed."""
+        name = unit.name
+        made: object = unit.prepared if unit.kind == U_PARSE else unit.portal
+        if made is None or unit.kind not in (U_PARSE, U_BIND):
+            return
+        records: dict[str, Any] = self.prepared if unit.kind == U_PARSE else self.portals
+        if records.get(name) is made:
+            del records[name]
 
     def _push(self, unit: Unit) -> None:
         """Expect a response, unless the server is skipping messages until Sync."""
@@ -1264,10 +1332,25 @@ class Session:
 
     def _on_bind(self, body: bytes, raw: bytes) -> None:
         name, statement, param_formats, params, result_formats = bind_fields(body)
-        self.portals[name] = Portal(
-            statement, self.prepared.get(statement), params, param_formats, result_formats
-        )
-        self._push(Unit(U_BIND, name))
+        if self.skip_until_sync:
+            self._to_server.append(raw)
+            return
+        if name.startswith(_RESERVED_NAME) or (
+            name and (name in self.portals or name in self.cursors)
+        ):
+            self._refuse_extended(U_BIND, name, "42P03", f'cursor "{name}" already exists')
+            return
+        prepared = self._statement_named(statement)
+        if prepared is None:
+            # Unknown here is refused, even if the server might know it: what it would
+            # run could not be decided or masked.
+            self._refuse_extended(
+                U_BIND, name, "26000", f'prepared statement "{statement}" does not exist'
+            )
+            return
+        portal = Portal(statement, prepared, params, param_formats, result_formats)
+        self.portals[name] = portal  # until the server fails it: see _not_run
+        self._push(Unit(U_BIND, name, portal=portal))
         self._to_server.append(raw)
 
     def _note_describe(self, buf: bytes, start: int, end: int) -> None:
@@ -1279,19 +1362,22 @@ class Session:
 
     def _note_close(self, buf: bytes, start: int, end: int) -> None:
         kind, name = close_fields(buf[start + 5 : end])
-        if kind == "S":
+        if kind == "S":  # one namespace with SQL PREPARE, and portals with DECLARE
             self.prepared.pop(name, None)
+            self.sql_prepared.pop(name, None)
         else:
             self.portals.pop(name, None)
+            self.cursors.pop(name, None)
         self._push(Unit(U_CLOSE, name))
 
     def _on_execute(self, name: str, max_rows: int, raw: bytes) -> None:
-        portal = self.portals.get(name)
+        if self.skip_until_sync:
+            self._to_server.append(raw)
+            return
+        portal = self.portals.get(name) or self._cursor_portal(name)
         prepared = portal.prepared if portal is not None else None
         if portal is None or prepared is None:
-            # Unknown to us means unknown to the server too: it will raise the error.
-            self._push(Unit(U_EXECUTE, name))
-            self._to_server.append(raw)
+            self._refuse_extended(U_EXECUTE, name, "34000", f'portal "{name}" does not exist')
             return
         if prepared.decision.verdict is Verdict.DENY:
             self._push(Unit(U_EXECUTE, name))  # server skips until Sync anyway
@@ -1318,6 +1404,18 @@ class Session:
             self._to_server.append(_REFUSED_EXECUTE)
             return
         self._forward_execute(name, max_rows, portal, prepared, decision, raw)
+
+    def _cursor_portal(self, name: str) -> Portal | None:
+        """A DECLAREd cursor run by a protocol Execute (portals and cursors share a
+        namespace): it returns the rows of the DECLARE's query, decided and masked as
+        FETCH from it would be."""
+        cursor = self.cursors.get(name)
+        if cursor is None:
+            return None
+        analysis = Analysis((cursor,), "", False)
+        quoted = '"' + name.replace('"', '""') + '"'
+        label = f"FETCH FROM {quoted} /* Execute over the extended protocol */"
+        return Portal(name, Prepared(label, analysis, self._decide(analysis)))
 
     def _secret_params(self, prepared: Prepared) -> bool:
         """Does the policy mark this statement's bind parameters as secret? (Once per
@@ -1786,8 +1884,8 @@ class Session:
         if stmt is not None and stmt.cursor_name is not None and stmt.kind == "fetch":
             stmt = self.cursors.get(stmt.cursor_name, stmt)
         elif stmt is not None and stmt.execute_name is not None:
-            prepared = self.sql_prepared.get(stmt.execute_name)
-            stmt = prepared.statements[0] if prepared is not None else None
+            prepared = self._sql_prepared_named(stmt.execute_name)
+            stmt = prepared.statements[0] if prepared is not None and prepared.statements else None
         catalog = self._catalog()
         ctx = self._context()
         engine = self.ctx.gate.masking
@@ -1850,21 +1948,29 @@ class Session:
             or stmt.kind in ("discard", "reset")
         ):
             self._sp_dirty = True
+        # SQL PREPARE shares its namespace with protocol Parse, DECLARE with Bind: a name
+        # the one takes or frees, it takes or frees for the other too.
         if stmt.prepare_name is not None:
             self.sql_prepared[stmt.prepare_name] = Analysis((stmt,), "", False)
+            self.prepared.pop(stmt.prepare_name, None)
         if stmt.deallocate_name is not None:
             if stmt.deallocate_name == "":
                 self.sql_prepared.clear()
+                self.prepared.clear()
             else:
                 self.sql_prepared.pop(stmt.deallocate_name, None)
+                self.prepared.pop(stmt.deallocate_name, None)
         if stmt.cursor_name is not None:
             if stmt.kind == "declare":
                 self.cursors[stmt.cursor_name] = stmt
+                self.portals.pop(stmt.cursor_name, None)
             elif stmt.kind == "close":
                 if stmt.cursor_name == "":
                     self.cursors.clear()
+                    self.portals.clear()
                 else:
                     self.cursors.pop(stmt.cursor_name, None)
+                    self.portals.pop(stmt.cursor_name, None)
         if self.ctx.catalogs is not None and self.target is not None:
             if "ddl" in stmt.categories:
                 self._ddl = True  # told once the transaction ends, as writes are
@@ -1887,9 +1993,11 @@ class Session:
             unit.plan = None
             unit.rewriter = None
         elif unit.kind != U_SYNC:
+            self._not_run(unit)
             # Extended protocol: the server now skips everything until Sync.
             while self.units and self.units[0].kind != U_SYNC:
                 u = self.units.popleft()
+                self._not_run(u)
                 if u.event_id is not None:
                     u.sqlstate = u.sqlstate or "skipped"
                     self._finish_unit(u)
