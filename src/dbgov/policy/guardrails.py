@@ -217,10 +217,18 @@ def _unsafe_settings(view: StatementView, _: tuple[str, ...]) -> str | None:
     return None
 
 
+# The functions under pg_stat_activity: every proxied session shares the upstream
+# role, so they show other users' statement texts, literals included.
+SECRET_FUNCTIONS = ("pg_stat_get_activity", "pg_stat_get_backend_*")
+
+
 def _catalog_secrets(view: StatementView, _: tuple[str, ...]) -> str | None:
     for name in view.table_names():
         if name in SECRET_RELATIONS:
             return f"{name} holds secrets or other sessions' data, not metadata"
+    for name in sorted(view.stmt.functions):
+        if match_function(name, SECRET_FUNCTIONS) is not None:
+            return f"{name}() shows other sessions' statements, literals included"
     return None
 
 
