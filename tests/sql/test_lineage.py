@@ -349,7 +349,23 @@ CASES = [
         (derived("customers.phone"),),
         {"customers.country": {G}},
     ),
-    Case("SELECT count(ssn), count(DISTINCT email) FROM customers", (Out(()), Out(()))),
+    # count(DISTINCT col) compares values (fine for a pseudonym, an oracle for others).
+    Case(
+        "SELECT count(ssn), count(DISTINCT email) FROM customers",
+        (Out(()), Out(())),
+        {"customers.email": {D}},
+    ),
+    # A count of a computed value tells its NULL-ness, also through a subquery's or a
+    # CTE's output column: substring(ssn from '^5') is NULL unless ssn starts with 5.
+    Case(
+        "SELECT count(s) FROM (SELECT substring(ssn from '^5') AS s FROM customers) x",
+        (derived("customers.ssn"),),
+    ),
+    Case(
+        "WITH x AS (SELECT substring(email from '^a') AS s, ssn FROM customers) "
+        "SELECT count(s), count(ssn) FROM x",
+        (derived("customers.email"), Out(())),
+    ),
     Case(
         "SELECT count(*) FROM customers WHERE ssn LIKE '9%'",
         (Out(()),),

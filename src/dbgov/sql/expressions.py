@@ -255,12 +255,17 @@ class Expressions:
             self.use(union(args).sources, Use.NOTIFY)
         if lname in STORING_FUNCTIONS:  # read back later: SHOW, currval, ParameterStatus
             self.use(union(args).sources, Use.WRITE)
-        if lname in COUNTING_FUNCTIONS and all(
-            isinstance(a, ast.ColumnRef) for a in node.args or ()
+        if node.agg_distinct:  # count(DISTINCT ssn) tells which rows share a value
+            self.use(union(args).sources, Use.DISTINCT)
+        if (
+            lname in COUNTING_FUNCTIONS
+            and all(isinstance(a, ast.ColumnRef) for a in node.args or ())
+            and all(v.direct is not None or not v.sources for v in args)
         ):
             # count(col) is a number, not col: NULL-ness of a column is no secret. Of a
-            # computed value it is (count(substring(ssn from '^9'))): that count keeps
-            # its sources, and is masked like the value.
+            # computed value it is (count(substring(ssn from '^9'))), also when a
+            # subquery or CTE computed it and the count names its output column: that
+            # count keeps its sources, and is masked like the value.
             return NOTHING
         return union(vals)
 
