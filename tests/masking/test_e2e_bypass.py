@@ -30,6 +30,7 @@ import pytest
 
 from dbgov.wire.postgres.messages import (
     Bind,
+    Close,
     Describe,
     Execute,
     Parse,
@@ -66,6 +67,16 @@ ALICE_CASES = [
       MASK),
     Q('SELECT email COLLATE "C", (ssn), ((phone)) FROM customers', MASK),
     Q("SELECT CAST(ssn AS bytea) FROM customers", DENY),
+    # a count of a computed value is a NULL oracle, through a subquery or CTE too
+    Q("SELECT count(s) FROM (SELECT substring(ssn from '^5') AS s FROM customers "
+      "WHERE id = 2) x", MASK),
+    Q("SELECT x.id, count(x.s) FROM (SELECT id, substring(full_name from '^D') AS s "
+      "FROM customers) x GROUP BY x.id", MASK),
+    Q("SELECT count(DISTINCT ssn) FROM customers WHERE id IN (2, 3)", DENY),
+    # other sessions' statement texts (every proxied session shares the upstream role)
+    Q("SELECT pg_stat_get_backend_activity(b) FROM pg_stat_get_backend_idset() b", DENY),
+    Q("SELECT a.query FROM pg_stat_get_activity(NULL) a", DENY),
+    Q("SELECT * FROM pg_catalog.pg_stat_get_activity(pg_backend_pid())", DENY),
     Q("SELECT ssn::int FROM customers", DENY),
     Q("SELECT email::json FROM customers", DENY),
     # -- expressions
@@ -831,3 +842,148 @@ def test_rebinding_a_portal_in_one_batch_keeps_each_execute_own_plan(
         assert_clean(raw.forbidden, b"".join(m.body for m in msgs), "re-bound portal")
     finally:
         c.close()
+
+
+# -- one namespace for protocol Parse and SQL PREPARE, one for Bind and DECLARE --------
+# PostgreSQL resolves a name the same way whichever way it was created; masking must
+# plan from what the server will run, never from a record the server did not make.
+
+TWO_SECRETS = "SELECT id, full_name, email, phone, ssn, ssn || '' FROM customers WHERE id IN (2, 3)"
+
+
+def _run(c: RawClient, *messages: Any) -> list[Any]:
+    c.send(b"".join(m.encode() for m in messages))
+    return c.until_ready()
+
+
+def _clean_rows(raw: RawData, msgs: list[Any], n: int, what: str) -> None:
+    assert error_of(msgs) is None, error_of(msgs)
+    assert len(rows_of(msgs)) == n
+    assert_clean(raw.forbidden, b"".join(m.body for m in msgs), what)
+
+
+def _error(msgs: list[Any]) -> tuple[str, str]:
+    err = error_of(msgs)
+    assert err is not None
+    return err.sqlstate, err.message
+
+
+def test_sql_prepared_statement_bound_over_the_protocol(dbgov: Any, raw: RawData) -> None:
+    c = _login(dbgov)
+    try:
+        _run(c, Query(f"PREPARE sp AS {TWO_SECRETS}"))
+        for fmt in (0, 1):
+            msgs = _run(c, Bind("", "sp", (), (), (fmt,)), Execute("", 0), Sync())
+            _clean_rows(raw, msgs, 2, "SQL PREPARE run by Bind/Execute")
+    finally:
+        c.close()
+
+
+def test_declared_cursor_executed_over_the_protocol(dbgov: Any, raw: RawData) -> None:
+    c = _login(dbgov)
+    try:
+        _run(c, Query(f"BEGIN; DECLARE dc CURSOR FOR {TWO_SECRETS}"))
+        _clean_rows(raw, _run(c, Execute("dc", 1), Sync()), 1, "DECLAREd cursor, Execute")
+        _clean_rows(raw, _run(c, Execute("dc", 0), Sync()), 1, "DECLAREd cursor, Execute")
+        _run(c, Query("COMMIT"))
+    finally:
+        c.close()
+
+
+def test_a_name_closed_over_the_protocol_and_parsed_again(dbgov: Any, raw: RawData) -> None:
+    c = _login(dbgov)
+    try:
+        _run(c, Query("PREPARE rn AS SELECT 'a'::text AS a"))
+        _run(c, Close("S", "rn"), Parse("rn", "SELECT ssn || '' AS a FROM customers"), Sync())
+        _clean_rows(raw, _run(c, Query("EXECUTE rn")), 5000, "EXECUTE of a re-parsed name")
+    finally:
+        c.close()
+
+
+def test_a_name_deallocated_and_prepared_again(dbgov: Any, raw: RawData) -> None:
+    c = _login(dbgov)
+    try:
+        _run(c, Parse("rz", "SELECT 'a'::text AS a"), Sync())
+        _run(c, Query("DEALLOCATE rz; PREPARE rz AS SELECT ssn || '' AS a FROM customers"))
+        msgs = _run(c, Bind("", "rz", (), (), ()), Execute("", 0), Sync())
+        _clean_rows(raw, msgs, 5000, "Bind of a name prepared again by SQL")
+    finally:
+        c.close()
+
+
+def test_a_refused_parse_does_not_replace_the_statement(dbgov: Any, raw: RawData) -> None:
+    c = _login(dbgov)
+    try:
+        _run(c, Parse("dup", TWO_SECRETS), Sync())
+        msgs = _run(c, Parse("dup", "SELECT 1, 2, 3, 4, 5, 'a'::text"), Sync())
+        assert _error(msgs) == ("42P05", 'dbgov: prepared statement "dup" exists')
+        msgs = _run(c, Bind("", "dup", (), (), ()), Execute("", 0), Sync())
+        _clean_rows(raw, msgs, 2, "Execute after a refused re-Parse")
+    finally:
+        c.close()
+
+
+def test_a_refused_bind_does_not_replace_the_portal(dbgov: Any, raw: RawData) -> None:
+    c = _login(dbgov)
+    try:
+        _run(c, Query("BEGIN"))
+        _run(c, Parse("sec", TWO_SECRETS), Bind("held", "sec", (), (), ()), Sync())
+        _run(c, Query("SAVEPOINT sp"))
+        msgs = _run(c, Parse("inn", "SELECT 1, 2, 3, 4, 5, 'a'::text"), Bind("held", "inn"), Sync())
+        assert _error(msgs) == ("42P03", 'dbgov: cursor "held" already exists')
+        _run(c, Query("ROLLBACK TO sp"))
+        _clean_rows(raw, _run(c, Execute("held", 0), Sync()), 2, "portal after a refused Bind")
+        _run(c, Query("COMMIT"))
+    finally:
+        c.close()
+
+
+def test_a_statement_that_failed_on_the_server_is_forgotten(dbgov: Any, raw: RawData) -> None:
+    """A Parse the server rejects (dbgov allowed it), and one it skipped after that
+    error, leave no record: their names stay free, and SQL PREPARE can take them."""
+    c = _login(dbgov)
+    try:
+        msgs = _run(c, Parse("bad", "SELECT 'a'::text + 1"), Parse("skipped", "SELECT 1"), Sync())
+        assert _error(msgs)[0] == "42883"  # operator does not exist: the server's error
+        for name in ("bad", "skipped"):
+            _run(c, Query(f"PREPARE {name} AS SELECT ssn || '' AS a FROM customers"))
+            msgs = _run(c, Bind("", name, (), (), ()), Execute("", 0), Sync())
+            _clean_rows(raw, msgs, 5000, f"{name}: prepared again by SQL")
+    finally:
+        c.close()
+
+
+def test_unknown_and_reserved_names_are_refused(dbgov: Any) -> None:
+    c = _login(dbgov)
+    try:
+        assert _error(_run(c, Bind("", "nosuch", (), (), ()), Sync())) == (
+            "26000",
+            'dbgov: prepared statement "nosuch" does not exist',
+        )
+        assert _error(_run(c, Execute("nosuch", 0), Sync())) == (
+            "34000",
+            'dbgov: portal "nosuch" does not exist',
+        )
+        _run(c, Parse("ok", "SELECT 1"), Sync())
+        assert _error(_run(c, Bind("\x01dbgov-refused", "ok"), Sync()))[0] == "42P03"
+        assert _error(_run(c, Parse("\x01dbgov-x", "SELECT 1"), Sync()))[0] == "42P05"
+        assert _error(_run(c, Query("EXECUTE nosuch")))[0] == "26000"
+        # The session goes on.
+        assert rows_of(_run(c, Query("SELECT 41 + 1"))) == [(b"42",)]
+    finally:
+        c.close()
+
+
+def test_counts_of_computed_values_tell_nothing(conns: dict[str, Any]) -> None:
+    """count(s) over a subquery's computed column answered one yes/no question about
+    the raw value per count (NULL unless the pattern matched). Masked like the value,
+    every guess gets the same answer."""
+    answers = set()
+    for guess in "0123456789":
+        cur = conns["alice"].execute(
+            "SELECT count(s) FROM (SELECT substring(ssn from %s) AS s FROM customers "
+            "WHERE id = 2) x",
+            (f"^{guess}",),
+        )
+        answers.add(cur.fetchone()[0])
+    assert len(answers) == 1, f"the count told the SSN's first digit: {answers}"
