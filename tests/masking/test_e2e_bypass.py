@@ -73,6 +73,14 @@ ALICE_CASES = [
     Q("SELECT x.id, count(x.s) FROM (SELECT id, substring(full_name from '^D') AS s "
       "FROM customers) x GROUP BY x.id", MASK),
     Q("SELECT count(DISTINCT ssn) FROM customers WHERE id IN (2, 3)", DENY),
+    # row counts that depend on masked values
+    Q("SELECT (SELECT count(*) FROM prompts TABLESAMPLE BERNOULLI (ascii(substr(c.ssn, 1, 1))) "
+      "REPEATABLE (7)) FROM customers c WHERE c.id = 2", DENY),
+    Q("SELECT count(*) FROM customers c, JSON_TABLE(to_jsonb(substr(c.email, 1, 1)), "
+      "'$ ? (@ > $t)' PASSING 'm' AS t COLUMNS (v text PATH '$')) jt WHERE c.id = 3", DENY),
+    Q("WITH RECURSIVE r(s, n, cand) AS (SELECT ssn, 1, NULL::text FROM customers WHERE id = 3 "
+      "UNION ALL SELECT '738-91-1515', n + 1, '738-91-1515' FROM r WHERE n < 2) "
+      "CYCLE s SET is_cycle USING path SELECT cand FROM r WHERE is_cycle", DENY),
     # other sessions' statement texts (every proxied session shares the upstream role)
     Q("SELECT pg_stat_get_backend_activity(b) FROM pg_stat_get_backend_idset() b", DENY),
     Q("SELECT a.query FROM pg_stat_get_activity(NULL) a", DENY),

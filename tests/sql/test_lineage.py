@@ -349,6 +349,26 @@ CASES = [
         (derived("customers.phone"),),
         {"customers.country": {G}},
     ),
+    # Row counts that depend on values: a sample's size, a JSON_TABLE's matches, a cycle.
+    Case(
+        "SELECT count(*) FROM customers c, LATERAL (SELECT 1 FROM prompts "
+        "TABLESAMPLE BERNOULLI (ascii(substr(c.ssn, 1, 1))) REPEATABLE (7)) s",
+        (Out(()),),
+        {"customers.ssn": {P}},
+    ),
+    Case(
+        "SELECT count(*) FROM customers c, JSON_TABLE(to_jsonb(c.email), '$' "
+        "COLUMNS (v text PATH '$')) jt",
+        (Out(()),),
+        {"customers.email": {P}},
+    ),
+    Case(
+        "WITH RECURSIVE r(s, n) AS (SELECT ssn, 1 FROM customers UNION ALL "
+        "SELECT s, n + 1 FROM r WHERE n < 2) CYCLE s SET is_cycle USING path "
+        "SELECT is_cycle FROM r",
+        (derived("customers.ssn"),),
+        {"customers.ssn": {P}},
+    ),
     # count(DISTINCT col) compares values (fine for a pseudonym, an oracle for others).
     Case(
         "SELECT count(ssn), count(DISTINCT email) FROM customers",

@@ -299,9 +299,12 @@ class Queries(Expressions):
             out.append((search.search_seq_column or "", union(vals)))
         cycle = node.cycle_clause
         if cycle is not None:
-            vals = [by_name.get(n, NOTHING) for n in names(cycle.cycle_col_list)]
-            out.append((cycle.cycle_mark_column or "", NOTHING))
-            out.append((cycle.cycle_path_column or "", union(vals)))
+            # The mark says whether the row equals an earlier one, and the recursion
+            # stops there: both compare the listed columns' values.
+            vals = union([by_name.get(n, NOTHING) for n in names(cycle.cycle_col_list)])
+            self.use(vals.sources, Use.PREDICATE)
+            out.append((cycle.cycle_mark_column or "", vals))
+            out.append((cycle.cycle_path_column or "", vals))
         return out
 
     # -- FROM ---------------------------------------------------------------------------
@@ -324,13 +327,15 @@ class Queries(Expressions):
         if isinstance(node, ast.RangeFunction):  # functions in FROM are implicitly lateral
             return [self._function_item(node, lateral)]
         if isinstance(node, ast.RangeTableSample):
-            self.exprs(node.args, lateral)
-            self.expr(node.repeatable, lateral)
+            # The sample's size and seed decide how many rows come back: predicates.
+            args = [*self.exprs(node.args, lateral), self.expr(node.repeatable, lateral)]
+            self.use(union(args).sources, Use.PREDICATE)
             if not isinstance(node.relation, ast.RangeVar):
                 raise Unresolvable("TABLESAMPLE of something that is not a table")
             return [self.relation_item(node.relation, env)]
         if isinstance(node, ast.RangeTableFunc):
             base = union([self.expr(node.docexpr, lateral), self.expr(node.rowexpr, lateral)])
+            self.use(base.sources, Use.PREDICATE)  # the document decides the row count
             cols: list[Output] = []
             for col in node.columns or ():
                 if col.for_ordinality:
@@ -343,6 +348,7 @@ class Queries(Expressions):
             base = union(
                 [self.expr(node.context_item, lateral), *self.exprs(node.passing, lateral)]
             )
+            self.use(base.sources, Use.PREDICATE)  # the path's matches decide the row count
             return [
                 self._aliased(
                     node.alias, self._json_table_columns(node.columns, base), "JSON_TABLE"
