@@ -820,6 +820,21 @@ def test_planner_settings_that_sort_by_masked_values_are_refused(
         assert run_psycopg(conn, sql, False, raw.forbidden).sqlstate is None, sql
 
 
+def test_planner_settings_at_startup_are_refused_to_masked_identities(dbgov: Any) -> None:
+    for user in ("alice", "carol"):
+        c = RawClient(dbgov.host, dbgov.port)
+        try:
+            msgs = c.startup(user, "prod", dbgov.token(user), options="-c work_mem=64kB")
+        finally:
+            c.close()
+        err = error_of(msgs)
+        if user == "carol":  # unmasked: the setting is hers to choose
+            assert err is None and msgs[-1].type == b"Z"
+        else:
+            assert err is not None and (err.severity, err.sqlstate) == ("FATAL", "42501")
+            assert "work_mem is not allowed for you" in err.message
+
+
 @pytest.mark.parametrize("named", [True, False], ids=["named", "unnamed"])
 @pytest.mark.parametrize("describe", [False, True], ids=["no-describe", "describe"])
 def test_rebinding_a_portal_in_one_batch_keeps_each_execute_own_plan(

@@ -585,6 +585,12 @@ def _is_planner_setting(name: str) -> bool:
     return name.startswith("enable_") or name in _PLANNER_SETTINGS
 
 
+def planner_settings(params: Iterable[str]) -> list[str]:
+    """The planner settings among startup parameter names: refused, as SET is, to an
+    identity whose results are masked."""
+    return [p for p in params if _is_planner_setting(p.lower())]
+
+
 def _qualified(rels: Iterable[Relation], ctx: SessionContext, catalog: Catalog | None) -> set[str]:
     """schema.name of each relation as the server resolves it; without a catalog,
     every schema on the search_path it could be in."""

@@ -39,6 +39,7 @@ from dbgov.gate import Decision, ResultPlan, SessionContext, Verdict
 from dbgov.identity import AuthError, Identity
 from dbgov.identity.scram import MECHANISM, ScramExchange
 from dbgov.ledger import events
+from dbgov.masking.engine import planner_settings
 from dbgov.models.registry import model_links
 from dbgov.proxy import masking_io, reuse, startup_params
 from dbgov.proxy.redact import redact_sql
@@ -612,6 +613,16 @@ class Session:
             self.identity = None
             return
         self.masking = self.ctx.gate.masking_active(self.sctx)
+        planner = planner_settings(upstream_params) if self.masking else []
+        if planner:
+            reason = (
+                f"{planner[0]} is not allowed for you: planner settings can return masked "
+                "values in their raw order"
+            )
+            self._audit_auth_failed(user, database, "no_access", reason)
+            self._fatal("42501", f'dbgov: denied by rule "masking": {reason}')
+            self.identity = None
+            return
         pool = self.ctx.upstream_pool
         kept = None
         if pool is not None:

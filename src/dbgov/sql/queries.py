@@ -301,10 +301,10 @@ class Queries(Expressions):
         if cycle is not None:
             # The mark says whether the row equals an earlier one, and the recursion
             # stops there: both compare the listed columns' values.
-            vals = union([by_name.get(n, NOTHING) for n in names(cycle.cycle_col_list)])
-            self.use(vals.sources, Use.PREDICATE)
-            out.append((cycle.cycle_mark_column or "", vals))
-            out.append((cycle.cycle_path_column or "", vals))
+            cycled = union([by_name.get(n, NOTHING) for n in names(cycle.cycle_col_list)])
+            self.use(cycled.sources, Use.PREDICATE)
+            out.append((cycle.cycle_mark_column or "", cycled))
+            out.append((cycle.cycle_path_column or "", cycled))
         return out
 
     # -- FROM ---------------------------------------------------------------------------
