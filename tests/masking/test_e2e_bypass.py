@@ -73,6 +73,12 @@ ALICE_CASES = [
     Q("SELECT x.id, count(x.s) FROM (SELECT id, substring(full_name from '^D') AS s "
       "FROM customers) x GROUP BY x.id", MASK),
     Q("SELECT count(DISTINCT ssn) FROM customers WHERE id IN (2, 3)", DENY),
+    # paging through groups of a pseudonymized column would rank the raw values
+    Q("SELECT email, min(id) FROM customers GROUP BY email LIMIT 10 OFFSET 1000", DENY),
+    Q("SELECT DISTINCT full_name FROM customers LIMIT 10", DENY),
+    Q("SELECT email FROM customers UNION SELECT email FROM customers LIMIT 10", DENY),
+    Q("SELECT email, count(*) FROM customers GROUP BY email", MASK),
+    Q("SELECT country, count(*) FROM customers GROUP BY country LIMIT 3", MASK),
     # row counts that depend on masked values
     Q("SELECT (SELECT count(*) FROM prompts TABLESAMPLE BERNOULLI (ascii(substr(c.ssn, 1, 1))) "
       "REPEATABLE (7)) FROM customers c WHERE c.id = 2", DENY),

@@ -349,6 +349,27 @@ CASES = [
         (derived("customers.phone"),),
         {"customers.country": {G}},
     ),
+    # A LIMIT or OFFSET over groups keeps the first ones in the plan's order, which an
+    # index or a sort makes the raw values' order.
+    Case(
+        "SELECT email, min(id) FROM customers GROUP BY email LIMIT 10 OFFSET 1000",
+        (direct("customers.email"), derived("customers.id")),
+        {"customers.email": {G, ORD}},
+    ),
+    Case(
+        "SELECT DISTINCT email FROM customers OFFSET 5",
+        (direct("customers.email"),),
+        {"customers.email": {D, ORD}},
+    ),
+    Case(
+        "SELECT email FROM customers UNION SELECT email FROM customers LIMIT 5",
+        (direct("customers.email"),),
+        {"customers.email": {D, ORD}},
+    ),
+    Case(
+        "SELECT email FROM customers UNION ALL SELECT email FROM customers LIMIT 5",
+        (direct("customers.email"),),
+    ),
     # Row counts that depend on values: a sample's size, a JSON_TABLE's matches, a cycle.
     Case(
         "SELECT count(*) FROM customers c, LATERAL (SELECT 1 FROM prompts "

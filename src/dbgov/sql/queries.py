@@ -90,8 +90,11 @@ class Queries(Expressions):
     ) -> list[Output]:
         env, ctes = self.with_clause(node.withClause, env, outer)
         scope = Scope([], outer, env)
+        grouped: set[Column] = set()  # values this level groups or de-duplicates rows by
         if node.op != _SETOP_NONE:
             outputs = self._set_operation(node, outer, env)
+            if not (node.op == enums.SetOperation.SETOP_UNION and node.all):
+                grouped |= union(v for _, v in outputs).sources
             result_scope = Scope([Item(None, outputs, "set operation")], outer, env)
             self._sort(node.sortClause, result_scope, outputs)
         elif node.valuesLists:
@@ -108,15 +111,20 @@ class Queries(Expressions):
                 scope.items.extend(self.from_item(item, scope.items, outer, env))
             self.predicate(node.whereClause, scope)
             outputs = self.targets(node.targetList, scope)
-            self._group(node.groupClause, scope, outputs)
+            grouped |= self._group(node.groupClause, scope, outputs)
             self.predicate(node.havingClause, scope)
             for w in node.windowClause or ():
                 self.window(w, scope)
-            self._distinct(node.distinctClause, scope, outputs)
+            grouped |= self._distinct(node.distinctClause, scope, outputs)
             self._sort(node.sortClause, scope, outputs)
         # How many rows come back is visible: LIMIT (SELECT length(ssn) ...) tells it.
         self.use(self.expr(node.limitCount, scope).sources, Use.PREDICATE)
         self.use(self.expr(node.limitOffset, scope).sources, Use.PREDICATE)
+        if grouped and (node.limitCount is not None or node.limitOffset is not None):
+            # Which groups a LIMIT or OFFSET keeps follows the plan's order, and a plan
+            # that groups through an index or a sort has the raw values' order (page
+            # through GROUP BY email LIMIT 10 OFFSET n and each id's rank shows).
+            self.use(frozenset(grouped), Use.ORDER)
         self.finish(ctes)
         return outputs
 
@@ -189,22 +197,29 @@ class Queries(Expressions):
         for sort in sort_clause or ():
             self.use(self._output_ref(sort.node, scope, outputs).sources, Use.ORDER)
 
-    def _distinct(self, clause: Any, scope: Scope, outputs: list[Output]) -> None:
+    def _distinct(self, clause: Any, scope: Scope, outputs: list[Output]) -> set[Column]:
+        """Record DISTINCT's uses; the sources it de-duplicates by."""
         if not clause:
-            return
+            return set()
         if clause == (None,):  # plain DISTINCT: the whole row
             self._deduplicated([v for _, v in outputs])
-            return
+            return set(union(v for _, v in outputs).sources)
+        by: set[Column] = set()
         for item in clause:
-            self.use(self._output_ref(item, scope, outputs).sources, Use.DISTINCT_ON)
+            sources = self._output_ref(item, scope, outputs).sources
+            self.use(sources, Use.DISTINCT_ON)
+            by |= sources
+        return by
 
-    def _group(self, clause: Any, scope: Scope, outputs: list[Output]) -> None:
+    def _group(self, clause: Any, scope: Scope, outputs: list[Output]) -> set[Column]:
+        """Record GROUP BY's uses; the sources it groups by."""
+        by: set[Column] = set()
         for item in clause or ():
             if isinstance(item, ast.GroupingSet):
-                self._group(item.content, scope, outputs)
+                by |= self._group(item.content, scope, outputs)
                 continue
             if isinstance(item, tuple):  # ROLLUP ((a, b)) sublists
-                self._group(item, scope, outputs)
+                by |= self._group(item, scope, outputs)
                 continue
             name = bare_name(item)
             if int_const(item) is not None:
@@ -216,6 +231,8 @@ class Queries(Expressions):
             # Groups of a computed value (substr(email, 1, 1)) and their counts are
             # classes of the values: a predicate. Only a column itself groups.
             self.use(val.sources, Use.GROUP if val.direct is not None else Use.PREDICATE)
+            by |= val.sources
+        return by
 
     def window(self, node: ast.WindowDef, scope: Scope) -> None:
         for item in node.partitionClause or ():
