@@ -206,3 +206,29 @@ def test_token_issue_cli_prints_only_a_token(dbgov):
         .replace("user='carol'", "user='alice'")
     ) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def _forged(header: dict, payload: dict | None = None) -> str:
+    import base64
+    import json
+
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(payload or {'sub': 'alice'})}.c2ln"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "EdDSA", "kid": 7},  # PyJWT refuses a kid that is not a string
+        {"alg": "EdDSA", "crit": ["exp"]},  # and critical extensions it does not know
+        {"alg": "EdDSA", "crit": "x"},
+    ],
+    ids=["kid-not-a-string", "crit-unknown", "crit-not-a-list"],
+)
+def test_hostile_token_headers_are_refused_as_malformed(dbgov, header):
+    with pytest.raises(psycopg.OperationalError) as exc:
+        psycopg.connect(dbgov.dsn("alice", password=_forged(header)))
+    assert "dbgov: token is not a well-formed JWT" in str(exc.value)
+    assert "internal error" not in str(exc.value)

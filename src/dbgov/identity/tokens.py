@@ -185,7 +185,7 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.DecodeError:
+        except jwt.PyJWTError:  # also a header PyJWT refuses (a non-string kid, crit)
             raise AuthError("malformed", "token is not a well-formed JWT") from None
         alg = str(header.get("alg", ""))
         if alg.lower() == "none":
