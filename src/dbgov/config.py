@@ -203,6 +203,9 @@ class Config(_Model):
     approvals: Approvals = Approvals()
     # Largest client message accepted (bytes).
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Longest statement text analyzed (characters); longer ones are refused (parsing
+    # runs on the worker's event loop: see sql/analyze.py). Bulk data goes in COPY.
+    max_statement_chars: int = Field(default=1024 * 1024, ge=1024)
     # Seconds an upstream connection of a cleanly ended session is kept, reset with
     # DISCARD ALL, for the next session of the same identity and target; 0 = never.
     upstream_reuse_s: float = Field(default=10.0, ge=0, le=3600)

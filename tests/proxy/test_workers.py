@@ -26,7 +26,16 @@ import pytest
 
 from conftest import Dbgov, start_beside, start_dbgov, stop_dbgov
 from dbgov.proxy.cancel import worker_of
-from dbgov.wire.postgres.messages import PROTOCOL_3_0, CancelRequest, Query, StartupMessage
+from dbgov.wire.postgres.messages import (
+    PROTOCOL_3_0,
+    Bind,
+    CancelRequest,
+    Execute,
+    Parse,
+    Query,
+    StartupMessage,
+    Sync,
+)
 from pgwire import RawClient, error_of
 
 
@@ -313,5 +322,48 @@ def test_a_stuck_worker_is_killed_and_replaced(dbgov: Dbgov, tmp_root: Path) -> 
             c.close()
         else:
             pytest.fail("no login reached the replacement of the stuck worker")
+    finally:
+        stop_dbgov(d)
+
+
+def test_a_statement_too_long_to_analyze_is_refused_without_freezing_the_worker(
+    dbgov: Dbgov, tmp_root: Path
+) -> None:
+    # 80,000 ANDs (1.2 MB) took seconds to parse on the event loop, freezing every
+    # session of the worker, and past worker_stall_s the supervisor killed it. Past
+    # max_statement_chars (1 MiB) the statement is refused instead, before parsing.
+    d = start_beside(dbgov, tmp_root / f"long-{uuid.uuid4().hex[:6]}", 1, worker_stall_s=2)
+    try:
+        pids = d.worker_pids()
+        sender, other = _login(d), _login(d)
+        chain = " AND ".join(f"id <> {-i}" for i in range(80_000))
+        sender.send(Query(f"SELECT count(*) FROM customers WHERE {chain}").encode())
+        err = error_of(sender.until_ready())
+        assert err is not None and err.sqlstate == "42501"
+        assert "the statement is longer than dbgov analyzes" in err.message
+        assert (
+            dict(err.fields)["H"]
+            == "split the statement, or load bulk data with COPY ... FROM STDIN"
+        )
+        sender.send(
+            Parse("", f"SELECT count(*) FROM customers WHERE {chain}").encode()
+            + Bind("", "", (), (), ()).encode()
+            + Execute("", 0).encode()
+            + Sync().encode()
+        )
+        assert error_of(sender.until_ready()) is not None
+        assert _answer(other, "SELECT 6 * 7") == b"42"
+        assert _answer(sender, "SELECT 7 * 6") == b"42"  # the session goes on
+        assert d.worker_pids() == pids
+        assert not d.events(types=["proxy.worker_exit"])
+        evs = d.wait_events(
+            lambda e: "longer than dbgov analyzes" in e["decision"].get("reason", ""),
+            types=["statement"],
+            count=2,
+        )
+        assert len(evs) == 2  # the Query and the Parse, each in the ledger, refused
+        assert all(e["sql"].startswith("SELECT count(*) FROM customers WHERE id <> 0") for e in evs)
+        for c in (sender, other):
+            c.close()
     finally:
         stop_dbgov(d)

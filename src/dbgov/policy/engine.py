@@ -73,6 +73,7 @@ from dbgov.policy.resolve import (
     StatementView,
     parse_search_path,
 )
+from dbgov.sql.analyze import TOO_LONG
 from dbgov.sql.kinds import CATEGORY_OF_KIND
 from dbgov.sql.model import Analysis, Category, Statement
 
@@ -477,7 +478,9 @@ class PolicyEngine:
             return _deny(
                 FAIL_CLOSED,
                 f"the query could not be analyzed: {analysis.error}",
-                "dbgov refuses SQL it cannot parse; check the syntax",
+                "split the statement, or load bulk data with COPY ... FROM STDIN"
+                if analysis.error.startswith(TOO_LONG)
+                else "dbgov refuses SQL it cannot parse; check the syntax",
                 0,
             )
         denied: Decision | None = None

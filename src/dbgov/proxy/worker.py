@@ -34,6 +34,7 @@ from dbgov.proxy.context import ProxyContext
 from dbgov.proxy.listener import Listener, serve_cancels
 from dbgov.proxy.reuse import UpstreamPool
 from dbgov.proxy.session_limits import SessionLimits
+from dbgov.sql.analyze import set_max_analyzed
 from dbgov.wire.postgres.messages import ErrorResponse
 
 log = logging.getLogger("dbgov.worker")
@@ -65,6 +66,7 @@ def build_gate(config: Config) -> tuple[Gate, Any]:
 
 def build_context(config: Config, worker_id: int) -> ProxyContext:
     layout = Layout(config.data_dir)
+    set_max_analyzed(config.max_statement_chars)
     server_tls = tls.server_context(config.tls) if config.tls is not None else None
     journal = Journal(
         layout.journal,

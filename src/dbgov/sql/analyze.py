@@ -47,6 +47,12 @@ from dbgov.sql.model import Analysis, Statement
 
 CACHE_SIZE = 10_000
 MAX_CACHED_TEXT = 16 * 1024  # bounds level-1 memory: 10,000 x 16 KiB at worst
+# Longer texts are not analyzed (config max_statement_chars; set_max_analyzed). Parsing
+# runs on the proxy's event loop and its cost grows with the parse tree: a 1.5 MB
+# chain of 100,000 ANDs took ~10 s, freezing every session of the worker, and past
+# worker_stall_s got the worker killed. Bulk data belongs in COPY, whose rows are
+# not SQL text.
+MAX_ANALYZED_CHARS = 1024 * 1024
 
 
 def analyze(text: str) -> Analysis:
@@ -97,6 +103,7 @@ class _Cache:
         self.by_key: LRU[str, Analysis] = LRU(CACHE_SIZE)  # level 2
         self.exact_hits = 0
         self.misses = 0
+        self.max_analyzed = MAX_ANALYZED_CHARS
 
     def remember(self, text: str, analysis: Analysis) -> None:
         exact = self.exact
@@ -116,6 +123,8 @@ def analyze_cached(text: str) -> Analysis:
         c.exact_hits += 1
         return hit
     if len(text) > MAX_CACHED_TEXT:
+        if len(text) > c.max_analyzed:
+            return Analysis((), "", False, error=too_long(len(text), c.max_analyzed))
         return analyze(text)
     key = fast_literal_key(text)
     if key is not None:
@@ -137,6 +146,19 @@ def analyze_cached(text: str) -> Analysis:
         c.by_key.put(key, analysis)
     c.remember(text, analysis)
     return analysis
+
+
+TOO_LONG = "the statement is longer than dbgov analyzes"
+
+
+def too_long(chars: int, limit: int) -> str:
+    return f"{TOO_LONG} ({chars:,} characters; max_statement_chars is {limit:,})"
+
+
+def set_max_analyzed(chars: int) -> None:
+    """The longest statement text analyze_cached() analyzes; longer ones get an
+    Analysis with an error, which policy refuses."""
+    _cache.max_analyzed = chars
 
 
 def cache_info() -> CacheInfo:
