@@ -1016,3 +1016,72 @@ def test_counts_of_computed_values_tell_nothing(conns: dict[str, Any]) -> None:
         )
         answers.add(cur.fetchone()[0])
     assert len(answers) == 1, f"the count told the SSN's first digit: {answers}"
+
+
+def test_a_close_the_server_skipped_does_not_free_the_name(dbgov: Any, raw: RawData) -> None:
+    """The server skips a Close that follows an error; a later segment that parses
+    the name again (refused) and binds it must not run the old statement unmasked,
+    nor unaudited."""
+    c = _login(dbgov)
+    try:
+        _run(c, Parse("s1", TWO_SECRETS), Sync())
+        _run(c, Parse("", "SELEC oops"), Close("S", "s1"), Sync())
+        msgs = _run(
+            c,
+            Parse("s1", "DELETE FROM customers"),
+            Sync(),
+            Bind("", "s1", (), (), ()),
+            Execute("", 0),
+            Sync(),
+        )
+        msgs += c.until_ready()  # the second Sync's answer
+        assert not rows_of(msgs)
+        assert types_of(msgs).count(b"E") == 2  # the DELETE refused, then its Bind
+        assert_clean(raw.forbidden, b"".join(m.body for m in msgs), "skipped Close")
+    finally:
+        c.close()
+
+
+def test_a_parse_the_server_skipped_does_not_stand_for_the_old_statement(
+    dbgov: Any, raw: RawData
+) -> None:
+    """An error skips a re-Parse of the unnamed statement, so the server keeps the old
+    (secret) one. A Bind in the next segment, sent before that error is back, must
+    not be masked by the skipped statement's lineage."""
+    c = _login(dbgov)
+    try:
+        _run(c, Parse("", "SELECT ssn || '' AS a, email || '' AS b FROM customers"), Sync())
+        c.send(
+            b"".join(
+                m.encode()
+                for m in (
+                    Bind("", "nosuch", (), (), ()),  # refused: the segment fails here
+                    Parse("", "SELECT 'x'::text AS a, 'y'::text AS b"),  # skipped
+                    Sync(),
+                    Bind("", "", (), (), ()),
+                    Execute("", 0),
+                    Sync(),
+                )
+            )
+        )
+        msgs = c.until_ready() + c.until_ready()
+        assert_clean(raw.forbidden, b"".join(m.body for m in msgs), "skipped re-Parse")
+    finally:
+        c.close()
+
+
+def test_startup_parameters_spelled_twice_are_refused(dbgov: Any) -> None:
+    """search_path=public and SEARCH_PATH=s2: the server applies the last, dbgov would
+    have resolved names on the first."""
+    for params in (
+        {"search_path": "public", "SEARCH_PATH": "pg_temp"},
+        {"options": "-c search_path=public -c SEARCH_PATH=pg_temp"},
+        {"search_path": "public", "options": "-c Search_Path=pg_temp"},
+    ):
+        c = RawClient(dbgov.host, dbgov.port)
+        try:
+            err = error_of(c.startup("alice", "prod", dbgov.token("alice"), **params))
+        finally:
+            c.close()
+        assert err is not None and err.sqlstate == "08P01", params
+        assert "is given twice" in err.message

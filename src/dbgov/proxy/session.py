@@ -104,6 +104,7 @@ STARTUP_TIMEOUT_S = 30.0
 REFUSED_SQL = "DBGOV REFUSED"
 REFUSED_PORTAL = "\x01dbgov-refused"
 _RESERVED_NAME = "\x01dbgov"  # statement and portal names no client may take
+_MADE_MAX = 64  # names in flight kept before answered ones are dropped (_forget_answered)
 _REFUSED_QUERY = Query(REFUSED_SQL).encode()
 _REFUSED_EXECUTE = Execute(REFUSED_PORTAL, 0).encode()
 # Lineage's reason for a relation missing from the catalog snapshot (sql/queries.py).
@@ -281,6 +282,13 @@ class Session:
         self._reuse_key: reuse.Key | None = None  # set when the pool may keep the upstream
         self._terminated = False  # the client said Terminate (a clean end)
         self._counted = False  # in listen.max_sessions_per_user's count (_admit)
+        # Extended-protocol names in flight (_wait_for): segments (Syncs and Queries) sent
+        # and answered, and the segment that last made, changed or closed each name.
+        self._segments_sent = 0
+        self._segments_done = 0
+        self._barrier = False
+        self._made_statements: dict[str, int] = {}
+        self._made_portals: dict[str, int] = {}
         # SQL dbgov itself sent upstream after the connection opened (distinct texts, in
         # order): the connection.close event lists it.
         self._internal_sql: list[str] = []
@@ -858,7 +866,7 @@ class Session:
                     break
                 start = cin.start
                 end = cin.end
-                if self.held or self.closed:
+                if self.held or self.closed or self._barrier:
                     cin.pos = start  # the rest waits until the hold is decided
                     break
                 if self.phase is not Phase.READY or t not in _READY_FRONTEND_STAY:
@@ -868,6 +876,7 @@ class Session:
                         run_start = start
                     if t == 0x53:  # 'S' Sync
                         self.units.append(Unit(U_SYNC))
+                        self._segments_sent += 1
                         self.skip_until_sync = False
                     elif t == 0x44:  # 'D' Describe
                         self._note_describe(buf, start, end)
@@ -879,6 +888,9 @@ class Session:
                     self._to_server.append(buf[run_start:start])
                     run_start = -1
                 self._client_frame(t, buf[start + 5 : end], buf[start:end])
+                if self._at_barrier():  # (a call: the check above narrowed the attribute)
+                    cin.pos = start  # read again once the server has answered: _on_ready
+                    break
             if run_start >= 0:
                 self._to_server.append(buf[run_start : cin.pos])
         except ProtocolError as exc:
@@ -1182,6 +1194,7 @@ class Session:
         if event and analysis is not None:
             unit.event_id, _ = self._statement_event(sql, analysis, decision)
         self.units.append(unit)
+        self._segments_sent += 1
         self._to_server.append(_REFUSED_QUERY)
 
     def _audit_unavailable(self, err: OSError) -> ErrorResponse:
@@ -1222,6 +1235,7 @@ class Session:
         unit = Unit(
             U_QUERY, event_id=event_id, statements=analysis.statements, started=time.monotonic()
         )
+        self._segments_sent += 1
         if err is not None:
             unit.rewrite = self._audit_unavailable(err)
             self.units.append(unit)
@@ -1268,6 +1282,9 @@ class Session:
         if self.skip_until_sync:
             self._to_server.append(raw)  # the server ignores it, after an error
             return
+        if self._wait_for(self._made_statements.get(name)):
+            return
+        self._made_statements[name] = self._segments_sent
         if name.startswith(_RESERVED_NAME) or (
             name and (name in self.prepared or name in self.sql_prepared)
         ):
@@ -1295,6 +1312,26 @@ class Session:
         # Approval-bound statements are prepared normally and held at Execute.
         self._push(Unit(U_PARSE, name, prepared=prepared))
         self._to_server.append(raw)
+
+    def _wait_for(self, made_in: int | None) -> bool:
+        """Whether a message naming a statement or portal last made, changed or closed
+        in segment `made_in` (Syncs and Queries sent before it) must wait for that
+        segment's ReadyForQuery. In its own segment it need not: if what made the name
+        failed, the server skips the rest of the segment too. In an earlier one still
+        unanswered, what the name stands for on the server is not known yet (a Parse
+        or Close the server skipped after an error), so the session reads no further
+        until the answer is in (_pump_client rereads this message)."""
+        if made_in is None or made_in >= self._segments_sent or made_in < self._segments_done:
+            return False
+        self._barrier = True
+        return True
+
+    def _refuse_denied(self, kind: int, name: str, prepared: Prepared) -> None:
+        """Bind or Execute of a statement refused at Parse: the server never had it as
+        recorded, so nothing naming it is forwarded."""
+        error = self._denial_error(prepared.decision, prepared.analysis, prepared.sql)
+        self._push(Unit(kind, name, rewrite=error))
+        self._to_server.append(_REFUSED_EXECUTE)
 
     def _refuse_extended(self, kind: int, name: str, sqlstate: str, message: str) -> None:
         """Answer a Parse, Bind or Execute with an error instead of forwarding it: the
@@ -1346,6 +1383,11 @@ class Session:
         if self.skip_until_sync:
             self._to_server.append(raw)
             return
+        if self._wait_for(self._made_statements.get(statement)) or self._wait_for(
+            self._made_portals.get(name)
+        ):
+            return
+        self._made_portals[name] = self._segments_sent
         if name.startswith(_RESERVED_NAME) or (
             name and (name in self.portals or name in self.cursors)
         ):
@@ -1358,6 +1400,9 @@ class Session:
             self._refuse_extended(
                 U_BIND, name, "26000", f'prepared statement "{statement}" does not exist'
             )
+            return
+        if prepared.decision.verdict is Verdict.DENY:  # never on the server as recorded
+            self._refuse_denied(U_BIND, name, prepared)
             return
         portal = Portal(statement, prepared, params, param_formats, result_formats)
         self.portals[name] = portal  # until the server fails it: see _not_run
@@ -1376,23 +1421,26 @@ class Session:
         if kind == "S":  # one namespace with SQL PREPARE, and portals with DECLARE
             self.prepared.pop(name, None)
             self.sql_prepared.pop(name, None)
+            self._made_statements[name] = self._segments_sent
         else:
             self.portals.pop(name, None)
             self.cursors.pop(name, None)
+            self._made_portals[name] = self._segments_sent
         self._push(Unit(U_CLOSE, name))
 
     def _on_execute(self, name: str, max_rows: int, raw: bytes) -> None:
         if self.skip_until_sync:
             self._to_server.append(raw)
             return
+        if self._wait_for(self._made_portals.get(name)):
+            return
         portal = self.portals.get(name) or self._cursor_portal(name)
         prepared = portal.prepared if portal is not None else None
         if portal is None or prepared is None:
             self._refuse_extended(U_EXECUTE, name, "34000", f'portal "{name}" does not exist')
             return
-        if prepared.decision.verdict is Verdict.DENY:
-            self._push(Unit(U_EXECUTE, name))  # server skips until Sync anyway
-            self._to_server.append(raw)
+        if prepared.decision.verdict is Verdict.DENY:  # refused at Parse: never forwarded
+            self._refuse_denied(U_EXECUTE, name, prepared)
             return
         decision = self._decide(prepared.analysis)  # re-checked: grants and tokens expire
         if decision.verdict is Verdict.APPROVAL and self.ctx.approvals is not None:
@@ -2020,6 +2068,12 @@ class Session:
         if unit is None or unit.kind not in (U_QUERY, U_SYNC):
             raise RemoteProtocolError("unexpected ReadyForQuery")
         self.units.popleft()
+        self._segments_done += 1
+        if self._barrier:
+            self._barrier = False  # the waiting message is read again, and checked again
+            asyncio.get_running_loop().call_soon(self._read_on)
+        if len(self._made_statements) + len(self._made_portals) > _MADE_MAX:
+            self._forget_answered()
         if unit.kind == U_QUERY and unit.event_id is not None:
             self._finish_unit(unit)
         if not self.units:
@@ -2055,6 +2109,19 @@ class Session:
             self._hold_for_reload(ReadyForQuery(status).encode())
             return b""
         return None
+
+    def _at_barrier(self) -> bool:
+        return self._barrier
+
+    def _read_on(self) -> None:
+        if not self.closed and not self.held and not self._barrier and self.cin.pending():
+            self._pump_client()
+
+    def _forget_answered(self) -> None:
+        """Names whose last change the server has answered need no waiting any more."""
+        done = self._segments_done
+        self._made_statements = {k: v for k, v in self._made_statements.items() if v >= done}
+        self._made_portals = {k: v for k, v in self._made_portals.items() if v >= done}
 
     def _hold_for_reload(self, ready: bytes) -> None:
         """Until the reload is in, masked identities' statements are refused ("retry in a

@@ -92,16 +92,24 @@ def filter(params: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...] |
     if "replication" in params and params["replication"].lower() not in ("false", "off", "0", "no"):
         raise StartupParamError("replication connections are not supported through dbgov")
     out: dict[str, str] = {}
+    seen: set[str] = set()
+
+    def take(name: str, value: str) -> None:
+        _check(name, value)
+        # Setting names are case-insensitive to the server, which applies the last of
+        # two spellings (search_path=a, SEARCH_PATH=b): dbgov would resolve names on
+        # one path while the server used the other.
+        if name.lower() in seen:
+            raise StartupParamError(f'startup parameter "{name}" is given twice', "08P01")
+        seen.add(name.lower())
+        out[name] = value
+
     for name, value in params.items():
         if name == "options":
             for k, v in _options(value).items():
-                _check(k, v)
-                out[k] = v
-        elif name == "replication":
-            continue
-        else:
-            _check(name, value)
-            out[name] = value
+                take(k, v)
+        elif name != "replication":
+            take(name, value)
     sp = next((v for k, v in out.items() if k.lower() == "search_path"), None)
     if out.get("client_encoding", "").lower() == "auto":
         out["client_encoding"] = "UTF8"
