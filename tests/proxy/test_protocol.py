@@ -12,6 +12,7 @@ import ssl
 import struct
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -27,6 +28,7 @@ from dbgov.wire.postgres.messages import (
     Describe,
     ErrorResponse,
     Execute,
+    Flush,
     GSSENCRequest,
     NegotiateProtocolVersion,
     Parse,
@@ -549,3 +551,29 @@ def test_statement_events_follow_the_session_state_as_it_changes(dbgov) -> None:
     dones = dbgov.wait_events(lambda e: e.get("ref") in ids, count=5, types=["statement.done"])
     assert sorted(d["ref"] for d in dones) == sorted(ids)
     assert all(d["rows"] == [1] and d["tags"] == ["SELECT 1"] for d in dones)
+
+
+def test_a_query_the_server_discards_after_an_error_is_not_audited(dbgov) -> None:
+    """After an extended-protocol error the server discards everything up to Sync, a
+    simple Query too: the ledger must not say it ran, and the session goes on."""
+    c = RawClient(dbgov.host, dbgov.port)
+    try:
+        assert c.startup("carol", "prod", dbgov.token("carol"))[-1].type == b"Z"
+        marker = f"discarded-{uuid.uuid4().hex[:8]}"
+        c.send(
+            Parse("", "SELECT 1/0").encode()
+            + Bind("", "", (), (), ()).encode()
+            + Execute("", 0).encode()
+            + Flush().encode()
+        )
+        err = c.recv_msg()
+        while err is not None and err.type != b"E":
+            err = c.recv_msg()
+        assert err is not None
+        c.send(Query(f"SELECT '{marker}'").encode() + Sync().encode())
+        msgs = c.until_ready()
+        assert not rows_of(msgs)  # the server discarded the Query
+        assert rows_of(c.query("SELECT 41 + 1")) == [(b"42",)]
+        assert not dbgov.events(types=["statement"], text=marker)
+    finally:
+        c.close()

@@ -915,6 +915,12 @@ class Session:
         self.close(f"protocol violation: {exc}")
 
     def _client_frame(self, t: int, body: bytes, raw: bytes) -> None:
+        if self.skip_until_sync and t in (0x51, 0x46):
+            # After an extended-protocol error the server discards everything up to
+            # Sync, a Query or FunctionCall too: it never runs, so it is neither
+            # decided nor audited, and no answer is awaited.
+            self._to_server.append(raw)
+            return
         if t == 0x51:  # 'Q' Query
             # Fast path for a well-formed body; anything odd gets the full decoder's error.
             if body[-1:] == b"\x00" and body.find(b"\x00") == len(body) - 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from dbgov.wire.postgres.messages import (
     SSLRequest,
     StartupMessage,
 )
+
+log = logging.getLogger(__name__)
 
 
 class UpstreamError(Exception):
@@ -246,7 +249,17 @@ async def _login(
 async def send_cancel(
     host: str, port: int, pid: int, key: bytes, ssl_context: ssl.SSLContext | None
 ) -> None:
-    """Fire a CancelRequest at the upstream (its own pid and key, never the client's)."""
+    """Fire a CancelRequest at the upstream (its own pid and key, never the client's).
+    Best effort, as in libpq: a server that does not answer in time is logged."""
+    try:
+        await _send_cancel(host, port, pid, key, ssl_context)
+    except (TimeoutError, OSError) as exc:
+        log.info("cancel request to %s:%s (backend %d) failed: %r", host, port, pid, exc)
+
+
+async def _send_cancel(
+    host: str, port: int, pid: int, key: bytes, ssl_context: ssl.SSLContext | None
+) -> None:
     async with asyncio.timeout(5):
         if host.startswith("/"):
             reader, writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
