@@ -25,6 +25,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from dbgov.pids import pid_alive
+
 BUSY_TIMEOUT_S = 2.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS live (
@@ -47,16 +49,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=OFF")
     conn.executescript(_SCHEMA)
     return conn
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SessionLimits:
@@ -118,7 +110,7 @@ class SessionLimits:
     def _forget_dead(db: sqlite3.Connection, user: str) -> None:
         pids = [r[0] for r in db.execute("SELECT DISTINCT pid FROM live WHERE user = ?", (user,))]
         for pid in pids:
-            if not _alive(pid):
+            if not pid_alive(pid):
                 db.execute("DELETE FROM live WHERE pid = ?", (pid,))
 
 

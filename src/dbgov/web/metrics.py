@@ -30,9 +30,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from dbgov.ledger.lag import integrated_offsets, lag_bytes
+from dbgov.pids import pid_alive
 from dbgov.store.sqlite import LedgerStore
 from dbgov.web import queries
-from dbgov.web.services import Services, pid_alive
+from dbgov.web.services import Services
 
 LATENCY_BUCKETS_S: Final = (
     0.0005,

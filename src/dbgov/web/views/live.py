@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from dbgov.pids import pid_alive
 from dbgov.store.sqlite import LedgerStore
 from dbgov.web import queries
 from dbgov.web.auth import viewer_of
-from dbgov.web.services import pid_alive
 from dbgov.web.sse import api_stream, live_stream
 from dbgov.web.views.common import NotFound, api_json, int_param, render, scope, services, window_of
 
