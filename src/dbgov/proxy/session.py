@@ -1335,15 +1335,17 @@ class Session:
     def _refuse_denied(self, kind: int, name: str, prepared: Prepared) -> None:
         """Bind or Execute of a statement refused at Parse: the server never had it as
         recorded, so nothing naming it is forwarded."""
-        error = self._denial_error(prepared.decision, prepared.analysis, prepared.sql)
-        self._push(Unit(kind, name, rewrite=error))
-        self._to_server.append(_REFUSED_EXECUTE)
+        self._refuse_with(
+            kind, name, self._denial_error(prepared.decision, prepared.analysis, prepared.sql)
+        )
 
     def _refuse_extended(self, kind: int, name: str, sqlstate: str, message: str) -> None:
-        """Answer a Parse, Bind or Execute with an error instead of forwarding it: the
+        self._refuse_with(kind, name, ErrorResponse.build("ERROR", sqlstate, f"dbgov: {message}"))
+
+    def _refuse_with(self, kind: int, name: str, error: ErrorResponse) -> None:
+        """Answer a Parse, Bind or Execute with `error` instead of forwarding it: the
         server gets an Execute of a portal no client can create, fails it, and skips to
         Sync as after an error of its own; the error is rewritten into ours."""
-        error = ErrorResponse.build("ERROR", sqlstate, f"dbgov: {message}")
         self._push(Unit(kind, name, rewrite=error))
         self._to_server.append(_REFUSED_EXECUTE)
 
