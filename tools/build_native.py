@@ -78,9 +78,16 @@ def main() -> int:
         return 0
     print(f"native: compiling {len(modules)} hot-path modules with mypyc ...", flush=True)
     started = time.monotonic()
+    begun = time.time()
     _remove_builds((*modules, *strays))
     try:
         build(modules)
+        # Dated when the build read its sources: a source edited while it compiled is
+        # then newer than its compiled form, and the guard sets the build aside.
+        for module in modules:
+            compiled = native.compiled_path(module)
+            if compiled is not None:
+                os.utime(compiled, (begun, begun))
     except (Exception, SystemExit) as exc:  # setuptools reports compiler failures as SystemExit
         _remove_builds(modules)
         print(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -31,11 +32,13 @@ import pytest
 import yaml
 
 from dbgov.store.control import ControlStore, RequestRecord
+from dbgov.wire.postgres.messages import Query
 
 from .conftest import Hook, dbgov_cmd
 
 pytest.importorskip("dbgov.policy")
 from conftest import Dbgov, free_port, start_dbgov, stop_dbgov  # tests/conftest.py
+from pgwire import RawClient, error_of, rows_of
 
 pytestmark = pytest.mark.slow
 
@@ -380,6 +383,49 @@ def test_ctrl_c_withdraws_the_request(dbgov):
     assert evs and evs[0]["reason"] == "cancelled by the client" and evs[0]["user"] == "bob"
     late = cli(d, "approvals", "approve", str(req.id), user="carol")
     assert late.returncode == 1 and "already withdrawn" in late.stderr
+
+
+def test_a_held_session_stops_reading_what_its_client_pipelines_behind(dbgov):
+    """While bob's UPDATE waits for a vote, the 24 MB of queries his client pipelines
+    behind it are not read into the proxy's memory: past about a megabyte, the client's
+    writes block (a client of 2.4 GB once grew a worker to match). After the vote,
+    every one of them runs and is answered, in order."""
+    d = dbgov
+    cid, last = customer(d, 45), last_id(d)
+    client = RawClient(d.host, d.port)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)  # no autotuning
+    try:
+        assert error_of(client.startup("bob", "prod", d.token("bob"))) is None
+        update = f"UPDATE feature_store SET value = 0.5 WHERE customer_id = {cid}"
+        client.send(Query(update).encode())
+        req = wait_request(d, last)
+        filler = Query("SELECT 1 /*" + "x" * 65000 + "*/").encode()
+        total = 384  # 24 MB
+        stream = filler * total
+        client.sock.setblocking(False)
+        sent, idle_since = 0, time.monotonic()
+        while sent < len(stream) and time.monotonic() - idle_since < 3:
+            try:
+                sent += client.sock.send(stream[sent : sent + (1 << 20)])
+                idle_since = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.02)
+        # The bound is the proxy's buffer (1 MiB), the kernel's socket buffers (a
+        # receive buffer autotunes to 6 MiB on Linux) and our 64 KiB send buffer.
+        assert sent < 16 << 20, f"the proxy read {sent} bytes while the statement was held"
+        no = cli(d, "approvals", "deny", str(req.id), "--reason", "flood test", user="erin")
+        assert no.returncode == 0, no.stderr
+        client.sock.setblocking(True)
+        client.sock.settimeout(60)
+        rest = threading.Thread(target=client.sock.sendall, args=(stream[sent:],))
+        rest.start()
+        denied = error_of(client.until_ready())
+        assert denied is not None and denied.sqlstate == "42501"
+        answers = [rows_of(client.until_ready()) for _ in range(total)]
+        rest.join()
+        assert answers == [[(b"1",)]] * total
+    finally:
+        client.close()
 
 
 def test_a_dba_cannot_approve_their_own_ddl(dbgov):

@@ -32,6 +32,7 @@ from dbgov.wire.postgres.messages import (
     GSSENCRequest,
     NegotiateProtocolVersion,
     Parse,
+    PasswordMessage,
     Query,
     RowDescription,
     SSLRequest,
@@ -147,6 +148,30 @@ def test_protocol_2_is_rejected(dbgov):
     assert err is not None and err.severity == "FATAL" and err.sqlstate == "0A000"
 
 
+def test_queries_pipelined_behind_the_login_all_run_in_order(dbgov):
+    """A client may send its statements without waiting for AuthenticationOk: 8 MB of
+    them, in one write with the startup and the password, all run, in order. The
+    proxy holds at most about a megabyte of them while the login runs, then reads on
+    (adding up such a burst copied it once per read: 60 MB got a worker killed)."""
+    c = RawClient(dbgov.host, dbgov.port, timeout=60)
+    try:
+        queries = [Query(f"SELECT {i} /*" + "x" * 65000 + "*/").encode() for i in range(128)]
+        login_msgs = StartupMessage(PROTOCOL_3_0, {"user": "carol", "database": "prod"}).encode()
+        sender = threading.Thread(
+            target=c.send,
+            args=(login_msgs + PasswordMessage(dbgov.token("carol")).encode() + b"".join(queries),),
+        )
+        sender.start()
+        msgs = c.until_ready()
+        assert error_of(msgs) is None and msgs[0].type == b"R"
+        assert [rows_of(c.until_ready()) for _ in queries] == [
+            [(str(i).encode(),)] for i in range(len(queries))
+        ]
+        sender.join()
+    finally:
+        c.close()
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -158,11 +183,30 @@ def test_protocol_2_is_rejected(dbgov):
 )
 def test_malformed_startup_gets_fatal_and_close(dbgov, payload):
     c = RawClient(dbgov.host, dbgov.port)
+    client = "{}:{}".format(*c.sock.getsockname()[:2])
     c.send(payload)
     msgs = c.until_closed()
     err = error_of(msgs)
     assert err is not None and err.severity == "FATAL", msgs
     assert err.message.startswith("dbgov:")
+    failed = dbgov.wait_events(lambda e: e.get("client") == client, types=["auth.failed"])
+    assert [(e["reason"], e["message"]) for e in failed] == [
+        ("protocol_violation", err.message.removeprefix("dbgov: "))
+    ]
+
+
+def test_a_malformed_password_message_is_audited_with_the_user_it_named(dbgov):
+    c = RawClient(dbgov.host, dbgov.port)
+    client = "{}:{}".format(*c.sock.getsockname()[:2])
+    c.send(StartupMessage(PROTOCOL_3_0, {"user": "bob", "database": "prod"}).encode())
+    assert c.recv_msg().type == b"R"  # AuthenticationCleartextPassword
+    c.send(b"p\x00\x00\x00\x08abcd")  # no terminating NUL
+    err = error_of(c.until_closed())
+    assert err is not None and err.sqlstate == "08P01"
+    failed = dbgov.wait_events(lambda e: e.get("client") == client, types=["auth.failed"])
+    assert [(e["user"], e["target"], e["reason"]) for e in failed] == [
+        ("bob", "prod", "protocol_violation")
+    ]
 
 
 def test_malformed_message_after_login_is_fatal_not_a_crash(dbgov):

@@ -34,6 +34,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from dbgov.ledger import events
 from dbgov.proxy.cancel import worker_of
 from dbgov.wire.postgres.framing import MAX_STARTUP_PACKET
 from dbgov.wire.postgres.messages import (
@@ -94,18 +95,14 @@ async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) ->
             if len(data) >= 4 and n == 8:
                 (length,) = struct.unpack_from("!I", data)
                 if length < 8 or length > MAX_STARTUP_PACKET:
-                    _refuse(sock, f"invalid length of startup packet: {length}")
-                    return b""
+                    raise _Refused(f"invalid length of startup packet: {length}")
         await _readable(loop, sock)
         if data is not None and len(data) < n:
             await asyncio.sleep(0.001)  # more of a fragmented packet is on its way
 
 
-def _refuse(sock: socket.socket, message: str) -> None:
-    """A FATAL for a client that broke the protocol before a session existed."""
-    err = ErrorResponse.build("FATAL", "08P01", f"dbgov: {message}")
-    with contextlib.suppress(OSError):
-        sock.send(err.encode())
+class _Refused(Exception):
+    """A client broke the protocol before a session existed: FATAL 08P01, audited."""
 
 
 class Listener:
@@ -196,12 +193,34 @@ class Listener:
         try:
             async with asyncio.timeout(NEGOTIATION_TIMEOUT_S):
                 await self._negotiate_inner(loop, sock)
+        except _Refused as exc:
+            self._refuse(sock, str(exc))
         except (TimeoutError, OSError, ConnectionError) as exc:
             log.debug("connection dropped during negotiation: %s", exc)
             sock.close()
         except Exception:
             log.exception("connection negotiation failed")
             sock.close()
+
+    def _refuse(self, sock: socket.socket, message: str) -> None:
+        err = ErrorResponse.build("FATAL", "08P01", f"dbgov: {message}")
+        with contextlib.suppress(OSError):
+            sock.send(err.encode())
+        try:
+            host, port = sock.getpeername()[:2]
+        except OSError:
+            host, port = "", 0
+        sock.close()
+        session = events.new_session_id()
+        self.ctx.audit.record(
+            "auth.failed",
+            self.ctx.audit.next_id(session),
+            session=session,
+            reason="protocol_violation",
+            message=message,
+            client=f"{host}:{port}",
+            tls=False,
+        )
 
     async def _negotiate_inner(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         from dbgov.proxy.session import Session

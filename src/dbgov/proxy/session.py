@@ -117,6 +117,11 @@ CATALOG_WAIT_S = 5.0
 # every CANCEL_AGAIN_S (a cancel that reaches the backend before the statement is lost).
 ABANDONED_WAIT_S = 10.0
 CANCEL_AGAIN_S = 1.0
+# Client bytes buffered while nothing can consume them (login not finished, a statement
+# held for approval or awaiting its event's write, a name barrier): past this much the
+# socket is not read, so a client that pipelines on regardless costs the worker this
+# much memory, not whatever it sends (`_update_reading`).
+INPUT_BUFFER_MAX = 1 << 20
 
 # Unit kinds: what a forwarded message expects back.
 U_QUERY, U_PARSE, U_BIND, U_DESC_STMT, U_DESC_PORTAL, U_EXECUTE, U_CLOSE, U_SYNC = range(8)
@@ -262,6 +267,11 @@ class Session:
         self.peer = ("", 0)
         self.conn = ServerConnection()
         self._startup_data: asyncio.Queue[bytes] = asyncio.Queue()
+        self._startup_bytes = 0  # in _startup_data
+        # Who the startup packet names, for the auth.failed event of a login that breaks
+        # off before it is decided (None until the packet is read).
+        self._login_user: str | None = None
+        self._login_target: str | None = None
         self._startup_task: asyncio.Task[None] | None = None
         self.pumping = False
         self.closed = False
@@ -344,6 +354,7 @@ class Session:
         self._reload_after_sp = False  # that ReadyForQuery then waits for a catalog reload
         self._up_paused = False  # the upstream cannot take more (flow control)
         self._ledger_paused = False  # the ledger lags its bound (backpressure)
+        self._reading = True  # the client socket is read (`_update_reading`)
         # The client left mid-statement: the close reason while the outcome is awaited.
         self._abandoned: str | None = None
         self._abandoned_timer: asyncio.TimerHandle | None = None
@@ -365,8 +376,13 @@ class Session:
             self.cin.feed(data)
             if not self.held and not self._durable_wait:
                 self._pump_client()
+            elif self.cin.pending() > INPUT_BUFFER_MAX:
+                self._update_reading()
         else:
             self._startup_data.put_nowait(data)
+            self._startup_bytes += len(data)
+            if self._startup_bytes > INPUT_BUFFER_MAX:
+                self._update_reading()
 
     def eof_received(self) -> bool:
         if not self.pumping:
@@ -389,23 +405,32 @@ class Session:
 
     def _on_upstream_pause(self, paused: bool) -> None:
         self._up_paused = paused
-        if self.transport is None or self.transport.is_closing():
-            return
-        if paused:
-            self.transport.pause_reading()
-        elif not self.held and not self._ledger_paused:
-            self.transport.resume_reading()
+        self._update_reading()
 
     def ledger_backpressure(self, paused: bool) -> None:
         """Stop or resume reading client messages while the ledger lags its bound
         (proxy/backpressure.py); statements already read run on."""
         self._ledger_paused = paused
-        if self.transport is None or self.transport.is_closing():
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read the client socket unless the upstream cannot take more, the ledger lags,
+        or more than INPUT_BUFFER_MAX bytes wait for something other than the rest of
+        a message (a hold, a write, a barrier, the login)."""
+        if self.pumping:
+            blocked = self.held or self._barrier or self._durable_wait > 0
+            full = blocked and self.cin.pending() > INPUT_BUFFER_MAX
+        else:
+            full = self._startup_bytes > INPUT_BUFFER_MAX
+        want = not (full or self._up_paused or self._ledger_paused)
+        transport = self.transport
+        if want == self._reading or transport is None or transport.is_closing():
             return
-        if paused:
-            self.transport.pause_reading()
-        elif not self._up_paused:
-            self.transport.resume_reading()
+        self._reading = want
+        if want:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
 
     def _teardown(self, reason: str) -> None:
         if self.closed:
@@ -537,6 +562,9 @@ class Session:
             if ev is not NEED_DATA:
                 return ev
             data = await self._startup_data.get()
+            self._startup_bytes -= len(data)
+            if not self._reading:
+                self._update_reading()
             self.conn.receive_data(data)
 
     async def _run_startup(self) -> None:
@@ -544,8 +572,14 @@ class Session:
             async with asyncio.timeout(STARTUP_TIMEOUT_S):
                 await self._startup()
         except TimeoutError:
-            self._fatal("08P01", "dbgov: startup did not complete in time")
+            message = "startup did not complete in time"
+            if self.identity is None:  # else connection.open is written; its close follows
+                self._audit_auth_failed(self._login_user, self._login_target, "timeout", message)
+            self._fatal("08P01", f"dbgov: {message}")
         except ProtocolError as exc:
+            self._audit_auth_failed(
+                self._login_user, self._login_target, "protocol_violation", str(exc)
+            )
             self._fatal(exc.sqlstate, f"dbgov: {exc}")
         except asyncio.CancelledError:
             raise
@@ -575,6 +609,7 @@ class Session:
         if not user:
             raise RemoteProtocolError("no user name given in the startup packet", sqlstate="28000")
         database = params.pop("database", "") or user
+        self._login_user, self._login_target = user, database
         self.client_app = params.get("application_name", "")
         try:
             upstream_params, search_path = startup_params.filter(params)
@@ -723,11 +758,17 @@ class Session:
             # Answered before the client's first statement, and swallowed.
             self.units.append(Unit(U_QUERY, "application_name", internal=True))
             transport.write(Query(rename).encode())
-        leftover = self.conn.take_leftover()
+        # One join: a client that pipelined megabytes behind its login left them here
+        # in many reads (adding them up one by one copied the whole each time).
+        leftover = [self.conn.take_leftover()]
         while not self._startup_data.empty():
-            leftover += self._startup_data.get_nowait()
-        if leftover:
-            self.data_received(leftover)
+            leftover.append(self._startup_data.get_nowait())
+        self._startup_bytes = 0
+        rest = b"".join(leftover)
+        if rest:
+            self.data_received(rest)
+        if not self._reading:
+            self._update_reading()
 
     def _admit(self, user: str, database: str) -> bool:
         """Count this session against `listen.max_sessions_per_user` (session_limits.py);
@@ -798,7 +839,9 @@ class Session:
         self._send(self.conn.send(Authentication(AUTH_SASL_FINAL, server_final)))
         return exchange.identity()
 
-    def _audit_auth_failed(self, user: str, target: str, reason: str, message: str) -> None:
+    def _audit_auth_failed(
+        self, user: str | None, target: str | None, reason: str, message: str
+    ) -> None:
         self.ctx.audit.record(
             "auth.failed",
             self.ctx.audit.next_id(self.id),
@@ -897,6 +940,8 @@ class Session:
             self._protocol_failure(exc)
             return
         self._flush_server()
+        if not self._reading or cin.pending() > INPUT_BUFFER_MAX:
+            self._update_reading()
 
     def _flush_server(self) -> None:
         if self._to_server and self.up_transport is not None:
