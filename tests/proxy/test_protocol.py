@@ -487,6 +487,56 @@ def test_copy_bad_data_mid_stream_is_an_error(dbgov):
     c.close()
 
 
+def test_copy_in_through_the_extended_protocol_as_libpq_sends_it(dbgov):
+    """PQexecParams("COPY ... FROM STDIN") sends Sync right behind Execute; the server,
+    in COPY IN by then, ignores it, and libpq sends another after CopyDone. Only that
+    one is answered: the session stays in step, and the ledger says how each ended."""
+    dbgov.app("CREATE TABLE IF NOT EXISTS copy_probe4 (a int)")
+    dbgov.app("TRUNCATE copy_probe4")
+    c = login(dbgov)
+    c.send(
+        Parse("", "COPY copy_probe4 FROM STDIN", ()).encode()
+        + Bind("", "", (), (), ()).encode()
+        + Describe("P", "").encode()
+        + Execute("", 0).encode()
+        + Sync().encode()
+    )
+    assert [c.recv_msg().type for _ in range(4)] == [b"1", b"2", b"n", b"G"]
+    c.send(frame(b"d", b"7\n8\n") + frame(b"c", b"") + Sync().encode())
+    msgs = c.until_ready()
+    assert types_of(msgs) == b"CZ" and CommandComplete.decode(msgs[0].body).tag == "COPY 2"
+    marker = f"after copy {uuid.uuid4().hex[:8]}"
+    assert rows_of(q(c, f"SELECT '{marker}'")) == [(marker.encode(),)]
+    c.close()
+    assert dbgov.app("SELECT a FROM copy_probe4 ORDER BY a") == [(7,), (8,)]
+    select = dbgov.wait_events(lambda e: True, types=["statement"], text=marker)
+    assert len(select) == 1
+    ran = dbgov.wait_events(lambda e: True, types=["statement"], session=select[0]["session"])
+    done = dbgov.wait_events(
+        lambda e: True, types=["statement.done"], session=select[0]["session"], count=2
+    )
+    outcome = {e["ref"]: e.get("tags") for e in done}
+    assert [(e["sql"], outcome.get(e["id"])) for e in ran] == [
+        ("COPY copy_probe4 FROM STDIN", ["COPY 2"]),
+        (f"SELECT '{marker}'", ["SELECT 1"]),
+    ]
+
+
+def test_a_sync_inside_copy_data_is_a_protocol_violation(dbgov):
+    """The server ignores a Sync amid CopyData, unless the COPY failed before it: no
+    proxy can know which, so the session ends (FATAL 08P01) before it falls out of
+    step, and the COPY does not commit."""
+    dbgov.app("CREATE TABLE IF NOT EXISTS copy_probe5 (a int)")
+    dbgov.app("TRUNCATE copy_probe5")
+    c = login(dbgov)
+    c.send(Query("COPY copy_probe5 FROM STDIN").encode())
+    assert c.recv_msg().type == b"G"
+    c.send(frame(b"d", b"1\n") + Sync().encode() + frame(b"d", b"2\n") + frame(b"c", b""))
+    err = error_of(c.until_closed())
+    assert err is not None and err.sqlstate == "08P01" and "COPY" in err.message
+    assert dbgov.app("SELECT count(*) FROM copy_probe5")[0][0] == 0
+
+
 # ---------------------------------------------------------------- asynchronous messages
 
 

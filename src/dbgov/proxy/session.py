@@ -174,9 +174,9 @@ class Unit:
     where a dataclass's generated __init__ would run as Python."""
 
     __slots__ = (
-        "event_id", "formats", "internal", "kind", "masked", "name", "plan", "portal",
-        "prepared", "result_formats", "rewrite", "rewriter", "rows", "sqlstate", "started",
-        "statements", "stmt_i", "tags",
+        "copy_mark", "event_id", "formats", "internal", "kind", "masked", "name", "plan",
+        "portal", "prepared", "result_formats", "rewrite", "rewriter", "rows", "sqlstate",
+        "started", "statements", "stmt_i", "tags",
     )  # fmt: skip
 
     def __init__(
@@ -211,6 +211,7 @@ class Unit:
         self.formats: tuple[int, ...] = ()  # per-column formats of the current result
         self.portal = portal  # Describe(P), Execute: the portal as it was when sent
         self.prepared = prepared  # Describe(S): the statement as it was when sent
+        self.copy_mark = 0  # Session._copy_msgs when sent (_skip_copy_syncs)
 
 
 class ServerSide:
@@ -299,6 +300,11 @@ class Session:
         self._barrier = False
         self._made_statements: dict[str, int] = {}
         self._made_portals: dict[str, int] = {}
+        # COPY IN: client CopyData/CopyDone/CopyFail messages so far, and whether the
+        # client is inside its copy data (a CopyData not yet ended by CopyDone or
+        # CopyFail). See _skip_copy_syncs.
+        self._copy_msgs = 0
+        self._copy_open = False
         # SQL dbgov itself sent upstream after the connection opened (distinct texts, in
         # order): the connection.close event lists it.
         self._internal_sql: list[str] = []
@@ -918,9 +924,19 @@ class Session:
                     if run_start < 0:
                         run_start = start
                     if t == 0x53:  # 'S' Sync
-                        self.units.append(Unit(U_SYNC))
+                        if self._copy_open:
+                            raise RemoteProtocolError(
+                                "Sync inside COPY data is not supported: whether the "
+                                "server ignores it depends on how the COPY fares"
+                            )
+                        sync = Unit(U_SYNC)
+                        sync.copy_mark = self._copy_msgs
+                        self.units.append(sync)
                         self._segments_sent += 1
                         self.skip_until_sync = False
+                    elif t in _COPY_FRONTEND:
+                        self._copy_msgs += 1
+                        self._copy_open = t == 0x64  # 'd' CopyData
                     elif t == 0x44:  # 'D' Describe
                         self._note_describe(buf, start, end)
                     elif t == 0x43:  # 'C' Close
@@ -930,6 +946,11 @@ class Session:
                     # Not a local alias: `_wait_durable` swaps the list mid-chunk.
                     self._to_server.append(buf[run_start:start])
                     run_start = -1
+                if self._copy_open and t != 0x58:  # only the copy's end, or Terminate
+                    raise RemoteProtocolError(
+                        f"message type {chr(t)!r} inside COPY data (end it with CopyDone "
+                        "or CopyFail first)"
+                    )
                 self._client_frame(t, buf[start + 5 : end], buf[start:end])
                 if self._at_barrier():  # (a call: the check above narrowed the attribute)
                     cin.pos = start  # read again once the server has answered: _on_ready
@@ -1286,6 +1307,7 @@ class Session:
         unit = Unit(
             U_QUERY, event_id=event_id, statements=analysis.statements, started=time.monotonic()
         )
+        unit.copy_mark = self._copy_msgs
         self._segments_sent += 1
         if err is not None:
             unit.rewrite = self._audit_unavailable(err)
@@ -1429,6 +1451,7 @@ class Session:
     def _push(self, unit: Unit) -> None:
         """Expect a response, unless the server is skipping messages until Sync."""
         if not self.skip_until_sync:
+            unit.copy_mark = self._copy_msgs
             self.units.append(unit)
 
     def _on_bind(self, body: bytes, raw: bytes) -> None:
@@ -1911,13 +1934,35 @@ class Session:
             elif kind == U_QUERY:
                 unit.stmt_i += 1
             return None
-        if t in (0x47, 0x48, 0x56):  # CopyInResponse, CopyOutResponse, FunctionCallResponse
+        if t == 0x47:  # CopyInResponse
+            self._skip_copy_syncs(unit)
+            return None
+        if t in (0x48, 0x56):  # CopyOutResponse, FunctionCallResponse
             return None
         if t in (0x4E, 0x41, 0x53):
             return self._async_message(t, body)
         if t == 0x57:  # CopyBothResponse: replication, never allowed through
             raise RemoteProtocolError("COPY BOTH (replication) is not supported through dbgov")
         raise RemoteProtocolError(f"unexpected message {chr(t)!r}")
+
+    def _skip_copy_syncs(self, unit: Unit) -> None:
+        """The server is in COPY IN for `unit`, and ignores the Syncs it reads there:
+        those the client sent after the COPY and before any copy message (libpq's
+        PQexecParams sends one right behind Execute, and another after CopyDone). No
+        answer comes for them, so they are no longer awaited, and their segments count
+        as answered (everything before the COPY has run). Later Syncs inside the copy
+        data are refused (_pump_client): whether the server reads those in COPY IN
+        depends on whether the COPY failed first."""
+        units = self.units
+        skipped = 0
+        while len(units) > 1 and units[1].kind == U_SYNC and units[1].copy_mark == unit.copy_mark:
+            del units[1]
+            skipped += 1
+        if skipped:
+            self._segments_done += skipped
+            if self._barrier:
+                self._barrier = False  # recheck what waits against the new count
+                asyncio.get_running_loop().call_soon(self._read_on)
 
     def _async_message(self, t: int, body: bytes) -> bytes | None:
         if t == 0x53:  # ParameterStatus: keep the client's own application_name visible
@@ -2270,6 +2315,7 @@ def _formats(n: int, result_formats: tuple[int, ...]) -> tuple[int, ...]:
 # Frontend types forwarded without decoding: Sync, Flush, Describe, Close, CopyData,
 # CopyDone, CopyFail (Describe/Close/Sync are noted on the fly).
 _PASS_FRONTEND = frozenset(b"SHDCdcf")
+_COPY_FRONTEND = frozenset(b"dcf")  # CopyData, CopyDone, CopyFail
 # Decoded RowDescriptions by message body, and masking plans per session (bounds).
 _ROW_DESCRIPTIONS: dict[bytes, RowDescription] = {}
 _ROW_DESCRIPTIONS_MAX = 1024
