@@ -220,6 +220,31 @@ def test_malformed_message_after_login_is_fatal_not_a_crash(dbgov):
     c2.close()
 
 
+@pytest.mark.parametrize("protocol", ["simple", "extended without Sync"])
+def test_what_precedes_a_malformed_message_runs_and_its_outcome_is_in_the_ledger(dbgov, protocol):
+    """PostgreSQL reads messages one at a time: a statement sent in the same packet as
+    a malformed message runs before the FATAL. Through dbgov too, and the ledger has
+    its outcome before the session's close (a pipeline without Sync is flushed)."""
+    c = login(dbgov)
+    marker = f"before-bad-{uuid.uuid4().hex[:8]}"
+    sql = f"SELECT '{marker}'"
+    if protocol == "simple":
+        good = Query(sql).encode()
+    else:
+        good = Parse("", sql).encode() + Bind("", "", (), (), ()).encode() + Execute("", 0).encode()
+    c.send(good + b"B\x00\x00\x00\x05\x00")  # a Bind cut short
+    err = error_of(c.until_closed())
+    assert err is not None and err.sqlstate == "08P01"
+    ran = dbgov.wait_events(lambda e: True, types=["statement"], text=marker)
+    assert [e["sql"] for e in ran] == [sql]
+    done = dbgov.wait_events(lambda e: e.get("ref") == ran[0]["id"], types=["statement.done"])
+    assert [(e["sqlstate"], e.get("tags")) for e in done] == [("00000", ["SELECT 1"])]
+    closed = dbgov.wait_events(
+        lambda e: e["session"] == ran[0]["session"], types=["connection.close"]
+    )
+    assert [e["reason"].split(":")[0] for e in closed] == ["protocol violation"]
+
+
 def test_unknown_message_type_is_a_protocol_violation(dbgov):
     c = login(dbgov)
     c.send(frame(b"?", b"hello"))

@@ -70,6 +70,7 @@ from dbgov.wire.postgres.messages import (
     Describe,
     ErrorResponse,
     Execute,
+    Flush,
     NegotiateProtocolVersion,
     NoticeResponse,
     ParameterDescription,
@@ -107,6 +108,7 @@ _RESERVED_NAME = "\x01dbgov"  # statement and portal names no client may take
 _MADE_MAX = 64  # names in flight kept before answered ones are dropped (_forget_answered)
 _REFUSED_QUERY = Query(REFUSED_SQL).encode()
 _REFUSED_EXECUTE = Execute(REFUSED_PORTAL, 0).encode()
+_FLUSH = Flush().encode()
 # Lineage's reason for a relation missing from the catalog snapshot (sql/queries.py).
 _CATALOG_MISS = "is not in the catalog"
 CATALOG_RELOAD_INTERVAL_S = 5.0
@@ -460,6 +462,10 @@ class Session:
                 # that the ledger says how each statement ended before the close.
                 self._abandoned = reason
                 self._abandoned_until = time.monotonic() + ABANDONED_WAIT_S
+                if self.units[-1].kind not in (U_SYNC, U_QUERY):
+                    # A pipeline without its Sync: the server holds its answers until
+                    # asked. Flush asks, and commits nothing (Sync would).
+                    up.write(_FLUSH)
                 self._cancel_abandoned()
                 return
             else:
@@ -908,8 +914,10 @@ class Session:
         cin = self.cin
         buf = cin.buf
         run_start = -1
+        good = cin.pos  # the end of the last frame taken without error
         try:
             while True:
+                good = cin.pos
                 t = cin.advance()
                 if t < 0:
                     break
@@ -958,6 +966,12 @@ class Session:
             if run_start >= 0:
                 self._to_server.append(buf[run_start : cin.pos])
         except ProtocolError as exc:
+            # What came before the bad message runs, as on PostgreSQL, which reads
+            # messages one at a time: their events are written, and the session's
+            # close waits for their outcome.
+            if run_start >= 0:
+                self._to_server.append(buf[run_start:good])
+            self._flush_server()
             self._protocol_failure(exc)
             return
         self._flush_server()
