@@ -50,6 +50,10 @@ class Listen(_Model):
     # more are refused with FATAL 53300 before an upstream connection is opened (each
     # session holds a server backend). None: no cap. See proxy/session_limits.py.
     max_sessions_per_user: int | None = Field(default=None, ge=1)
+    # Connections from one client address that have not logged in yet (negotiating or
+    # authenticating), per worker; more are turned away with FATAL 53300, so that one
+    # source cannot hold every client slot with logins it never finishes. 0: no cap.
+    max_pending_logins_per_source: int = Field(default=256, ge=0)
 
     @field_validator("proxy", "web")
     @classmethod

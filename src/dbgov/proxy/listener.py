@@ -61,6 +61,13 @@ _TOO_MANY = ErrorResponse.build(
     hint="try again later; the operator may raise listen.max_clients_per_worker "
     "or the descriptor limit (ulimit -n)",
 ).encode()
+_PENDING = ErrorResponse.build(
+    "FATAL",
+    "53300",
+    "dbgov: too many connections still logging in from this address",
+    hint="finish or close the logins in progress; the operator may raise "
+    "listen.max_pending_logins_per_source",
+).encode()
 _HEAD = struct.Struct("!II")
 
 
@@ -159,7 +166,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         for _ in range(256):
             try:
-                conn, _addr = self.sock.accept()
+                conn, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -182,13 +189,21 @@ class Listener:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 continue
+            host = str(addr[0]) if isinstance(addr, tuple) else ""
+            if not self.ctx.login_pending(host):
+                task = loop.create_task(_turn_away(loop, conn, _PENDING))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                continue
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = loop.create_task(self._negotiate(conn))
+            task = loop.create_task(self._negotiate(conn, host))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _negotiate(self, sock: socket.socket) -> None:
+    async def _negotiate(self, sock: socket.socket, host: str) -> None:
+        """The first packets, up to a session's start. The connection counts as a pending
+        login of `host` meanwhile; a session counts itself from its connection_made."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(NEGOTIATION_TIMEOUT_S):
@@ -201,6 +216,8 @@ class Listener:
         except Exception:
             log.exception("connection negotiation failed")
             sock.close()
+        finally:
+            self.ctx.login_over(host)
 
     def _refuse(self, sock: socket.socket, message: str) -> None:
         err = ErrorResponse.build("FATAL", "08P01", f"dbgov: {message}")
@@ -297,14 +314,16 @@ def _fd_reserve(limit: int) -> int:
     return min(64, limit // 4)
 
 
-async def _turn_away(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+async def _turn_away(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, error: bytes = _TOO_MANY
+) -> None:
     """FATAL 53300 in answer to the client's first packet (SSLRequest or startup),
     read first so that closing sends FIN, not a reset that could hide the message."""
     try:
         async with asyncio.timeout(1):
             await _readable(loop, sock)
         sock.recv(MAX_STARTUP_PACKET)
-        sock.send(_TOO_MANY)
+        sock.send(error)
     except (OSError, TimeoutError):
         pass
     finally:

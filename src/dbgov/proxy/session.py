@@ -363,6 +363,7 @@ class Session:
         self._up_paused = False  # the upstream cannot take more (flow control)
         self._ledger_paused = False  # the ledger lags its bound (backpressure)
         self._reading = True  # the client socket is read (`_update_reading`)
+        self._login_pending = False  # counted in ctx.pending_logins (`_login_over`)
         # The client left mid-statement: the close reason while the outcome is awaited.
         self._abandoned: str | None = None
         self._abandoned_timer: asyncio.TimerHandle | None = None
@@ -376,6 +377,8 @@ class Session:
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = (str(peer[0]), int(peer[1]))
+        self.ctx.login_pending(self.peer[0], capped=False)  # the listener checked the cap
+        self._login_pending = True
         self._startup_task = asyncio.get_running_loop().create_task(self._run_startup())
 
     def data_received(self, data: bytes) -> None:
@@ -440,10 +443,16 @@ class Session:
         else:
             transport.pause_reading()
 
+    def _login_over(self) -> None:
+        if self._login_pending:
+            self._login_pending = False
+            self.ctx.login_over(self.peer[0])
+
     def _teardown(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
+        self._login_over()
         if self._startup_task is not None and not self._startup_task.done():
             self._startup_task.cancel()
         if self._hold_task is not None and not self._hold_task.done():
@@ -766,6 +775,7 @@ class Session:
             self.ledger_backpressure(True)
         transport.set_protocol(ServerSide(self))  # type: ignore[arg-type]  # a duck-typed protocol
         self.pumping = True
+        self._login_over()
         if rename is not None:
             # Answered before the client's first statement, and swallowed.
             self.units.append(Unit(U_QUERY, "application_name", internal=True))
