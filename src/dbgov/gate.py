@@ -143,6 +143,10 @@ class Masking(Protocol):
         self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None
     ) -> Decision | None: ...
 
+    def unordered(
+        self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None
+    ) -> bool: ...
+
     def plan(
         self,
         stmt: Statement,
@@ -176,6 +180,13 @@ class Gate:
         # Masking refuses what it cannot make safe (inference, unknown origin, ...).
         refusal = self.masking.check(analysis, ctx, catalog)
         return decision if refusal is None else refusal
+
+    def unordered(
+        self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None = None
+    ) -> bool:
+        """Whether the statement's rows must be sent in random order (masking's
+        `unordered`): their server order would follow masked values."""
+        return self.masking is not None and self.masking.unordered(analysis, ctx, catalog)
 
     def masking_active(self, ctx: SessionContext) -> bool:
         return self.masking is not None and self.masking.active(ctx)

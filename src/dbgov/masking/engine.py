@@ -91,6 +91,11 @@ STATS_RELATIONS = frozenset(
 )
 # Uses a deterministic pseudonym keeps working for (equal inputs, equal tokens).
 PSEUDONYM_SAFE = frozenset({Use.GROUP, Use.DISTINCT})
+# Uses after which the server may return rows in the order of the raw values (a sort
+# or merge on them) or of their unkeyed hash (hash aggregation): either ranks masked
+# values, which matched against a list of candidates links tokens to them.
+_ORDERING_USES = frozenset({Use.GROUP, Use.DISTINCT, Use.DISTINCT_ON, Use.JOIN_EQ, Use.WINDOW})
+_SELECT_ONLY = frozenset({"select"})
 # Masks whose tokens are deterministic: a chosen input reveals every equal value.
 TOKEN_MASKS = frozenset({MaskKind.PSEUDONYM, MaskKind.HASH})
 # Statements whose column values may leave: through rows (lineage outputs) or into
@@ -215,7 +220,9 @@ class MaskingEngine:
         self._known_maskers: dict[
             tuple[str, int, str, str | None], tuple[tuple[tuple[str, ...], ...], _Fns]
         ] = {}
-        self._checks: OrderedDict[tuple[Any, ...], tuple[Any, Decision | None]] = OrderedDict()
+        self._checks: OrderedDict[tuple[Any, ...], tuple[Any, Decision | None, bool]] = (
+            OrderedDict()
+        )
 
     @classmethod
     def from_policy(cls, policy: Any, key_path: Path) -> MaskingEngine:
@@ -278,8 +285,20 @@ class MaskingEngine:
         self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None
     ) -> Decision | None:
         """A denial if masking cannot make this statement safe for this identity."""
+        return self._checked(analysis, ctx, catalog)[0]
+
+    def unordered(self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None) -> bool:
+        """Whether the rows of this allowed statement must reach the client in random
+        order: one SELECT that groups, deduplicates, partitions or joins on a masked
+        column and sets no order of its own (ORDER BY, LIMIT, FOR UPDATE). Ties of an
+        ORDER BY on other columns still come back in the server's order."""
+        return self._checked(analysis, ctx, catalog)[1]
+
+    def _checked(
+        self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None
+    ) -> tuple[Decision | None, bool]:
         if not self.active(ctx):
-            return None
+            return None, False
         key = (
             id(analysis),
             ctx.identity.groups,
@@ -290,7 +309,7 @@ class MaskingEngine:
         )
         hit = self._checks.get(key)
         if hit is not None and hit[0] is analysis:
-            return hit[1]
+            return hit[1], hit[2]
         result = None
         for i, stmt in enumerate(analysis.statements):
             why = self._check_statement(stmt, ctx, catalog)
@@ -298,10 +317,33 @@ class MaskingEngine:
                 reason, hint = why
                 result = Decision(Verdict.DENY, RULE, reason, hint, statement_index=i)
                 break
-        self._checks[key] = (analysis, result)
+        unordered = (
+            result is None
+            and catalog is not None
+            and len(analysis.statements) == 1
+            and self._orders_by_masked(analysis.statements[0], ctx, catalog)
+        )
+        self._checks[key] = (analysis, result, unordered)
         if len(self._checks) > 20_000:
             self._checks.popitem(last=False)
-        return result
+        return result, unordered
+
+    def _orders_by_masked(self, stmt: Statement, ctx: SessionContext, catalog: Catalog) -> bool:
+        node = stmt.node
+        # Only a plain SELECT can run as a subquery (a data-modifying WITH must stay
+        # at the top level).
+        if stmt.kinds != _SELECT_ONLY or not stmt.returns_rows or stmt.flags & _OUTFLOW_FLAGS:
+            return False
+        if any(
+            getattr(node, a, None)
+            for a in ("sortClause", "limitCount", "limitOffset", "lockingClause", "intoClause")
+        ):
+            return False
+        lin = lineage(stmt, catalog, ctx.search_path)
+        groups = ctx.identity.groups
+        return any(
+            use in _ORDERING_USES and self.mask_of(col, groups) is not None for col, use in lin.uses
+        )
 
     def _check_statement(
         self, stmt: Statement, ctx: SessionContext, catalog: Catalog | None

@@ -35,6 +35,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pglast
+
 from dbgov.gate import Decision, ResultPlan, SessionContext, Verdict
 from dbgov.identity import AuthError, Identity
 from dbgov.identity.scram import MECHANISM, ScramExchange
@@ -140,6 +142,7 @@ class Prepared:
     fields: tuple[FieldDescription, ...] | None = None  # from Describe(S)
     # _secret_params' answer, with the policy and default schema it was computed for.
     secret: tuple[object, str, bool] | None = None
+    unordered: bool = False  # sent wrapped in random order (_random_order)
 
 
 class Portal:
@@ -1326,7 +1329,11 @@ class Session:
         raw: bytes,
         approval_ref: str | None = None,
     ) -> None:
-        extra = {"approval_ref": approval_ref} if approval_ref else None
+        extra: dict[str, Any] | None = {"approval_ref": approval_ref} if approval_ref else None
+        shuffled = self._random_order(sql, analysis)
+        if shuffled is not None:
+            raw = Query(shuffled).encode()
+            extra = {**(extra or {}), "random_order": True}
         event_id, err, hold = self._forward_event(sql, analysis, decision, extra=extra)
         unit = Unit(
             U_QUERY, event_id=event_id, statements=analysis.statements, started=time.monotonic()
@@ -1408,7 +1415,23 @@ class Session:
             return
         # Approval-bound statements are prepared normally and held at Execute.
         self._push(Unit(U_PARSE, name, prepared=prepared))
+        shuffled = self._random_order(msg.sql, analysis)
+        if shuffled is not None:
+            prepared.unordered = True
+            raw = Parse(name, shuffled, msg.param_oids).encode()
         self._to_server.append(raw)
+
+    def _random_order(self, sql: str, analysis: Analysis) -> str | None:
+        """What to send instead of `sql` when its rows must reach the client in random
+        order (MaskingEngine.unordered: the server's order would rank masked values),
+        else None. The statement runs as a subquery: its columns, parameters and
+        masking are the same; the ledger's statement event says `random_order`."""
+        if not self.masking or self.sctx is None:
+            return None
+        if not self.ctx.gate.unordered(analysis, self._context(), self._catalog()):
+            return None
+        text = pglast.split(sql, with_parser=False)[0]  # without a trailing semicolon
+        return f"SELECT * FROM (\n{text}\n) AS dbgov_unordered ORDER BY random()"
 
     def _wait_for(self, made_in: int | None) -> bool:
         """Whether a message naming a statement or portal last made, changed or closed
@@ -1626,6 +1649,8 @@ class Session:
         extra: dict[str, Any] = {"protocol": "extended"}
         if approval_ref:
             extra["approval_ref"] = approval_ref
+        if prepared.unordered:
+            extra["random_order"] = True
         if max_rows:
             extra["max_rows"] = max_rows
         event_id, err, hold = self._forward_event(
