@@ -335,7 +335,6 @@ class Session:
         # DDL ran in this transaction: until it ends, this session's schema is its own
         # and no catalog snapshot describes it (`_catalog`); then every worker reloads.
         self._ddl = False
-        # statement.done events to write: (unit, id, statement's id, duration, time.time())
         # Events to build (`_write_due`), each list in the session's order, their places
         # in it numbered by `_due_seq`. statement.done events: (seq, unit, id, statement's
         # id, duration, time.time()). Statement events (async mode): (seq, statement,
@@ -1216,8 +1215,8 @@ class Session:
         in_txn: bool,
         search_path: tuple[str, ...],
     ) -> dict[str, Any]:
-        """A statement event, as of the session state given (`_later` builds it after
-        that state may have moved on)."""
+        """A statement event, as of the session state given (`_write_due` builds it
+        after that state may have moved on)."""
         assert self.identity is not None and self.target is not None
         self.statements += 1
         ev = self._ev_statement.copy()
