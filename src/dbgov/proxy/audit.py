@@ -69,6 +69,30 @@ class Audit:
         self.append_event(ev)
         return ev
 
+    def auth_failed(
+        self,
+        session: str,
+        client: str,
+        tls: bool | None,
+        reason: str,
+        message: str,
+        user: str | None = None,
+        target: str | None = None,
+    ) -> None:
+        """A login refused, by the listener or a session: `user` and `target` as the
+        startup packet named them, when it was read."""
+        self.record(
+            "auth.failed",
+            self.next_id(session),
+            session=session,
+            user=user,
+            target=target,
+            reason=reason,
+            message=message,
+            client=client,
+            tls=tls,
+        )
+
     def write_ahead(self, type_: str, event_id: str, **fields: Any) -> OSError | None:
         """`write_ahead_event` from keyword fields (None values left out)."""
         return self.write_ahead_event(events.base(type_, event_id, **fields))

@@ -228,15 +228,8 @@ class Listener:
         except OSError:
             host, port = "", 0
         sock.close()
-        session = events.new_session_id()
-        self.ctx.audit.record(
-            "auth.failed",
-            self.ctx.audit.next_id(session),
-            session=session,
-            reason="protocol_violation",
-            message=message,
-            client=f"{host}:{port}",
-            tls=False,
+        self.ctx.audit.auth_failed(
+            events.new_session_id(), f"{host}:{port}", False, "protocol_violation", message
         )
 
     async def _negotiate_inner(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:

@@ -873,17 +873,9 @@ class Session:
     def _audit_auth_failed(
         self, user: str | None, target: str | None, reason: str, message: str
     ) -> None:
-        self.ctx.audit.record(
-            "auth.failed",
-            self.ctx.audit.next_id(self.id),
-            session=self.id,
-            user=user,
-            target=target,
-            reason=reason,
-            message=message,
-            client=f"{self.peer[0]}:{self.peer[1]}",
-            tls=self.transport.get_extra_info("ssl_object") is not None if self.transport else None,
-        )
+        tls = self.transport.get_extra_info("ssl_object") is not None if self.transport else None
+        client = f"{self.peer[0]}:{self.peer[1]}"
+        self.ctx.audit.auth_failed(self.id, client, tls, reason, message, user, target)
 
     # ------------------------------------------------------------------ cancel
 
@@ -1428,9 +1420,7 @@ class Session:
         if self._wait_for(self._made_statements.get(name)):
             return
         self._made_statements[name] = self._segments_sent
-        if name.startswith(_RESERVED_NAME) or (
-            name and (name in self.prepared or name in self.sql_prepared)
-        ):
+        if _claimed(name, self.prepared, self.sql_prepared):
             # The server would refuse it too (42P05), but a Parse it refuses must not
             # replace what this session knows the name stands for.
             self._refuse_extended(U_PARSE, name, "42P05", f'prepared statement "{name}" exists')
@@ -1550,9 +1540,7 @@ class Session:
         ):
             return
         self._made_portals[name] = self._segments_sent
-        if name.startswith(_RESERVED_NAME) or (
-            name and (name in self.portals or name in self.cursors)
-        ):
+        if _claimed(name, self.portals, self.cursors):
             self._refuse_extended(U_BIND, name, "42P03", f'cursor "{name}" already exists')
             return
         prepared = self._statement_named(statement)
@@ -2047,9 +2035,7 @@ class Session:
             skipped += 1
         if skipped:
             self._segments_done += skipped
-            if self._barrier:
-                self._barrier = False  # recheck what waits against the new count
-                asyncio.get_running_loop().call_soon(self._read_on)
+            self._lift_barrier()
 
     def _async_message(self, t: int, body: bytes) -> bytes | None:
         if t == 0x53:  # ParameterStatus: keep the client's own application_name visible
@@ -2254,9 +2240,7 @@ class Session:
             raise RemoteProtocolError("unexpected ReadyForQuery")
         self.units.popleft()
         self._segments_done += 1
-        if self._barrier:
-            self._barrier = False  # the waiting message is read again, and checked again
-            asyncio.get_running_loop().call_soon(self._read_on)
+        self._lift_barrier()
         if len(self._made_statements) + len(self._made_portals) > _MADE_MAX:
             self._forget_answered()
         if unit.kind == U_QUERY and unit.event_id is not None:
@@ -2294,6 +2278,13 @@ class Session:
             self._hold_for_reload(ReadyForQuery(status).encode())
             return b""
         return None
+
+    def _lift_barrier(self) -> None:
+        """Segments were answered: the message waiting at the barrier is read again,
+        and checked again (`_wait_for`)."""
+        if self._barrier:
+            self._barrier = False
+            asyncio.get_running_loop().call_soon(self._read_on)
 
     def _at_barrier(self) -> bool:
         return self._barrier
@@ -2394,6 +2385,12 @@ class Session:
 
 
 _SHOW_SEARCH_PATH = "SHOW search_path"
+
+
+def _claimed(name: str, *namespaces: dict[str, Any]) -> bool:
+    """A name a Parse or Bind may not take: reserved for dbgov, or (unless unnamed)
+    already in one of `namespaces`."""
+    return name.startswith(_RESERVED_NAME) or (name != "" and any(name in n for n in namespaces))
 
 
 def _executes(analysis: Analysis) -> bool:
