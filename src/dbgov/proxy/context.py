@@ -16,6 +16,7 @@ from dbgov.gate import Gate
 from dbgov.identity.tokens import TokenVerifier
 from dbgov.proxy.audit import Audit
 from dbgov.proxy.cancel import CancelRegistry
+from dbgov.proxy.pending import PendingLogins
 
 if TYPE_CHECKING:
     from dbgov.proxy.backpressure import LedgerBackpressure
@@ -44,26 +45,10 @@ class ProxyContext:
     backpressure: LedgerBackpressure | None = None
     upstream_pool: UpstreamPool | None = None  # kept upstream connections (proxy/reuse.py)
     session_limits: SessionLimits | None = None  # listen.max_sessions_per_user
-    # Connections not logged in yet, by client address (listen.max_pending_logins_per_source)
-    pending_logins: dict[str, int] = field(default_factory=dict)
+    pending: PendingLogins = field(init=False)  # connections not logged in yet
 
-    def login_pending(self, host: str, *, capped: bool = True) -> bool:
-        """Count a connection from `host` that has not logged in; False (and not
-        counted) if `capped` and `host` is at its cap."""
-        n = self.pending_logins.get(host, 0)
-        cap = self.config.listen.max_pending_logins_per_source
-        if capped and cap and n >= cap:
-            return False
-        self.pending_logins[host] = n + 1
-        return True
-
-    def login_over(self, host: str) -> None:
-        """A connection counted by `login_pending` logged in or ended."""
-        n = self.pending_logins.get(host, 0) - 1
-        if n > 0:
-            self.pending_logins[host] = n
-        else:
-            self.pending_logins.pop(host, None)
+    def __post_init__(self) -> None:
+        self.pending = PendingLogins(self.config.listen.max_pending_logins_per_source)
 
     def target(self, name: str) -> Target | None:
         return self.config.target(name)

@@ -14,8 +14,9 @@ sees a settled stream: plain, or TLS already negotiated.
 A worker holds at most `listen.max_clients_per_worker` clients (negotiating,
 logging in or logged in). Running out of descriptors must not take it down
 either: a client accepted into the last `_fd_reserve()` descriptors is refused,
-so that logins, upstream connections and the ledger keep the rest. Refused
-clients get FATAL 53300 in answer to their first packet (libpq reads an error in
+so that logins, upstream connections and the ledger keep the rest. Past either, the
+oldest connection that has not logged in is dropped to admit the new one
+(proxy/pending.py). Refused clients get FATAL 53300 in answer to their first packet (libpq reads an error in
 place of the SSL answer, as from a server that cannot fork). If accept()
 fails anyway (EMFILE, ENFILE, ENOBUFS, ENOMEM), accepting pauses for ACCEPT_PAUSE_S and
 the kernel's backlog holds the waiting clients: a listening socket left readable
@@ -31,11 +32,13 @@ import logging
 import resource
 import socket
 import struct
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from dbgov.ledger import events
 from dbgov.proxy.cancel import worker_of
+from dbgov.proxy.pending import SHED_HINT, SHED_MESSAGE
 from dbgov.wire.postgres.framing import MAX_STARTUP_PACKET
 from dbgov.wire.postgres.messages import (
     CANCEL_REQUEST_CODE,
@@ -68,6 +71,7 @@ _PENDING = ErrorResponse.build(
     hint="finish or close the logins in progress; the operator may raise "
     "listen.max_pending_logins_per_source",
 ).encode()
+_SHED = ErrorResponse.build("FATAL", "53300", SHED_MESSAGE, hint=SHED_HINT).encode()
 _HEAD = struct.Struct("!II")
 
 
@@ -179,45 +183,55 @@ class Listener:
                 self._paused = None
                 log.warning("accepting clients again")
             conn.setblocking(False)
+            host = str(addr[0]) if isinstance(addr, tuple) else ""
+            pending = self.ctx.pending
             limit = _fd_limit()
             # Descriptors are handed out lowest first: this one says how many are open.
-            if (
+            full = (
                 conn.fileno() >= limit - _fd_reserve(limit)
                 or len(self._tasks) + self.ctx.clients >= self.max_clients
-            ):
-                task = loop.create_task(_turn_away(loop, conn))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                continue
-            host = str(addr[0]) if isinstance(addr, tuple) else ""
-            if not self.ctx.login_pending(host):
-                task = loop.create_task(_turn_away(loop, conn, _PENDING))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            )
+            refusal = None
+            if pending.at_cap(host):
+                refusal = _PENDING
+            elif full and not pending.shed_oldest():
+                refusal = _TOO_MANY
+            if refusal is not None:
+                self._spawn(_turn_away(loop, conn, refusal))
                 continue
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = loop.create_task(self._negotiate(conn, host))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            shed = _Shed()
+            key = pending.add(host, shed)
+            self._spawn(self._negotiate(conn, shed, key))
 
-    async def _negotiate(self, sock: socket.socket, host: str) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _negotiate(self, sock: socket.socket, shed: _Shed, key: int) -> None:
         """The first packets, up to a session's start. The connection counts as a pending
-        login of `host` meanwhile; a session counts itself from its connection_made."""
+        login (`key`) meanwhile; a session counts itself from its connection_made."""
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(NEGOTIATION_TIMEOUT_S):
+            async with asyncio.timeout(-1.0 if shed.done else NEGOTIATION_TIMEOUT_S) as t:
+                shed.deadline = t
                 await self._negotiate_inner(loop, sock)
         except _Refused as exc:
             self._refuse(sock, str(exc))
         except (TimeoutError, OSError, ConnectionError) as exc:
+            if shed.done:
+                with contextlib.suppress(OSError):
+                    sock.send(_SHED)  # in place of the first answer, as _turn_away does
             log.debug("connection dropped during negotiation: %s", exc)
             sock.close()
         except Exception:
             log.exception("connection negotiation failed")
             sock.close()
         finally:
-            self.ctx.login_over(host)
+            shed.deadline = None
+            self.ctx.pending.done(key)
 
     def _refuse(self, sock: socket.socket, message: str) -> None:
         err = ErrorResponse.build("FATAL", "08P01", f"dbgov: {message}")
@@ -293,6 +307,27 @@ class Listener:
                 return
             await loop.connect_accepted_socket(lambda: _protocol(Session(ctx)), sock)
             return
+
+
+class _Shed:
+    """A negotiating connection's `Shed` (proxy/pending.py): expires its timeout now."""
+
+    __slots__ = ("deadline", "done")
+
+    def __init__(self) -> None:
+        self.deadline: asyncio.Timeout | None = None  # set once `_negotiate` runs
+        self.done = False
+
+    def __call__(self) -> bool:
+        if self.done:
+            return False
+        if self.deadline is not None:
+            try:
+                self.deadline.reschedule(-1.0)  # a time past: it expires at once
+            except RuntimeError:  # the negotiation just ended
+                return False
+        self.done = True
+        return True
 
 
 def _fd_limit() -> int:

@@ -44,6 +44,7 @@ from dbgov.ledger import events
 from dbgov.masking.engine import planner_settings
 from dbgov.models.registry import model_links
 from dbgov.proxy import masking_io, reuse, startup_params
+from dbgov.proxy.pending import SHED_HINT, SHED_MESSAGE
 from dbgov.proxy.redact import redact_sql
 from dbgov.proxy.session_limits import SessionLimitError
 from dbgov.proxy.upstream import UpstreamError, connect_upstream, send_cancel
@@ -372,7 +373,9 @@ class Session:
         self._up_paused = False  # the upstream cannot take more (flow control)
         self._ledger_paused = False  # the ledger lags its bound (backpressure)
         self._reading = True  # the client socket is read (`_update_reading`)
-        self._login_pending = False  # counted in ctx.pending_logins (`_login_over`)
+        self._pending_key: int | None = None  # counted in ctx.pending (`_login_over`)
+        self._deadline: asyncio.Timeout | None = None  # the login's (`_run_startup`)
+        self._shed = False  # the worker was full: dropped before it logged in
         # The client left mid-statement: the close reason while the outcome is awaited.
         self._abandoned: str | None = None
         self._abandoned_timer: asyncio.TimerHandle | None = None
@@ -386,8 +389,8 @@ class Session:
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = (str(peer[0]), int(peer[1]))
-        self.ctx.login_pending(self.peer[0], capped=False)  # the listener checked the cap
-        self._login_pending = True
+        # Counted from here: the listener's count of this connection ends when this starts.
+        self._pending_key = self.ctx.pending.add(self.peer[0], self._shed_login)
         self._startup_task = asyncio.get_running_loop().create_task(self._run_startup())
 
     def data_received(self, data: bytes) -> None:
@@ -453,9 +456,21 @@ class Session:
             transport.pause_reading()
 
     def _login_over(self) -> None:
-        if self._login_pending:
-            self._login_pending = False
-            self.ctx.login_over(self.peer[0])
+        if self._pending_key is not None:
+            self.ctx.pending.done(self._pending_key)
+            self._pending_key = None
+
+    def _shed_login(self) -> bool:
+        """proxy/pending.py: end this login to make room, unless it has authenticated."""
+        if self.identity is not None or self.closed or self._shed:
+            return False
+        if self._deadline is not None:  # else `_run_startup` has not begun; it checks
+            try:
+                self._deadline.reschedule(-1.0)  # a time past: it expires at once
+            except RuntimeError:  # the login just ended
+                return False
+        self._shed = True
+        return True
 
     def _teardown(self, reason: str) -> None:
         if self.closed:
@@ -599,9 +614,16 @@ class Session:
 
     async def _run_startup(self) -> None:
         try:
-            async with asyncio.timeout(STARTUP_TIMEOUT_S):
-                await self._startup()
+            async with asyncio.timeout(-1.0 if self._shed else STARTUP_TIMEOUT_S) as deadline:
+                self._deadline = deadline
+                try:
+                    await self._startup()
+                finally:
+                    self._deadline = None
         except TimeoutError:
+            if self._shed:  # no event: see proxy/pending.py
+                self._fatal("53300", SHED_MESSAGE, SHED_HINT)
+                return
             message = "startup did not complete in time"
             if self.identity is None:  # else connection.open is written; its close follows
                 self._audit_auth_failed(self._login_user, self._login_target, "timeout", message)
