@@ -145,7 +145,7 @@ class Masking(Protocol):
 
     def unordered(
         self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None
-    ) -> bool: ...
+    ) -> frozenset[int]: ...
 
     def plan(
         self,
@@ -183,10 +183,12 @@ class Gate:
 
     def unordered(
         self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None = None
-    ) -> bool:
-        """Whether the statement's rows must be sent in random order (masking's
+    ) -> frozenset[int]:
+        """The statements whose rows must be sent in random order (masking's
         `unordered`): their server order would follow masked values."""
-        return self.masking is not None and self.masking.unordered(analysis, ctx, catalog)
+        if self.masking is None:
+            return frozenset()
+        return self.masking.unordered(analysis, ctx, catalog)
 
     def masking_active(self, ctx: SessionContext) -> bool:
         return self.masking is not None and self.masking.active(ctx)

@@ -64,6 +64,7 @@ from pglast.ast import FuncCall
 
 from dbgov.durable import write_private
 from dbgov.gate import ColumnMask, Decision, ResultPlan, SessionContext, Verdict
+from dbgov.masking import order
 from dbgov.masking.known import KnownValues, label_of
 from dbgov.masking.maskers import Mask, Masker, MaskKind, validate
 from dbgov.masking.memo import Memo
@@ -96,6 +97,8 @@ PSEUDONYM_SAFE = frozenset({Use.GROUP, Use.DISTINCT})
 # values, which matched against a list of candidates links tokens to them.
 _ORDERING_USES = frozenset({Use.GROUP, Use.DISTINCT, Use.DISTINCT_ON, Use.JOIN_EQ, Use.WINDOW})
 _SELECT_ONLY = frozenset({"select"})
+_SENDS_A_QUERY = frozenset({"declare", "copy_to", "prepare"})  # its rows: FETCH, COPY, EXECUTE
+_NONE: frozenset[int] = frozenset()
 # Masks whose tokens are deterministic: a chosen input reveals every equal value.
 TOKEN_MASKS = frozenset({MaskKind.PSEUDONYM, MaskKind.HASH})
 # Statements whose column values may leave: through rows (lineage outputs) or into
@@ -220,7 +223,7 @@ class MaskingEngine:
         self._known_maskers: dict[
             tuple[str, int, str, str | None], tuple[tuple[tuple[str, ...], ...], _Fns]
         ] = {}
-        self._checks: OrderedDict[tuple[Any, ...], tuple[Any, Decision | None, bool]] = (
+        self._checks: OrderedDict[tuple[Any, ...], tuple[Any, Decision | None, frozenset[int]]] = (
             OrderedDict()
         )
 
@@ -287,18 +290,19 @@ class MaskingEngine:
         """A denial if masking cannot make this statement safe for this identity."""
         return self._checked(analysis, ctx, catalog)[0]
 
-    def unordered(self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None) -> bool:
-        """Whether the rows of this allowed statement must reach the client in random
-        order: one SELECT that groups, deduplicates, partitions or joins on a masked
-        column and sets no order of its own (ORDER BY, LIMIT, FOR UPDATE). Ties of an
-        ORDER BY on other columns still come back in the server's order."""
+    def unordered(
+        self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None
+    ) -> frozenset[int]:
+        """The statements (by index) of this allowed string whose rows must reach the
+        client in random order (masking/order.py): they group, deduplicate, partition
+        or join on a masked column, so the server's order would rank its values."""
         return self._checked(analysis, ctx, catalog)[1]
 
     def _checked(
         self, analysis: Analysis, ctx: SessionContext, catalog: Catalog | None
-    ) -> tuple[Decision | None, bool]:
+    ) -> tuple[Decision | None, frozenset[int]]:
         if not self.active(ctx):
-            return None, False
+            return None, _NONE
         key = (
             id(analysis),
             ctx.identity.groups,
@@ -317,27 +321,31 @@ class MaskingEngine:
                 reason, hint = why
                 result = Decision(Verdict.DENY, RULE, reason, hint, statement_index=i)
                 break
-        unordered = (
-            result is None
-            and catalog is not None
-            and len(analysis.statements) == 1
-            and self._orders_by_masked(analysis.statements[0], ctx, catalog)
-        )
+        unordered = _NONE
+        if result is None and catalog is not None:
+            need: list[int] = []
+            for i, stmt in enumerate(analysis.statements):
+                if not self._orders_by_masked(stmt, ctx, catalog):
+                    continue
+                refused = order.refusal(stmt.node)
+                if refused is not None:
+                    result = Decision(
+                        Verdict.DENY, RULE, refused, order.REFUSAL_HINT, statement_index=i
+                    )
+                    need = []
+                    break
+                need.append(i)
+            unordered = frozenset(need)
         self._checks[key] = (analysis, result, unordered)
         if len(self._checks) > 20_000:
             self._checks.popitem(last=False)
         return result, unordered
 
     def _orders_by_masked(self, stmt: Statement, ctx: SessionContext, catalog: Catalog) -> bool:
-        node = stmt.node
-        # Only a plain SELECT can run as a subquery (a data-modifying WITH must stay
-        # at the top level).
-        if stmt.kinds != _SELECT_ONLY or not stmt.returns_rows or stmt.flags & _OUTFLOW_FLAGS:
+        # Reads only: a data-modifying WITH must stay at the top level, where it is.
+        if stmt.kinds - _SENDS_A_QUERY != _SELECT_ONLY or stmt.flags & _OUTFLOW_FLAGS:
             return False
-        if any(
-            getattr(node, a, None)
-            for a in ("sortClause", "limitCount", "limitOffset", "lockingClause", "intoClause")
-        ):
+        if not (stmt.returns_rows or stmt.kind in _SENDS_A_QUERY):
             return False
         lin = lineage(stmt, catalog, ctx.search_path)
         groups = ctx.identity.groups

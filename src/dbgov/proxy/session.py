@@ -35,12 +35,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pglast
-
 from dbgov.gate import Decision, ResultPlan, SessionContext, Verdict
 from dbgov.identity import AuthError, Identity
 from dbgov.identity.scram import MECHANISM, ScramExchange
 from dbgov.ledger import events
+from dbgov.masking import order
 from dbgov.masking.engine import planner_settings
 from dbgov.models.registry import model_links
 from dbgov.proxy import masking_io, reuse, startup_params
@@ -1475,14 +1474,12 @@ class Session:
     def _random_order(self, sql: str, analysis: Analysis) -> str | None:
         """What to send instead of `sql` when its rows must reach the client in random
         order (MaskingEngine.unordered: the server's order would rank masked values),
-        else None. The statement runs as a subquery: its columns, parameters and
-        masking are the same; the ledger's statement event says `random_order`."""
+        else None. Columns, parameters and masking are the same (masking/order.py);
+        the ledger's statement event says `random_order`."""
         if not self.masking or self.sctx is None:
             return None
-        if not self.ctx.gate.unordered(analysis, self._context(), self._catalog()):
-            return None
-        text = pglast.split(sql, with_parser=False)[0]  # without a trailing semicolon
-        return f"SELECT * FROM (\n{text}\n) AS dbgov_unordered ORDER BY random()"
+        indexes = self.ctx.gate.unordered(analysis, self._context(), self._catalog())
+        return order.shuffled(sql, indexes) if indexes else None
 
     def _wait_for(self, made_in: int | None) -> bool:
         """Whether a message naming a statement or portal last made, changed or closed
