@@ -14,9 +14,8 @@ import time
 
 import pytest
 
-from dbgov.wire.postgres.messages import PROTOCOL_3_0, StartupMessage
-
 from conftest import Dbgov, start_beside, stop_dbgov
+from dbgov.wire.postgres.messages import PROTOCOL_3_0, StartupMessage
 from pgwire import RawClient, error_of
 
 SLOTS = 4
