@@ -55,8 +55,13 @@ class Msg:
 
 
 class RawClient:
-    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
-        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection((host, port), timeout)
+    def __init__(
+        self, host: str, port: int, timeout: float = 10.0, source: str | None = None
+    ) -> None:
+        """`source`: the local address to connect from (127.0.0.x: another client)."""
+        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+            (host, port), timeout, source_address=(source, 0) if source else None
+        )
         self.buf = b""
         self.key: BackendKeyData | None = None
         self.params: dict[str, str] = {}

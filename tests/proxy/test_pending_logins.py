@@ -10,7 +10,6 @@ Against the embedded PostgreSQL; 127.0.0.2 is a second source on the loopback.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -32,13 +31,7 @@ def capped(dbgov: Dbgov, tmp_root: Path):
 
 
 def _from(d: Dbgov, source: str) -> RawClient:
-    c = RawClient.__new__(RawClient)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.bind((source, 0))
-    sock.connect((d.host, d.port))
-    c.sock, c.buf, c.key, c.params = sock, b"", None, {}
-    return c
+    return RawClient(d.host, d.port, source=source)
 
 
 def _logs_in(d: Dbgov, source: str = "127.0.0.1") -> tuple[RawClient, str | None]:

@@ -9,7 +9,6 @@ embedded PostgreSQL; 127.0.0.x are distinct sources on the loopback.
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -31,13 +30,7 @@ def full(dbgov: Dbgov, tmp_root):
 
 
 def _from(d: Dbgov, source: str) -> RawClient:
-    c = RawClient.__new__(RawClient)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.bind((source, 0))
-    sock.connect((d.host, d.port))
-    c.sock, c.buf, c.key, c.params = sock, b"", None, {}
-    return c
+    return RawClient(d.host, d.port, source=source)
 
 
 def _login(d: Dbgov, source: str) -> tuple[RawClient, str | None]:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from dbgov.ledger import events
 from dbgov.proxy.cancel import worker_of
-from dbgov.proxy.pending import SHED_HINT, SHED_MESSAGE
+from dbgov.proxy.pending import SHED_HINT, SHED_MESSAGE, expire_now
 from dbgov.wire.postgres.framing import MAX_STARTUP_PACKET
 from dbgov.wire.postgres.messages import (
     CANCEL_REQUEST_CODE,
@@ -320,13 +320,8 @@ class _Shed:
         self.done = False
 
     def __call__(self) -> bool:
-        if self.done:
+        if self.done or not expire_now(self.deadline):
             return False
-        if self.deadline is not None:
-            try:
-                self.deadline.reschedule(-1.0)  # a time past: it expires at once
-            except RuntimeError:  # the negotiation just ended
-                return False
         self.done = True
         return True
 

@@ -16,6 +16,7 @@ ledger at its own rate. The worker logs how many it shed, once a minute at most.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -32,6 +33,18 @@ SHED_MESSAGE = (
     "oldest first"
 )
 SHED_HINT = "try again"
+
+
+def expire_now(deadline: asyncio.Timeout | None) -> bool:
+    """Make a login's timeout expire at once, which ends the login (None: its task has
+    not begun, and checks its own flag). False if the login has just ended."""
+    if deadline is None:
+        return True
+    try:
+        deadline.reschedule(-1.0)  # a time past
+    except RuntimeError:  # exited: nothing left to end
+        return False
+    return True
 
 
 class PendingLogins:

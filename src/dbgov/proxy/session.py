@@ -43,7 +43,7 @@ from dbgov.masking import order
 from dbgov.masking.engine import planner_settings
 from dbgov.models.registry import model_links
 from dbgov.proxy import masking_io, reuse, startup_params
-from dbgov.proxy.pending import SHED_HINT, SHED_MESSAGE
+from dbgov.proxy.pending import SHED_HINT, SHED_MESSAGE, expire_now
 from dbgov.proxy.redact import redact_sql
 from dbgov.proxy.session_limits import SessionLimitError
 from dbgov.proxy.upstream import UpstreamError, connect_upstream, send_cancel
@@ -463,11 +463,8 @@ class Session:
         """proxy/pending.py: end this login to make room, unless it has authenticated."""
         if self.identity is not None or self.closed or self._shed:
             return False
-        if self._deadline is not None:  # else `_run_startup` has not begun; it checks
-            try:
-                self._deadline.reschedule(-1.0)  # a time past: it expires at once
-            except RuntimeError:  # the login just ended
-                return False
+        if not expire_now(self._deadline):
+            return False
         self._shed = True
         return True
 
