@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from conftest import Dbgov, start_beside, stop_dbgov
+from dbgov.proxy.listener import fd_reserve
 from dbgov.wire.postgres.messages import Query
 from pgwire import RawClient, rows_of
 
@@ -83,6 +84,30 @@ def test_clients_past_the_reserve_are_refused_with_53300(one_worker: tuple[Dbgov
     for conn in held[6:]:
         conn.close()
     before.close()
+
+
+def test_near_the_descriptor_limit_a_login_sheds_connections_that_never_logged_in(
+    one_worker: tuple[Dbgov, int],
+) -> None:
+    """Silent connections hold the descriptors left for clients; a login still gets in,
+    and the oldest silent one is dropped with 53300 (proxy/pending.py)."""
+    d, pid = one_worker
+    before = _session(d)
+    open_now = _open_fds(pid)
+    limit = next(n for n in range(open_now, open_now + 200) if n - fd_reserve(n) >= open_now + 6)
+    _lower_limit(pid, limit)  # room for 6 clients
+    silent = [RawClient(d.host, d.port) for _ in range(8)]
+    time.sleep(0.3)
+    try:
+        with psycopg.connect(d.dsn("carol", "staging"), connect_timeout=5) as conn:
+            assert conn.execute("SELECT 3").fetchone() == (3,)
+        first = [m for m in silent[0].until_closed() if m.type == b"E"]
+        assert first and b"53300" in first[0].body and b"this proxy worker is full" in first[0].body
+        assert _answers(before)
+    finally:
+        for c in silent:
+            c.close()
+        before.close()
 
 
 def test_accept_failing_for_lack_of_descriptors_does_not_spin(

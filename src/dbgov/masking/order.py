@@ -60,6 +60,10 @@ def refusal(node: Any) -> str | None:
             "rows deduplicated by masked columns (DISTINCT, UNION, INTERSECT, EXCEPT) "
             "cannot be ordered or limited: the order of ties would rank the masked values"
         )
+    try:  # `shuffled` deparses it: what pglast cannot write back is refused here
+        RawStream()(node)
+    except Exception:
+        return "its rows' order cannot be randomized (the statement cannot be rewritten)"
     return None
 
 

@@ -13,7 +13,7 @@ sees a settled stream: plain, or TLS already negotiated.
 
 A worker holds at most `listen.max_clients_per_worker` clients (negotiating,
 logging in or logged in). Running out of descriptors must not take it down
-either: a client accepted into the last `_fd_reserve()` descriptors is refused,
+either: a client accepted into the last `fd_reserve()` descriptors is refused,
 so that logins, upstream connections and the ledger keep the rest. Past either, the
 oldest connection that has not logged in is dropped to admit the new one
 (proxy/pending.py). Refused clients get FATAL 53300 in answer to their first
@@ -188,10 +188,8 @@ class Listener:
             pending = self.ctx.pending
             limit = _fd_limit()
             # Descriptors are handed out lowest first: this one says how many are open.
-            full = (
-                conn.fileno() >= limit - _fd_reserve(limit)
-                or len(self._tasks) + self.ctx.clients >= self.max_clients
-            )
+            fds_low = conn.fileno() >= limit - fd_reserve(limit)
+            full = fds_low or len(self._tasks) + self.ctx.clients >= self.max_clients
             refusal = None
             if pending.at_cap(host):
                 refusal = _PENDING
@@ -205,6 +203,10 @@ class Listener:
             shed = _Shed()
             key = pending.add(host, shed)
             self._spawn(self._negotiate(conn, shed, key))
+            if fds_low:
+                # The shed connection's descriptor closes when its task runs: accept
+                # no more until then, or a burst would eat into the reserve.
+                return
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -332,7 +334,7 @@ def _fd_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-def _fd_reserve(limit: int) -> int:
+def fd_reserve(limit: int) -> int:
     """Descriptors kept from new clients: the accepted clients' upstream connections
     during login, the ledger, stores, cancel routing."""
     return min(64, limit // 4)
