@@ -13,12 +13,12 @@ sees a settled stream: plain, or TLS already negotiated.
 
 A worker holds at most `listen.max_clients_per_worker` clients (negotiating,
 logging in or logged in). Running out of descriptors must not take it down
-either: a client accepted into the last `fd_reserve()` descriptors is refused,
-so that logins, upstream connections and the ledger keep the rest. Past either, the
-oldest connection that has not logged in is dropped to admit the new one
-(proxy/pending.py). Refused clients get FATAL 53300 in answer to their first
-packet (libpq reads an error in place of the SSL answer, as from a server that
-cannot fork). If accept()
+either: the last `fd_reserve()` descriptors are kept for logins, upstream
+connections and the ledger. Past either limit, the oldest connection that has not
+logged in is dropped to admit the new one (proxy/pending.py); with none to drop,
+the new client is refused. Refused clients get FATAL 53300 in answer to their
+first packet (libpq reads an error in place of the SSL answer, as from a server
+that cannot fork). If accept()
 fails anyway (EMFILE, ENFILE, ENOBUFS, ENOMEM), accepting pauses for ACCEPT_PAUSE_S and
 the kernel's backlog holds the waiting clients: a listening socket left readable
 would otherwise spin the event loop.
