@@ -82,6 +82,12 @@ def test_a_full_worker_sheds_the_oldest_login_in_progress_and_never_a_session(fu
         assert err is not None and "too many client connections" in err
         for c in (session, first, second, third):
             assert _answers(c), "no logged-in session was dropped"
+        # No ledger event per dropped connection (a flood would write the ledger at its
+        # own rate); the worker's log says how many. The first report comes at once.
+        assert "worker full: shed 1 connection(s) that had not logged in" in full.log()
+        opened_events = full.wait_events(lambda e: True, count=4, types=["connection.open"])
+        assert len(opened_events) == 4  # integrated: what came before them is too
+        assert not full.events(types=["auth.failed"])
     finally:
         for c in opened:
             c.close()

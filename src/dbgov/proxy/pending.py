@@ -54,7 +54,8 @@ class PendingLogins:
         self._oldest_first: dict[int, tuple[str, Shed]] = {}
         self._keys = itertools.count(1)
         self._unreported = 0
-        self._reported_at = 0.0
+        self._reported_at = -REPORT_EVERY_S
+        self._report: asyncio.TimerHandle | None = None
 
     def at_cap(self, host: str) -> bool:
         return self.cap > 0 and self.by_source.get(host, 0) >= self.cap
@@ -91,12 +92,19 @@ class PendingLogins:
         return False
 
     def _note_shed(self) -> None:
+        """Count a shed connection; the count is logged at once after a quiet minute,
+        else when the minute since the last report is up (so a flood's last count is
+        logged too)."""
         self._unreported += 1
-        now = time.monotonic()
-        if now - self._reported_at >= REPORT_EVERY_S:
-            log.warning(
-                "worker full: shed %d connection(s) that had not logged in, oldest first",
-                self._unreported,
-            )
-            self._unreported = 0
-            self._reported_at = now
+        if self._report is None:
+            wait = max(0.0, self._reported_at + REPORT_EVERY_S - time.monotonic())
+            self._report = asyncio.get_running_loop().call_later(wait, self._log_shed)
+
+    def _log_shed(self) -> None:
+        self._report = None
+        log.warning(
+            "worker full: shed %d connection(s) that had not logged in, oldest first",
+            self._unreported,
+        )
+        self._unreported = 0
+        self._reported_at = time.monotonic()
