@@ -67,11 +67,14 @@ def refusal(node: Any) -> str | None:
     return None
 
 
-def _random_sort_key() -> ast.SortBy:
+def _parse_sort_key() -> ast.SortBy:
     parsed = pglast.parse_sql(f"SELECT 1 ORDER BY {_RANDOM}")[0].stmt
     assert isinstance(parsed, ast.SelectStmt) and parsed.sortClause
     key: ast.SortBy = parsed.sortClause[0]
     return key
+
+
+_RANDOM_KEY = _parse_sort_key()  # shared by the trees it joins: they are only deparsed
 
 
 def _shuffled(sel: ast.SelectStmt) -> ast.SelectStmt:
@@ -80,7 +83,7 @@ def _shuffled(sel: ast.SelectStmt) -> ast.SelectStmt:
         wrapper = pglast.parse_sql(text)[0].stmt
         assert isinstance(wrapper, ast.SelectStmt)
         return wrapper
-    sel.sortClause = (*(sel.sortClause or ()), _random_sort_key())
+    sel.sortClause = (*(sel.sortClause or ()), _RANDOM_KEY)
     return sel
 
 

@@ -541,8 +541,7 @@ class Session:
             self.ctx.session_limits.release(self.id)
         self._answered()
         if self.identity is not None and self.target is not None:
-            if self._done or self._later:
-                self._write_due()
+            self._write_due()
             self.ctx.audit.record(
                 "connection.close",
                 self.ctx.audit.next_id(self.id),
@@ -1195,8 +1194,7 @@ class Session:
     ) -> tuple[str, OSError | None]:
         """Build a statement event and append it write-ahead; `grouped`: append only,
         the statement then waits in `_wait_durable` for the write (strict mode)."""
-        if self._done or self._later:  # the events due come first, in the session's order
-            self._write_due()
+        self._write_due()  # the events due come first, in the session's order
         ev = self._statement_body(
             sql,
             analysis,
@@ -1756,8 +1754,7 @@ class Session:
     ) -> None:
         self.held = True
         self._flush_server()
-        if self._done or self._later:  # before the approval's events
-            self._write_due()
+        self._write_due()  # before the approval's events
         self._hold_task = asyncio.get_running_loop().create_task(
             self._await_approval(sql, analysis, decision, raw, extended)
         )
@@ -2362,6 +2359,8 @@ class Session:
         completions, in the session's order: at the journal's next tick, or before the
         session's next event, whichever comes first (then the tick finds nothing)."""
         self._due_deferred = False
+        if not (self._later or self._done):
+            return
         later, self._later = self._later, []
         done, self._done = self._done, []
         i = j = 0
