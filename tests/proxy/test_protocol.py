@@ -16,6 +16,8 @@ import uuid
 
 import pytest
 
+from conftest import start_beside, stop_dbgov
+from dbgov.ledger.events import utc_now_iso
 from dbgov.wire.postgres.messages import (
     CANCEL_REQUEST_CODE,
     PROTOCOL_3_0,
@@ -172,6 +174,14 @@ def test_queries_pipelined_behind_the_login_all_run_in_order(dbgov):
         c.close()
 
 
+def _auth_failures(dbgov, client: str, since: str) -> list[dict]:
+    """auth.failed events of the connection from `client` opened at `since`: the same
+    client port may have served another test's connection earlier in the run."""
+    return dbgov.wait_events(
+        lambda e: e.get("client") == client and e["ts"] >= since, types=["auth.failed"]
+    )
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -182,6 +192,7 @@ def test_queries_pipelined_behind_the_login_all_run_in_order(dbgov):
     ],
 )
 def test_malformed_startup_gets_fatal_and_close(dbgov, payload):
+    since = utc_now_iso()
     c = RawClient(dbgov.host, dbgov.port)
     client = "{}:{}".format(*c.sock.getsockname()[:2])
     c.send(payload)
@@ -189,13 +200,14 @@ def test_malformed_startup_gets_fatal_and_close(dbgov, payload):
     err = error_of(msgs)
     assert err is not None and err.severity == "FATAL", msgs
     assert err.message.startswith("dbgov:")
-    failed = dbgov.wait_events(lambda e: e.get("client") == client, types=["auth.failed"])
+    failed = _auth_failures(dbgov, client, since)
     assert [(e["reason"], e["message"]) for e in failed] == [
         ("protocol_violation", err.message.removeprefix("dbgov: "))
     ]
 
 
 def test_a_malformed_password_message_is_audited_with_the_user_it_named(dbgov):
+    since = utc_now_iso()
     c = RawClient(dbgov.host, dbgov.port)
     client = "{}:{}".format(*c.sock.getsockname()[:2])
     c.send(StartupMessage(PROTOCOL_3_0, {"user": "bob", "database": "prod"}).encode())
@@ -203,7 +215,7 @@ def test_a_malformed_password_message_is_audited_with_the_user_it_named(dbgov):
     c.send(b"p\x00\x00\x00\x08abcd")  # no terminating NUL
     err = error_of(c.until_closed())
     assert err is not None and err.sqlstate == "08P01"
-    failed = dbgov.wait_events(lambda e: e.get("client") == client, types=["auth.failed"])
+    failed = _auth_failures(dbgov, client, since)
     assert [(e["user"], e["target"], e["reason"]) for e in failed] == [
         ("bob", "prod", "protocol_violation")
     ]
@@ -225,6 +237,25 @@ def test_what_precedes_a_malformed_message_runs_and_its_outcome_is_in_the_ledger
     """PostgreSQL reads messages one at a time: a statement sent in the same packet as
     a malformed message runs before the FATAL. Through dbgov too, and the ledger has
     its outcome before the session's close (a pipeline without Sync is flushed)."""
+    _precedes_bad_message(dbgov, protocol)
+
+
+@pytest.fixture(scope="module")
+def fsync_mode(dbgov, tmp_root):
+    d = start_beside(dbgov, tmp_root / "protocol-fsync", ledger={"mode": "fsync"})
+    yield d
+    stop_dbgov(d)
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended without Sync"])
+def test_what_precedes_a_malformed_message_runs_while_its_event_is_synced(fsync_mode, protocol):
+    """fsync mode holds each statement until its event is on disk (strict mode does when
+    other sessions are busy): the statement still runs before the FATAL. It used to be
+    dropped with the session, its event written and no outcome ever."""
+    _precedes_bad_message(fsync_mode, protocol)
+
+
+def _precedes_bad_message(dbgov, protocol: str) -> None:
     c = login(dbgov)
     marker = f"before-bad-{uuid.uuid4().hex[:8]}"
     sql = f"SELECT '{marker}'"

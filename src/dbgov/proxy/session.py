@@ -379,6 +379,9 @@ class Session:
         self._abandoned: str | None = None
         self._abandoned_timer: asyncio.TimerHandle | None = None
         self._abandoned_until = 0.0
+        # A protocol violation read while earlier statements await their events' write:
+        # reported once they are upstream (`_pump_client`, `_wait_durable`).
+        self._failure_due: ProtocolError | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1000,6 +1003,11 @@ class Session:
             if run_start >= 0:
                 self._to_server.append(buf[run_start:good])
             self._flush_server()
+            if self._durable_wait:
+                # Statements before it wait for their events' write (`_wait_durable`):
+                # the failure follows once they are upstream, or they would never run.
+                self._failure_due = exc
+                return
             self._protocol_failure(exc)
             return
         self._flush_server()
@@ -1421,7 +1429,11 @@ class Session:
                 # One write for all of it: Bind and Execute, then the Sync behind them.
                 up.write(b"".join([part for waiting in queued for part in waiting]))
                 queued.clear()
-                if self.cin.pending() and not self.held:
+                failure = self._failure_due
+                if failure is not None:
+                    self._failure_due = None
+                    self._protocol_failure(failure)
+                elif self.cin.pending() and not self.held:
                     self._pump_client()
 
         self.ctx.audit.when_durable(done)
